@@ -1,0 +1,115 @@
+"""Configuration checks (``manage.py check``); none of them talks to Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+
+from .conf import conf
+
+_DJANGO_REDIS_BACKEND = "django_redis.cache.RedisCache"
+_DJANGO_REDIS_DEFAULT_CLIENT = "django_redis.client.DefaultClient"
+
+
+def check_settings(**kwargs: Any) -> list[CheckMessage]:
+    """Check every CHATMEMORY_* setting and the cache alias chat data lives on."""
+    errors: list[CheckMessage] = []
+    alias = conf.CACHE_ALIAS
+    caches = getattr(settings, "CACHES", {})
+    cache = caches.get(alias)
+    if cache is None:
+        errors.append(
+            Error(
+                f"CHATMEMORY_CACHE_ALIAS is {alias!r}, but CACHES has no such alias.",
+                hint=(
+                    f"Add CACHES[{alias!r}] with BACKEND {_DJANGO_REDIS_BACKEND!r} "
+                    "(preferably its own Redis database), or set "
+                    "CHATMEMORY_CACHE_ALIAS to an existing django-redis alias."
+                ),
+                id="chatmemory.E001",
+            )
+        )
+    else:
+        backend = cache.get("BACKEND")
+        client = cache.get("OPTIONS", {}).get(
+            "CLIENT_CLASS", _DJANGO_REDIS_DEFAULT_CLIENT
+        )
+        if backend != _DJANGO_REDIS_BACKEND or client != _DJANGO_REDIS_DEFAULT_CLIENT:
+            errors.append(
+                Error(
+                    f"CACHES[{alias!r}] is not served by django-redis's default "
+                    f"client (BACKEND {backend!r}, CLIENT_CLASS {client!r}), so "
+                    "django_redis.get_redis_connection() cannot give chatmemory a "
+                    "connection.",
+                    hint=(
+                        f"Use BACKEND {_DJANGO_REDIS_BACKEND!r} without a "
+                        "CLIENT_CLASS option (or with "
+                        f"{_DJANGO_REDIS_DEFAULT_CLIENT!r})."
+                    ),
+                    id="chatmemory.E002",
+                )
+            )
+        if alias == "default":
+            errors.append(
+                Warning(
+                    "Chat history is stored on the 'default' cache. On django-redis, "
+                    "cache.clear() runs FLUSHDB and would delete every chat session.",
+                    hint=(
+                        "Give chat data its own CACHES alias on its own Redis "
+                        "database, and point CHATMEMORY_CACHE_ALIAS at it."
+                    ),
+                    id="chatmemory.W001",
+                )
+            )
+    ttl = getattr(settings, "CHATMEMORY_TTL", None)
+    if ttl is not None and not (_is_int(ttl) and ttl > 0):
+        errors.append(
+            Error(
+                f"CHATMEMORY_TTL must be a positive whole number of seconds or None, "
+                f"not {ttl!r}.",
+                hint="For example CHATMEMORY_TTL = 60 * 60 * 24 * 30 (30 days).",
+                id="chatmemory.E003",
+            )
+        )
+    cap = getattr(settings, "CHATMEMORY_MAX_MESSAGES", None)
+    if cap is not None and not (_is_int(cap) and cap > 0):
+        errors.append(
+            Error(
+                f"CHATMEMORY_MAX_MESSAGES must be a positive whole number or None, "
+                f"not {cap!r}.",
+                hint="None keeps every message; a number keeps the newest ones.",
+                id="chatmemory.E004",
+            )
+        )
+    for name, minimum in (
+        ("CHATMEMORY_MAX_SESSION_ID_LENGTH", 1),
+        ("CHATMEMORY_MAX_MESSAGE_LENGTH", 1),
+        ("CHATMEMORY_PROMPT_MAX_TOKENS", 1),
+        ("CHATMEMORY_SESSIONS_PER_PAGE", 1),
+    ):
+        value = getattr(settings, name, minimum)
+        if not (_is_int(value) and value >= minimum):
+            errors.append(
+                Error(
+                    f"{name} must be a positive whole number, not {value!r}.",
+                    hint="Remove the setting to use the default.",
+                    id="chatmemory.E005",
+                )
+            )
+    prefix = getattr(settings, "CHATMEMORY_KEY_PREFIX", "chatmemory")
+    if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+        errors.append(
+            Error(
+                f"CHATMEMORY_KEY_PREFIX must be a non-empty string without braces, "
+                f"not {prefix!r}.",
+                hint="Braces would break the Redis Cluster hash tags of session keys.",
+                id="chatmemory.E006",
+            )
+        )
+    return errors
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

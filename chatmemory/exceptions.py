@@ -1,0 +1,32 @@
+"""The exceptions chatmemory raises."""
+
+from __future__ import annotations
+
+
+class ChatMemoryError(Exception):
+    """Base class of every error chatmemory raises on purpose."""
+
+
+class StoreUnavailable(ChatMemoryError):
+    """Redis could not be reached, or did not answer in time.
+
+    The message names the CACHES alias and the server address, so the log line
+    says which configuration to look at.
+    """
+
+    def __init__(self, alias: str, address: str, reason: str) -> None:
+        self.alias = alias
+        self.address = address
+        self.reason = reason
+        super().__init__(
+            f"Chat history store unavailable: Redis for CACHES[{alias!r}] "
+            f"at {address} failed: {reason}"
+        )
+
+
+class SessionNotFound(ChatMemoryError):
+    """The session does not exist (or is not visible to the caller)."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(f"No chat session {session_id!r}")

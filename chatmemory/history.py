@@ -1,0 +1,184 @@
+"""The LangChain chat message history backed by chatmemory's Redis store."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    BaseMessageChunk,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    RemoveMessage,
+    SystemMessage,
+    ToolMessage,
+    message_chunk_to_message,
+    message_to_dict,
+)
+from pydantic import ValidationError
+
+from . import store
+
+logger = logging.getLogger("chatmemory")
+
+# The record "type" -> message class; chunk types map to their full message
+# class, since a stored message is always complete.
+_CLASSES: dict[str, type[BaseMessage]] = {
+    "human": HumanMessage,
+    "ai": AIMessage,
+    "system": SystemMessage,
+    "chat": ChatMessage,
+    "function": FunctionMessage,
+    "tool": ToolMessage,
+    "remove": RemoveMessage,
+    "HumanMessageChunk": HumanMessage,
+    "AIMessageChunk": AIMessage,
+    "SystemMessageChunk": SystemMessage,
+    "ChatMessageChunk": ChatMessage,
+    "FunctionMessageChunk": FunctionMessage,
+    "ToolMessageChunk": ToolMessage,
+}
+
+_REQUIRED: dict[type[BaseMessage], frozenset[str]] = {
+    cls: frozenset(
+        name for name, field in cls.model_fields.items() if field.is_required()
+    )
+    for cls in set(_CLASSES.values())
+}
+
+
+def messages_to_records(messages: Sequence[BaseMessage]) -> list[store.Record]:
+    """Messages in storable form; chunks become the full message they stand for."""
+    records = []
+    for message in messages:
+        if not isinstance(message, BaseMessage):
+            raise TypeError(
+                f"Expected a LangChain BaseMessage, got {type(message).__name__}: "
+                f"{message!r}"
+            )
+        if isinstance(message, BaseMessageChunk):
+            message = message_chunk_to_message(message)
+        records.append(message_to_dict(message))
+    return records
+
+
+def records_to_messages(
+    entries: Sequence[store.Record | store.UnreadableEntry], *, session_id: str = ""
+) -> list[BaseMessage]:
+    """Messages from stored records, skipping (and logging) unreadable entries.
+
+    Records written by :func:`messages_to_records` are complete model dumps, so
+    the fast path builds messages without re-validating them (validation is
+    most of the cost of reading a long history). A record that lacks a
+    required field, or whose content is not text or blocks, goes through full
+    validation instead.
+    """
+    messages: list[BaseMessage] = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # every object built here is kept: a GC pass finds nothing
+    try:
+        for position, entry in enumerate(entries):
+            message = _to_message(entry)
+            if isinstance(message, str):
+                logger.warning(
+                    "chatmemory: skipping unreadable entry %d of session %r: %s",
+                    position,
+                    session_id,
+                    message,
+                )
+            else:
+                messages.append(message)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return messages
+
+
+def _to_message(entry: store.Record | store.UnreadableEntry) -> BaseMessage | str:
+    """The message, or a string saying why there is none."""
+    if isinstance(entry, store.UnreadableEntry):
+        return entry.reason
+    cls = _CLASSES.get(entry.get("type"))  # type: ignore[arg-type]
+    if cls is None:
+        return f"unknown message type {entry.get('type')!r}"
+    data = entry.get("data")
+    if type(data) is not dict:
+        return "no 'data' object"
+    content = data.get("content")
+    if (type(content) is str or type(content) is list) and data.keys() >= _REQUIRED[
+        cls
+    ]:
+        return cls.model_construct(**data)
+    try:
+        return cls(**data)
+    except (ValidationError, TypeError) as exc:
+        return f"invalid {entry['type']} message: {exc}"
+
+
+class DjangoRedisChatMessageHistory(BaseChatMessageHistory):
+    """Chat history of one session, kept in Redis through django-redis.
+
+    A drop-in for ``langchain_community``'s ``RedisChatMessageHistory``, with the
+    connection taken from the ``CHATMEMORY_CACHE_ALIAS`` cache instead of a URL::
+
+        history = DjangoRedisChatMessageHistory("foo")
+        history.add_user_message("hi!")
+        history.add_ai_message("whats up?")
+        history.messages  # [HumanMessage('hi!'), AIMessage('whats up?')]
+
+    Args:
+        session_id: Any non-empty ``str`` up to ``CHATMEMORY_MAX_SESSION_ID_LENGTH``
+            characters; anything else raises ``ValueError``.
+        owner: Recorded as the session's owner on its first write (a user's
+            primary key, as text); the admin and the chat views use it.
+
+    Every read and every ``add_messages`` call is one Redis round trip; a write
+    is atomic. Redis errors surface as
+    :class:`chatmemory.exceptions.StoreUnavailable`.
+    """
+
+    def __init__(self, session_id: str, *, owner: Any = None) -> None:
+        self.session_id = store.validate_session_id(session_id)
+        self.owner: str | None = None if owner is None else str(owner)
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        """The session's messages, oldest first (one round trip)."""
+        return records_to_messages(
+            store.read_records(self.session_id), session_id=self.session_id
+        )
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        """Async :attr:`messages`, on a native asyncio Redis client."""
+        return records_to_messages(
+            await store.aread_records(self.session_id), session_id=self.session_id
+        )
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Append ``messages`` atomically, in one round trip."""
+        store.append_records(
+            self.session_id, messages_to_records(messages), owner=self.owner
+        )
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Async :meth:`add_messages`."""
+        await store.aappend_records(
+            self.session_id, messages_to_records(messages), owner=self.owner
+        )
+
+    def clear(self) -> None:
+        """Delete the session: messages, metadata and index entries."""
+        store.delete_session(self.session_id)
+
+    async def aclear(self) -> None:
+        """Async :meth:`clear`."""
+        await store.adelete_session(self.session_id)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.session_id!r})"

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.conf import settings
+from django.test import override_settings
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    """A plain client on the tests' chatmemory database (for asserting on keys)."""
+    client = redis.Redis.from_url(settings.CACHES["chatmemory"]["LOCATION"])
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def key_prefix(redis_client: redis.Redis) -> Iterator[str]:
+    """Give each test its own key prefix, and delete only its keys afterwards.
+
+    The tests never flush a database: with CHATMEMORY_TEST_REDIS_URL they may be
+    running against a server that holds someone else's data.
+    """
+    prefix = f"cmtest-{uuid.uuid4().hex[:12]}"
+    with override_settings(CHATMEMORY_KEY_PREFIX=prefix):
+        yield prefix
+    keys = list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
+    for start in range(0, len(keys), 1000):
+        redis_client.delete(*keys[start : start + 1000])
