@@ -21,7 +21,6 @@ from langchain_core.messages import (
     message_chunk_to_message,
     message_to_dict,
 )
-from pydantic import ValidationError
 
 from . import store
 
@@ -117,8 +116,10 @@ def _to_message(entry: store.Record | store.UnreadableEntry) -> BaseMessage | st
         return cls.model_construct(**data)
     try:
         return cls(**data)
-    except (ValidationError, TypeError) as exc:
-        return f"invalid {entry['type']} message: {exc}"
+    # Message validators raise more than ValidationError on malformed data
+    # (KeyError, ValueError...); a bad entry must never break the whole read.
+    except Exception as exc:
+        return f"invalid {entry['type']} message: {type(exc).__name__}: {exc}"
 
 
 class DjangoRedisChatMessageHistory(BaseChatMessageHistory):

@@ -1,0 +1,575 @@
+"""Conformance suite of DjangoRedisChatMessageHistory against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import warnings
+from typing import Any
+
+import pytest
+import redis
+from django.test import override_settings
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    HumanMessageChunk,
+    SystemMessage,
+    ToolMessage,
+    messages_from_dict,
+)
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+
+from chatmemory import store
+from chatmemory.exceptions import ChatMemoryError, StoreUnavailable
+from chatmemory.history import DjangoRedisChatMessageHistory, records_to_messages
+
+
+def every_kind_of_message() -> list[BaseMessage]:
+    return [
+        SystemMessage("You are terse.", id="sys-1"),
+        HumanMessage("hi!", name="bob", id="h-1"),
+        HumanMessage(
+            content=[
+                {"type": "text", "text": "What is in this image?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}},
+            ]
+        ),
+        AIMessage(
+            content="",
+            id="run-1",
+            tool_calls=[
+                {
+                    "name": "weather",
+                    "args": {"city": "Paris", "days": 3},
+                    "id": "call-1",
+                    "type": "tool_call",
+                }
+            ],
+            invalid_tool_calls=[
+                {
+                    "name": "broken",
+                    "args": "{not json",
+                    "id": "call-2",
+                    "error": "bad json",
+                    "type": "invalid_tool_call",
+                }
+            ],
+            usage_metadata={"input_tokens": 10, "output_tokens": 5, "total_tokens": 15},
+            response_metadata={"model_name": "gpt-test", "finish_reason": "tool_calls"},
+            additional_kwargs={"refusal": None},
+        ),
+        ToolMessage("18 degrees", tool_call_id="call-1", name="weather", status="success"),
+        FunctionMessage(name="lookup", content='{"answer": 42}'),
+        ChatMessage(role="critic", content="Too long."),
+        AIMessage(content=[{"type": "text", "text": "It is ", "index": 0}], name="bot"),
+        AIMessage("Unicode: h\u00e9llo \u2603 \U0001f600 and \"quotes\" \\ and\nnewlines"),
+    ]
+
+
+def test_seed_scenario() -> None:
+    history = DjangoRedisChatMessageHistory("foo")
+    history.add_user_message("hi!")
+    history.add_ai_message("whats up?")
+
+    assert history.messages == [HumanMessage("hi!"), AIMessage("whats up?")]
+    assert isinstance(history, BaseChatMessageHistory)
+
+
+def test_messages_of_every_type_come_back_equal() -> None:
+    written = every_kind_of_message()
+    history = DjangoRedisChatMessageHistory("fidelity")
+    history.add_messages(written)
+
+    read = DjangoRedisChatMessageHistory("fidelity").messages
+
+    assert read == written
+    assert [type(m) for m in read] == [type(m) for m in written]
+
+
+def test_chunks_are_stored_as_full_messages() -> None:
+    history = DjangoRedisChatMessageHistory("chunks")
+    chunk = AIMessageChunk(content="Hel", id="run-9") + AIMessageChunk(content="lo")
+    history.add_messages([HumanMessageChunk(content="hey"), chunk])
+
+    read = history.messages
+
+    assert read == [HumanMessage("hey"), AIMessage("Hello", id="run-9")]
+    assert [type(m) for m in read] == [HumanMessage, AIMessage]
+
+
+def test_records_use_message_to_dict_form(redis_client: redis.Redis) -> None:
+    DjangoRedisChatMessageHistory("format").add_messages(every_kind_of_message())
+    raw = redis_client.lrange(store.messages_key("format"), 0, -1)
+    import json
+
+    assert messages_from_dict([json.loads(item) for item in raw]) == (
+        every_kind_of_message()
+    )
+
+
+def test_order_is_kept_across_calls() -> None:
+    history = DjangoRedisChatMessageHistory("order")
+    for i in range(5):
+        history.add_messages([HumanMessage(f"q{i}"), AIMessage(f"a{i}")])
+
+    contents = [m.content for m in history.messages]
+
+    assert contents == [x for i in range(5) for x in (f"q{i}", f"a{i}")]
+
+
+def test_add_messages_is_one_round_trip_and_one_read(redis_client: redis.Redis) -> None:
+    history = DjangoRedisChatMessageHistory("trips")
+    history.add_messages([HumanMessage("warm up")])  # loads the script
+    before = _commands(redis_client)
+    history.add_messages([HumanMessage(str(i)) for i in range(10)])
+    after_write = _commands(redis_client)
+    assert len(history.messages) == 11
+    after_read = _commands(redis_client)
+
+    assert after_write - before == {"evalsha": 1}
+    assert after_read - after_write == {"lrange": 1}
+
+
+def _commands(client: redis.Redis) -> _Counts:
+    stats = client.info("commandstats")
+    return _Counts({k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()})
+
+
+class _Counts(dict[str, int]):
+    def __sub__(self, other: dict[str, int]) -> dict[str, int]:
+        # Only the top-level commands clients send; INFO is the measurement itself.
+        top_level = {"evalsha", "eval", "lrange", "script|load", "hgetall", "pttl"}
+        return {
+            k: v - other.get(k, 0)
+            for k, v in self.items()
+            if k in top_level and v - other.get(k, 0)
+        }
+
+
+def test_large_batches_are_written_whole() -> None:
+    history = DjangoRedisChatMessageHistory("large")
+    history.add_messages([HumanMessage(str(i)) for i in range(2500)])
+
+    assert [m.content for m in history.messages] == [str(i) for i in range(2500)]
+    assert store.get_session("large").message_count == 2500  # type: ignore[union-attr]
+
+
+def test_empty_add_messages_writes_nothing(redis_client: redis.Redis) -> None:
+    DjangoRedisChatMessageHistory("nothing").add_messages([])
+
+    assert store.get_session("nothing") is None
+
+
+def test_add_messages_rejects_non_messages() -> None:
+    with pytest.raises(TypeError, match="BaseMessage"):
+        DjangoRedisChatMessageHistory("typed").add_messages(["hi"])  # type: ignore[list-item]
+
+
+@override_settings(CHATMEMORY_MAX_MESSAGES=4)
+def test_cap_keeps_the_newest_messages() -> None:
+    history = DjangoRedisChatMessageHistory("capped")
+    history.add_messages([HumanMessage(str(i)) for i in range(3)])
+    history.add_messages([HumanMessage(str(i)) for i in range(3, 6)])
+
+    assert [m.content for m in history.messages] == ["2", "3", "4", "5"]
+    assert store.get_session("capped").message_count == 4  # type: ignore[union-attr]
+
+
+@override_settings(CHATMEMORY_TTL=1)
+def test_ttl_slides_with_every_write(redis_client: redis.Redis) -> None:
+    history = DjangoRedisChatMessageHistory("sliding", owner=7)
+    history.add_user_message("one")
+    for key in (store.messages_key("sliding"), store.meta_key("sliding")):
+        assert 0 < redis_client.pttl(key) <= 1000
+
+    time.sleep(0.6)
+    history.add_ai_message("two")  # restarts the TTL
+    time.sleep(0.6)
+    assert [m.content for m in history.messages] == ["one", "two"]
+
+    time.sleep(0.6)  # more than a second since the last write
+    assert history.messages == []
+    assert store.get_session("sliding") is None
+    assert store.list_sessions().sessions == []
+    assert store.list_sessions(owner="7").sessions == []
+
+
+@override_settings(CHATMEMORY_TTL=1, CHATMEMORY_REFRESH_TTL_ON_READ=True)
+def test_ttl_refresh_on_read(redis_client: redis.Redis) -> None:
+    history = DjangoRedisChatMessageHistory("read-refresh", owner=3)
+    history.add_user_message("one")
+    for _ in range(3):
+        time.sleep(0.5)
+        assert [m.content for m in history.messages] == ["one"]
+
+    assert [s.session_id for s in store.list_sessions().sessions] == ["read-refresh"]
+    assert [s.session_id for s in store.list_sessions(owner="3").sessions] == [
+        "read-refresh"
+    ]
+    time.sleep(1.1)
+    assert history.messages == []
+
+
+@override_settings(CHATMEMORY_TTL=60)
+def test_removing_the_ttl_setting_persists_sessions(redis_client: redis.Redis) -> None:
+    history = DjangoRedisChatMessageHistory("persist")
+    history.add_user_message("one")
+    assert redis_client.pttl(store.messages_key("persist")) > 0
+
+    with override_settings(CHATMEMORY_TTL=None):
+        history.add_user_message("two")
+
+    assert redis_client.pttl(store.messages_key("persist")) == -1
+    assert redis_client.pttl(store.meta_key("persist")) == -1
+
+
+def test_concurrent_writers_never_interleave() -> None:
+    threads, calls, batch = 8, 50, 10  # 8 threads x 500 messages
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def writer(t: int) -> None:
+        try:
+            history = DjangoRedisChatMessageHistory("busy")
+            start.wait()
+            for c in range(calls):
+                history.add_messages(
+                    [HumanMessage(f"{t}:{c}:{i}") for i in range(batch)]
+                )
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=writer, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+
+    contents = [str(m.content) for m in DjangoRedisChatMessageHistory("busy").messages]
+
+    assert len(contents) == threads * calls * batch
+    assert len(set(contents)) == len(contents)
+    for offset in range(0, len(contents), batch):
+        group = [c.rsplit(":", 1) for c in contents[offset : offset + batch]]
+        assert {call for call, _ in group} == {group[0][0]}
+        assert [int(i) for _, i in group] == list(range(batch))
+    per_thread: dict[str, list[int]] = {}
+    for offset in range(0, len(contents), batch):
+        t, c, _ = contents[offset].split(":")
+        per_thread.setdefault(t, []).append(int(c))
+    assert all(cs == list(range(calls)) for cs in per_thread.values())
+
+
+def test_a_reader_never_sees_half_a_write() -> None:
+    history = DjangoRedisChatMessageHistory("halves")
+    stop = threading.Event()
+    sizes: set[int] = set()
+
+    def reader() -> None:
+        while not stop.is_set():
+            sizes.add(len(DjangoRedisChatMessageHistory("halves").messages))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(200):
+            history.add_messages([HumanMessage(f"{i}-{j}") for j in range(5)])
+    finally:
+        stop.set()
+        thread.join()
+
+    assert sizes <= set(range(0, 1001, 5))
+
+
+async def test_async_methods_match_sync() -> None:
+    written = every_kind_of_message()
+    sync_history = DjangoRedisChatMessageHistory("parity-sync", owner=1)
+    async_history = DjangoRedisChatMessageHistory("parity-async", owner=1)
+
+    await asyncio.to_thread(sync_history.add_messages, written)
+    await async_history.aadd_messages(written)
+
+    assert await async_history.aget_messages() == written
+    assert await asyncio.to_thread(lambda: async_history.messages) == written
+    assert await sync_history.aget_messages() == written
+    sync_info = await asyncio.to_thread(store.get_session, "parity-sync")
+    async_info = await store.aget_session("parity-async")
+    assert sync_info is not None and async_info is not None
+    assert (sync_info.title, sync_info.owner, sync_info.message_count) == (
+        async_info.title,
+        async_info.owner,
+        async_info.message_count,
+    )
+
+    await async_history.aclear()
+    assert await async_history.aget_messages() == []
+    assert await store.aget_session("parity-async") is None
+
+
+async def test_async_client_is_one_per_event_loop() -> None:
+    history = DjangoRedisChatMessageHistory("loops")
+    await history.aadd_messages([HumanMessage("a")])
+    first = store._aclient()
+
+    def other_loop() -> object:
+        async def run() -> object:
+            await history.aadd_messages([HumanMessage("b")])
+            return store._aclient()
+
+        return asyncio.run(run())
+
+    second = await asyncio.to_thread(other_loop)
+
+    assert store._aclient() is first
+    assert second is not first
+    assert [m.content for m in await history.aget_messages()] == ["a", "b"]
+
+
+@override_settings(CHATMEMORY_TTL=1, CHATMEMORY_REFRESH_TTL_ON_READ=True)
+async def test_async_read_refreshes_the_ttl(redis_client: redis.Redis) -> None:
+    history = DjangoRedisChatMessageHistory("async-refresh")
+    await history.aadd_messages([HumanMessage("x")])
+    await asyncio.sleep(0.6)
+    assert len(await history.aget_messages()) == 1
+    await asyncio.sleep(0.6)
+    assert len(await history.aget_messages()) == 1
+
+
+def test_clear_removes_messages_meta_and_index_entries(
+    redis_client: redis.Redis,
+) -> None:
+    history = DjangoRedisChatMessageHistory("to-clear", owner=5)
+    history.add_user_message("bye")
+    DjangoRedisChatMessageHistory("kept", owner=5).add_user_message("stay")
+
+    history.clear()
+
+    assert history.messages == []
+    assert not redis_client.exists(
+        store.messages_key("to-clear"), store.meta_key("to-clear")
+    )
+    for key in (store.sessions_key(), store.owner_key("5"), store.ids_key()):
+        assert redis_client.zscore(key, "to-clear") is None
+        assert redis_client.zscore(key, "kept") is not None
+
+
+def test_corrupt_entries_are_skipped_with_a_warning(
+    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    history = DjangoRedisChatMessageHistory("corrupt")
+    history.add_user_message("before")
+    key = store.messages_key("corrupt")
+    redis_client.rpush(
+        key,
+        b"not json {",
+        b'"a string"',
+        b'{"type": "martian", "data": {"content": "x"}}',
+        b'{"type": "human"}',
+        b'{"type": "tool", "data": {"content": "no tool_call_id"}}',
+        b'{"type": "human", "data": {"content": 42}}',
+        b"\xff\xfe",
+    )
+    history.add_ai_message("after")
+
+    with caplog.at_level(logging.WARNING, logger="chatmemory"):
+        messages = history.messages
+
+    assert messages == [HumanMessage("before"), AIMessage("after")]
+    assert len(caplog.records) == 7
+    assert all("'corrupt'" in r.getMessage() for r in caplog.records)
+    assert "unknown message type 'martian'" in caplog.text
+    assert "not JSON" in caplog.text
+
+
+def test_records_missing_optional_fields_are_validated() -> None:
+    # Records written by other tools (or older LangChain) may omit fields.
+    entries: list[Any] = [
+        {"type": "ai", "data": {"content": "short", "tool_calls": []}},
+        {"type": "human", "data": {"content": "hi", "extra_field": 1}},
+    ]
+
+    messages = records_to_messages(entries)
+
+    assert messages == [AIMessage("short"), HumanMessage("hi", extra_field=1)]
+
+
+@pytest.mark.parametrize(
+    ("session_id", "message"),
+    [
+        ("", "must not be empty"),
+        (None, "must be a str, not NoneType"),
+        (42, "must be a str, not int"),
+        (b"foo", "must be a str, not bytes"),
+        ("x" * 201, "201 characters long; the limit is 200"),
+        ("\ud800", "not valid Unicode"),
+    ],
+)
+def test_bad_session_ids_fail_at_construction(session_id: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DjangoRedisChatMessageHistory(session_id)
+
+
+@override_settings(CHATMEMORY_MAX_SESSION_ID_LENGTH=5)
+def test_session_id_limit_is_a_setting() -> None:
+    DjangoRedisChatMessageHistory("12345")
+    with pytest.raises(ValueError, match="limit is 5"):
+        DjangoRedisChatMessageHistory("123456")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("a}:meta", "a"),
+        ("{x}", "%7Bx%7D"),
+        ("a:b", "a"),
+        ("%", "%25"),
+        ("x}", "x%7D"),
+    ],
+)
+def test_no_session_id_reaches_another_sessions_keys(a: str, b: str) -> None:
+    DjangoRedisChatMessageHistory(a).add_user_message("from a")
+    DjangoRedisChatMessageHistory(b).add_user_message("from b")
+
+    assert [m.content for m in DjangoRedisChatMessageHistory(a).messages] == ["from a"]
+    assert [m.content for m in DjangoRedisChatMessageHistory(b).messages] == ["from b"]
+    keys = {
+        store.messages_key(a),
+        store.meta_key(a),
+        store.messages_key(b),
+        store.meta_key(b),
+    }
+    assert len(keys) == 4
+
+
+def test_odd_but_valid_ids_work() -> None:
+    for session_id in ("foo", "with space", "\u00e9\u2603", "{}", "a\nb", "x" * 200):
+        history = DjangoRedisChatMessageHistory(session_id)
+        history.add_user_message(session_id)
+        assert [m.content for m in history.messages] == [session_id]
+
+
+def closed_port_caches() -> dict[str, Any]:
+    from tests.redis_server import free_port
+
+    return {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "chatmemory": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        },
+    }
+
+
+def test_redis_down_raises_store_unavailable() -> None:
+    with override_settings(CACHES=closed_port_caches()):
+        history = DjangoRedisChatMessageHistory("down")
+        for action in (
+            lambda: history.messages,
+            lambda: history.add_user_message("x"),
+            history.clear,
+        ):
+            with pytest.raises(StoreUnavailable) as excinfo:
+                action()
+            assert isinstance(excinfo.value, ChatMemoryError)
+            assert "CACHES['chatmemory']" in str(excinfo.value)
+            assert "127.0.0.1:" in str(excinfo.value)
+            assert excinfo.value.alias == "chatmemory"
+
+
+async def test_redis_down_raises_store_unavailable_async() -> None:
+    with override_settings(CACHES=closed_port_caches()):
+        history = DjangoRedisChatMessageHistory("down")
+        with pytest.raises(StoreUnavailable, match="CACHES\\['chatmemory'\\]"):
+            await history.aget_messages()
+        with pytest.raises(StoreUnavailable):
+            await history.aadd_messages([HumanMessage("x")])
+        with pytest.raises(StoreUnavailable):
+            await history.aclear()
+
+
+def test_repr() -> None:
+    assert repr(DjangoRedisChatMessageHistory("foo")) == (
+        "DjangoRedisChatMessageHistory('foo')"
+    )
+
+
+def test_owner_is_recorded_on_first_write() -> None:
+    DjangoRedisChatMessageHistory("owned", owner=12).add_user_message("mine")
+    DjangoRedisChatMessageHistory("owned", owner=99).add_user_message("not yours")
+
+    info = store.get_session("owned")
+
+    assert info is not None and info.owner == "12"
+    assert [s.session_id for s in store.list_sessions(owner="12").sessions] == ["owned"]
+    assert store.list_sessions(owner="99").sessions == []
+
+
+class HistoryEchoModel(BaseChatModel):
+    """Answers with the first thing the human said earlier, and the turn count."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "history-echo"
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        humans = [m.content for m in messages if isinstance(m, HumanMessage)]
+        if len(humans) > 1:
+            reply = f"Earlier you said: {humans[0]} ({len(humans) - 1} turns before)"
+        else:
+            reply = "Nice to meet you."
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])
+
+
+def test_runnable_with_message_history_seed_chain() -> None:
+    # The one place RunnableWithMessageHistory is used: proving compatibility.
+    from langchain_core._api import LangChainDeprecationWarning
+    from langchain_core.runnables.history import RunnableWithMessageHistory
+
+    prompt = ChatPromptTemplate.from_messages(
+        [
+            ("system", "You're an assistant."),
+            MessagesPlaceholder(variable_name="history"),
+            ("human", "{question}"),
+        ]
+    )
+    chain = prompt | HistoryEchoModel()
+    with warnings.catch_warnings():
+        # Deprecated upstream (removed in LangChain 2.0); our code does not use it.
+        warnings.filterwarnings(
+            "ignore",
+            message="RunnableWithMessageHistory is deprecated",
+            category=LangChainDeprecationWarning,
+        )
+        with_history = RunnableWithMessageHistory(
+            chain,  # type: ignore[arg-type]
+            lambda session_id: DjangoRedisChatMessageHistory(session_id),
+            input_messages_key="question",
+            history_messages_key="history",
+        )
+    config: Any = {"configurable": {"session_id": "foo"}}
+
+    first = with_history.invoke({"question": "Hi! I'm bob"}, config=config)
+    second = with_history.invoke({"question": "Whats my name"}, config=config)
+
+    assert first.content == "Nice to meet you."
+    assert second.content == "Earlier you said: Hi! I'm bob (1 turns before)"
+    assert [m.content for m in DjangoRedisChatMessageHistory("foo").messages] == [
+        "Hi! I'm bob",
+        "Nice to meet you.",
+        "Whats my name",
+        second.content,
+    ]
