@@ -1,0 +1,287 @@
+"""The Redis store: metadata, indexes, listing, search, deletion, errors."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+from django.test import override_settings
+
+from chatmemory import store
+from chatmemory.exceptions import StoreUnavailable
+
+
+def human(text: str) -> dict[str, Any]:
+    return {"type": "human", "data": {"content": text}}
+
+
+def ai(text: str) -> dict[str, Any]:
+    return {"type": "ai", "data": {"content": text}}
+
+
+def test_keys_share_a_hash_tag_and_the_prefix(key_prefix: str) -> None:
+    assert store.messages_key("foo") == f"{key_prefix}:{{foo}}:messages"
+    assert store.meta_key("foo") == f"{key_prefix}:{{foo}}:meta"
+    assert store.meta_key("a{b}") == f"{key_prefix}:{{a%7Bb%7D}}:meta"
+    assert store.sessions_key() == f"{key_prefix}:sessions"
+    assert store.owner_key("3") == f"{key_prefix}:owner:3"
+
+
+def test_metadata_of_a_session() -> None:
+    before = datetime.now(UTC)
+    store.append_records("s1", [ai("hello"), human("  first   question  ")], owner="4")
+    time.sleep(0.01)
+    store.append_records("s1", [human("second question")])
+
+    info = store.get_session("s1")
+
+    assert info is not None
+    assert info.session_id == "s1"
+    assert info.title == "first question"
+    assert info.owner == "4"
+    assert info.message_count == 3
+    assert before - timedelta(seconds=1) <= info.created < info.updated
+    assert info.updated <= datetime.now(UTC)
+    assert info.last_activity == info.updated
+    assert info.expires_in is None
+
+
+def test_title_is_cut_and_taken_from_text_blocks() -> None:
+    blocks = {
+        "type": "human",
+        "data": {
+            "content": [
+                {"type": "image_url", "image_url": {"url": "x"}},
+                {"type": "text", "text": "describe"},
+                "this " * 40,
+            ]
+        },
+    }
+    store.append_records("t", [blocks])
+
+    info = store.get_session("t")
+
+    assert info is not None
+    assert info.title.startswith("describe this this")
+    assert len(info.title) <= store.TITLE_LENGTH
+    assert info.title.endswith("\u2026")
+
+
+def test_session_without_human_message_has_no_title() -> None:
+    store.append_records("untitled", [ai("hi")])
+    assert store.get_session("untitled").title == ""  # type: ignore[union-attr]
+
+
+def test_create_session_is_idempotent_and_owned() -> None:
+    assert store.create_session("new", owner="9", title="My chat")
+    assert not store.create_session("new", owner="10", title="Other")
+
+    info = store.get_session("new")
+    assert info is not None
+    assert (info.title, info.owner, info.message_count) == ("My chat", "9", 0)
+    assert [s.session_id for s in store.list_sessions(owner="9").sessions] == ["new"]
+    assert store.read_records("new") == []
+
+
+@override_settings(CHATMEMORY_TTL=30)
+def test_created_session_gets_the_ttl(redis_client: redis.Redis) -> None:
+    store.create_session("ttl-new")
+
+    info = store.get_session("ttl-new")
+
+    assert info is not None and info.expires_in is not None
+    assert timedelta(seconds=29) < info.expires_in <= timedelta(seconds=30)
+
+
+def test_set_title() -> None:
+    store.append_records("named", [human("original")])
+
+    assert store.set_title("named", "  Renamed\n chat ")
+    assert not store.set_title("missing", "x")
+    assert store.get_session("named").title == "Renamed chat"  # type: ignore[union-attr]
+    store.append_records("named", [human("more")])
+    assert store.get_session("named").title == "Renamed chat"  # type: ignore[union-attr]
+
+
+def test_list_sessions_newest_first_with_pages() -> None:
+    for i in range(7):
+        store.append_records(f"s{i}", [human(f"q{i}")], owner="1" if i % 2 else "2")
+        time.sleep(0.002)
+    store.append_records("s0", [ai("bumped")])  # s0 is now the most recent
+
+    first = store.list_sessions(limit=3)
+    second = store.list_sessions(offset=3, limit=3)
+    third = store.list_sessions(offset=6, limit=3)
+
+    assert [s.session_id for s in first.sessions] == ["s0", "s6", "s5"]
+    assert [s.session_id for s in second.sessions] == ["s4", "s3", "s2"]
+    assert [s.session_id for s in third.sessions] == ["s1"]
+    assert first.total == second.total == third.total == 7
+    mine = store.list_sessions(owner="1")
+    assert [s.session_id for s in mine.sessions] == ["s5", "s3", "s1"]
+    assert mine.total == 3
+
+
+def test_list_sessions_active_since(redis_client: redis.Redis) -> None:
+    store.append_records("old", [human("old")])
+    store.append_records("recent", [human("recent")])
+    week_ago = int((time.time() - 8 * 86400) * 1000)
+    redis_client.zadd(store.sessions_key(), {"old": week_ago})
+
+    page = store.list_sessions(active_since=datetime.now(UTC) - timedelta(days=7))
+
+    assert [s.session_id for s in page.sessions] == ["recent"]
+    assert page.total == 1
+
+
+def test_ghost_sessions_disappear_from_listings(redis_client: redis.Redis) -> None:
+    for sid in ("a", "b", "c"):
+        store.append_records(sid, [human(sid)], owner="5")
+    redis_client.delete(store.meta_key("b"), store.messages_key("b"))
+
+    page = store.list_sessions()
+    owner_page = store.list_sessions(owner="5")
+
+    assert [s.session_id for s in page.sessions] == ["c", "a"]
+    assert page.total == 2
+    assert [s.session_id for s in owner_page.sessions] == ["c", "a"]
+    assert redis_client.zscore(store.sessions_key(), "b") is None
+    assert redis_client.zscore(store.ids_key(), "b") is None
+    assert redis_client.zscore(store.owner_key("5"), "b") is None
+    assert store.list_sessions().total == 2
+
+
+@override_settings(CHATMEMORY_TTL=1)
+def test_expired_sessions_are_pruned_from_every_index(
+    redis_client: redis.Redis,
+) -> None:
+    store.append_records("soon-gone", [human("x")], owner="8")
+    time.sleep(1.1)
+    store.append_records("alive", [human("y")], owner="8")
+
+    assert [s.session_id for s in store.list_sessions().sessions] == ["alive"]
+    assert [s.session_id for s in store.list_sessions(owner="8").sessions] == ["alive"]
+    assert redis_client.zscore(store.ids_key(), "soon-gone") is None
+    assert store.search_session_ids("soon").sessions == []
+
+
+def test_prefix_search() -> None:
+    for sid in ("alpha-1", "alpha-2", "alpha-3", "alphabet", "beta", "alp\u00e9"):
+        store.append_records(sid, [human(sid)])
+
+    page = store.search_session_ids("alpha-", limit=2)
+    rest = store.search_session_ids("alpha-", offset=2, limit=2)
+    exact = store.search_session_ids("beta")
+
+    assert [s.session_id for s in page.sessions] == ["alpha-1", "alpha-2"]
+    assert page.total == 3  # a lower bound: two found and more to come
+    assert [s.session_id for s in rest.sessions] == ["alpha-3"]
+    assert rest.total == 3
+    assert [s.session_id for s in exact.sessions] == ["beta"]
+    assert [s.session_id for s in store.search_session_ids("alp\u00e9").sessions] == [
+        "alp\u00e9"
+    ]
+    assert store.search_session_ids("gamma").sessions == []
+
+
+def test_get_sessions_keeps_order_and_drops_unknown() -> None:
+    store.append_records("x", [human("x")])
+    store.append_records("y", [human("y")])
+
+    infos = store.get_sessions(["y", "nope", "x"])
+
+    assert [i.session_id for i in infos] == ["y", "x"]
+    assert store.get_sessions([]) == []
+
+
+def test_delete_session(redis_client: redis.Redis) -> None:
+    store.append_records("gone", [human("x")], owner="2")
+
+    assert store.delete_session("gone")
+    assert not store.delete_session("gone")
+    assert store.get_session("gone") is None
+    assert redis_client.zcard(store.owner_key("2")) == 0
+
+
+def test_decode_records_marks_unreadable_entries() -> None:
+    good = store.encode_record(human("ok"))
+
+    decoded = store.decode_records([good, b"[1", b"2]", b"7", good])
+
+    assert decoded[0] == human("ok")
+    assert decoded[4] == human("ok")
+    bad = decoded[1:4]
+    assert all(isinstance(entry, store.UnreadableEntry) for entry in bad)
+    assert [e.position for e in bad] == [1, 2, 3]  # type: ignore[union-attr]
+    assert "a JSON int" in bad[2].reason  # type: ignore[union-attr]
+    assert store.decode_records([]) == []
+
+
+def test_encode_record_keeps_unicode_readable() -> None:
+    assert store.encode_record(human("h\u00e9")) == (
+        '{"type":"human","data":{"content":"h\u00e9"}}'.encode()
+    )
+
+
+def test_check_connection_and_unavailable_message() -> None:
+    store.check_connection()
+    from tests.test_history import closed_port_caches
+
+    caches = closed_port_caches()
+    with override_settings(CACHES=caches):
+        with pytest.raises(StoreUnavailable) as excinfo:
+            store.check_connection()
+        with pytest.raises(StoreUnavailable):
+            store.list_sessions()
+        with pytest.raises(StoreUnavailable):
+            store.get_session("x")
+    port = caches["chatmemory"]["LOCATION"].rsplit(":", 1)[1].split("/")[0]
+    assert f"127.0.0.1:{port}" in str(excinfo.value)
+
+
+def test_unix_socket_address_is_named() -> None:
+    client = redis.Redis(unix_socket_path="/nonexistent/redis.sock")
+    with pytest.raises(StoreUnavailable, match="unix:/nonexistent/redis.sock"):
+        with store._unavailable_as_error(client):
+            client.ping()
+
+
+def test_misconfigured_alias_is_a_clear_error() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    with override_settings(CHATMEMORY_CACHE_ALIAS="nope"):
+        with pytest.raises(ImproperlyConfigured, match="not in CACHES"):
+            store.read_records("x")
+    with override_settings(CHATMEMORY_CACHE_ALIAS="default"):
+        with pytest.raises(ImproperlyConfigured, match="not a django-redis cache"):
+            store.read_records("x")
+
+
+async def test_async_misconfigured_alias_is_a_clear_error() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    with override_settings(CHATMEMORY_CACHE_ALIAS="nope"):
+        with pytest.raises(ImproperlyConfigured, match="not in CACHES"):
+            await store.aread_records("x")
+
+
+def test_async_client_takes_the_cache_options() -> None:
+    caches = {
+        "chatmemory": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6390/3,redis://127.0.0.1:6391/3",
+            "OPTIONS": {
+                "PASSWORD": "secret",
+                "SOCKET_TIMEOUT": 4,
+                "CONNECTION_POOL_KWARGS": {"max_connections": 7},
+            },
+        }
+    }
+    with override_settings(CACHES=caches):
+        url, kwargs = store._location("chatmemory")
+
+    assert url == "redis://127.0.0.1:6390/3"
+    assert kwargs == {"password": "secret", "socket_timeout": 4, "max_connections": 7}
