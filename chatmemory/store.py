@@ -27,9 +27,10 @@ import asyncio
 import gc
 import json
 import logging
+import re
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -207,7 +208,8 @@ def _decode_one(position: int, raw: bytes) -> Record | UnreadableEntry:
         return UnreadableEntry(position, raw, f"not JSON ({exc})")
     if type(item) is not dict:
         return UnreadableEntry(position, raw, f"a JSON {type(item).__name__}")
-    return item  # type: ignore[no-any-return]
+    record: Record = item
+    return record
 
 
 def title_from_records(records: Sequence[Record]) -> str:
@@ -393,7 +395,7 @@ def _script(client: redis.Redis, name: str) -> Script:
 
 def _location(alias: str) -> tuple[str, dict[str, Any]]:
     """The first server URL and the redis-py keyword arguments of a CACHES entry."""
-    cache = settings.CACHES[alias]
+    cache: dict[str, Any] = settings.CACHES[alias]
     location = cache.get("LOCATION", "")
     if isinstance(location, str):
         location = location.split(",")
@@ -533,8 +535,9 @@ def read_records(session_id: str) -> list[Record | UnreadableEntry]:
     call = _read_call(session_id)
     client = _client()
     with _unavailable_as_error(client):
+        raw: list[bytes]
         if call is None:
-            raw = client.lrange(messages_key(session_id), 0, -1)
+            raw = client.lrange(messages_key(session_id), 0, -1)  # type: ignore[assignment]
         else:
             name, keys, args = call
             raw = _script(client, name)(keys=keys, args=args, client=client)
@@ -562,7 +565,7 @@ def create_session(session_id: str, *, owner: str | None = None, title: str = ""
     """Create an empty session; False if it exists already."""
     validate_session_id(session_id)
     keys = [messages_key(session_id), meta_key(session_id), sessions_key(), ids_key()]
-    args = [
+    args: list[Any] = [
         session_id,
         _now_ms(),
         _ttl_ms(),
@@ -686,7 +689,9 @@ def search_session_ids(prefix: str, *, offset: int = 0, limit: int = 25) -> Sess
     high = b"[" + prefix.encode() + b"\xff"
     client = _client()
     with _unavailable_as_error(client):
-        raw_ids = client.zrangebylex(ids_key(), low, high, start=offset, num=limit + 1)
+        raw_ids: list[bytes] = client.zrangebylex(  # type: ignore[assignment]
+            ids_key(), low, high, start=offset, num=limit + 1
+        )
     more = len(raw_ids) > limit
     ids = [raw.decode() for raw in raw_ids[:limit]]
     infos = get_sessions(ids)
@@ -702,7 +707,7 @@ async def aread_records(session_id: str) -> list[Record | UnreadableEntry]:
     client = _aclient()
     with _unavailable_as_error(client):
         if call is None:
-            raw = await client.lrange(messages_key(session_id), 0, -1)  # type: ignore[misc]
+            raw = await client.lrange(messages_key(session_id), 0, -1)
         else:
             name, keys, args = call
             raw = await _ascript(client, name)(keys=keys, args=args)
@@ -754,6 +759,199 @@ def _reset_async_clients() -> None:
     _async_clients.clear()
 
 
+
+# --- maintenance -----------------------------------------------------------
+
+_UNESCAPES = {"%25": "%", "%7B": "{", "%7D": "}"}
+
+
+def _unescape(escaped: str) -> str:
+    return re.sub("%(25|7B|7D)", lambda m: _UNESCAPES[m.group(0)], escaped)
+
+
+def rebuild_indexes(*, batch: int = 1000) -> int:
+    """Rebuild every index from the sessions' metadata; return the sessions found.
+
+    The indexes are derived data; use this after restoring a backup, or if
+    something wrote session keys without going through chatmemory. It scans the
+    whole database, so its cost is proportional to the number of keys. The new
+    indexes replace the old ones in one transaction.
+    """
+    prefix = conf.KEY_PREFIX
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + ":{*}:meta"
+    head, tail = f"{prefix}:{{", "}:meta"
+    client = _client()
+    with _unavailable_as_error(client):
+        activity: dict[str, int] = {}
+        owners: dict[str, dict[str, int]] = {}
+        keys = [k.decode() for k in client.scan_iter(match=pattern, count=batch)]
+        for start in range(0, len(keys), batch):
+            chunk = keys[start : start + batch]
+            pipe = client.pipeline(transaction=False)
+            for key in chunk:
+                pipe.hmget(key, "updated", "owner")
+            for key, (updated, owner) in zip(chunk, pipe.execute(), strict=True):
+                if not (key.startswith(head) and key.endswith(tail)) or updated is None:
+                    continue
+                session_id = _unescape(key[len(head) : -len(tail)])
+                activity[session_id] = int(updated)
+                if owner is not None:
+                    owners.setdefault(owner.decode(), {})[session_id] = int(updated)
+        old_owner_keys = list(
+            client.scan_iter(match=pattern.replace(":{*}:meta", ":owner:*"))
+        )
+        pipe = client.pipeline(transaction=True)
+        pipe.delete(sessions_key(), ids_key(), *old_owner_keys)
+        items = list(activity.items())
+        for start in range(0, len(items), batch):
+            part = dict(items[start : start + batch])
+            pipe.zadd(sessions_key(), part)
+            pipe.zadd(ids_key(), dict.fromkeys(part, 0))
+        for owner, sessions in owners.items():
+            pipe.zadd(owner_key(owner), sessions)
+        pipe.execute()
+    return len(activity)
+
+
+# --- added for admin -------------------------------------------------------
+
+
+def read_session(
+    session_id: str,
+) -> tuple[SessionInfo | None, list[Record | UnreadableEntry]]:
+    """The session's metadata and every record, in one round trip.
+
+    Unlike :func:`read_records` it never restarts the TTL: looking at a
+    session in the admin must not keep it alive. The metadata is None when the
+    session does not exist.
+    """
+    validate_session_id(session_id)
+    client = _client()
+    with _unavailable_as_error(client):
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(meta_key(session_id))
+        pipe.pttl(meta_key(session_id))
+        pipe.lrange(messages_key(session_id), 0, -1)
+        meta, pttl, raw = pipe.execute()
+    info = _parse_info(session_id, meta, pttl) if meta else None
+    return info, decode_records(raw)
+
+
+def count_owner_sessions(owners: Sequence[str]) -> dict[str, int]:
+    """How many sessions each owner's index holds, in one round trip.
+
+    The counts may include sessions that expired since their owner's listing
+    last ran; owners with none are left out.
+    """
+    if not owners:
+        return {}
+    client = _client()
+    with _unavailable_as_error(client):
+        pipe = client.pipeline(transaction=False)
+        for owner in owners:
+            pipe.zcard(owner_key(str(owner)))
+        counts = pipe.execute()
+    return {
+        str(owner): int(count)
+        for owner, count in zip(owners, counts, strict=True)
+        if count
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedSession:
+    """One whole session for :func:`import_sessions`."""
+
+    session_id: str
+    records: Sequence[Record]
+    owner: str | None = None
+    created: datetime | None = None
+    """Defaults to ``updated``."""
+    updated: datetime | None = None
+    """The last activity; defaults to now."""
+    title: str | None = None
+    """Defaults to the first human message, as for :func:`append_records`."""
+
+
+def import_sessions(
+    sessions: Iterable[ImportedSession], *, batch_size: int = 1000
+) -> int:
+    """Write whole sessions with pipelined batches; return how many were written.
+
+    Meant for loading many sessions into a fresh prefix (imports, benchmarks,
+    tests): each session replaces any session of the same id, but the owner
+    index of a replaced session's former owner is not cleaned. The keys and
+    indexes are the ones :func:`append_records` writes; with a TTL, a session
+    whose last activity is older than the TTL is skipped, and the others expire
+    TTL after their last activity. Not atomic: a batch is one round trip.
+    """
+    ttl = _ttl_ms()
+    now = _now_ms()
+    cap = conf.MAX_MESSAGES or 0
+    client = _client()
+    written = 0
+    batch: list[ImportedSession] = []
+
+    def flush() -> None:
+        nonlocal written
+        pipe = client.pipeline(transaction=False)
+        activity: dict[str, int] = {}
+        owners: dict[str, dict[str, int]] = {}
+        for session in batch:
+            session_id = validate_session_id(session.session_id)
+            updated = now if session.updated is None else _ms(session.updated)
+            created = updated if session.created is None else _ms(session.created)
+            left = updated + ttl - now if ttl else 0
+            if ttl and left <= 0:
+                continue
+            records = list(session.records)[-cap:] if cap else list(session.records)
+            title = (
+                title_from_records(records)
+                if session.title is None
+                else shorten(session.title, TITLE_LENGTH)
+            )
+            mkey, hkey = messages_key(session_id), meta_key(session_id)
+            pipe.delete(mkey, hkey)
+            for start in range(0, len(records), 1000):
+                pipe.rpush(mkey, *map(encode_record, records[start : start + 1000]))
+            meta: dict[str, str | int] = {
+                "created": created,
+                "updated": updated,
+                "count": len(records),
+                "title": title,
+            }
+            if session.owner is not None:
+                meta["owner"] = str(session.owner)
+                owners.setdefault(str(session.owner), {})[session_id] = updated
+            pipe.hset(hkey, mapping=meta)  # type: ignore[arg-type]
+            if ttl:
+                if records:
+                    pipe.pexpire(mkey, left)
+                pipe.pexpire(hkey, left)
+            activity[session_id] = updated
+            written += 1
+        if activity:
+            pipe.zadd(sessions_key(), activity)
+            pipe.zadd(ids_key(), dict.fromkeys(activity, 0))
+        for owner, scores in owners.items():
+            pipe.zadd(owner_key(owner), scores)
+        with _unavailable_as_error(client):
+            pipe.execute()
+        batch.clear()
+
+    for session in sessions:
+        batch.append(session)
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
+    return written
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
 __all__ = [
     "Record",
     "SessionInfo",
@@ -765,12 +963,16 @@ __all__ = [
     "append_records",
     "aread_records",
     "check_connection",
+    "count_owner_sessions",
     "create_session",
     "delete_session",
     "get_session",
     "get_sessions",
+    "import_sessions",
+    "ImportedSession",
     "list_sessions",
     "read_records",
+    "read_session",
     "search_session_ids",
     "set_title",
     "validate_session_id",
