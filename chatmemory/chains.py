@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from contextlib import aclosing, closing
 from typing import Any, cast
 
@@ -327,7 +327,7 @@ class ChatTurn:
         )
         return {"history": trimmed, "question": self.question}
 
-    def stream(self) -> Iterator[str]:
+    def stream(self) -> Generator[str]:
         """Run the turn, yielding the reply's text as it comes (sync)."""
         history = records_to_messages(
             store.read_records(self.session_id), session_id=self.session_id
@@ -350,7 +350,7 @@ class ChatTurn:
             self.session_id, self._records(interrupted=False), owner=self.owner
         )
 
-    async def astream(self) -> AsyncIterator[str]:
+    async def astream(self) -> AsyncGenerator[str]:
         """Run the turn, yielding the reply's text as it comes (async)."""
         history = records_to_messages(
             await store.aread_records(self.session_id), session_id=self.session_id
