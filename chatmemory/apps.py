@@ -12,6 +12,7 @@ class ChatMemoryConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from .checks import check_settings
+        from .checks import check_chat_model, check_settings
 
         checks.register(check_settings)
+        checks.register(check_chat_model)

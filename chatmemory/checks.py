@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
+from django.core.exceptions import ImproperlyConfigured
 
 from .conf import conf
 
@@ -113,3 +114,32 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_chat_model(**kwargs: Any) -> list[CheckMessage]:
+    """Warn when the chat views' model (CHATMEMORY_CHAT_MODEL) cannot be built.
+
+    Building a model only constructs the client object; nothing is sent.
+    """
+    try:
+        from .chains import build_chat_model
+    # A broken LangChain install is reported, not raised: checks must not crash.
+    except ImportError as exc:
+        reason = f"the chat chain cannot be imported: {exc}"
+    else:
+        try:
+            build_chat_model(conf.CHAT_MODEL)
+            return []
+        except ImproperlyConfigured as exc:
+            reason = str(exc)
+    return [
+        Warning(
+            f"The chat views cannot build their chat model: {reason}",
+            hint=(
+                'Set CHATMEMORY_CHAT_MODEL to {"factory": "<dotted path to a '
+                'chat model class or factory>", **kwargs}, or to None for '
+                "ChatOpenAI (with OPENAI_API_KEY) or the offline demo model."
+            ),
+            id="chatmemory.W002",
+        )
+    ]
