@@ -59,7 +59,9 @@ def start_redis_server() -> tuple[subprocess.Popen[bytes], str]:
             break
         except redis.ConnectionError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {port}") from None
+                raise RuntimeError(
+                    f"redis-server did not start on port {port}"
+                ) from None
             time.sleep(0.05)
     client.close()
 

@@ -41,7 +41,10 @@ def every_kind_of_message() -> list[BaseMessage]:
         HumanMessage(
             content=[
                 {"type": "text", "text": "What is in this image?"},
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}},
+                {
+                    "type": "image_url",
+                    "image_url": {"url": "data:image/png;base64,AAA"},
+                },
             ]
         ),
         AIMessage(
@@ -68,11 +71,15 @@ def every_kind_of_message() -> list[BaseMessage]:
             response_metadata={"model_name": "gpt-test", "finish_reason": "tool_calls"},
             additional_kwargs={"refusal": None},
         ),
-        ToolMessage("18 degrees", tool_call_id="call-1", name="weather", status="success"),
+        ToolMessage(
+            "18 degrees", tool_call_id="call-1", name="weather", status="success"
+        ),
         FunctionMessage(name="lookup", content='{"answer": 42}'),
         ChatMessage(role="critic", content="Too long."),
         AIMessage(content=[{"type": "text", "text": "It is ", "index": 0}], name="bot"),
-        AIMessage("Unicode: h\u00e9llo \u2603 \U0001f600 and \"quotes\" \\ and\nnewlines"),
+        AIMessage(
+            'Unicode: h\u00e9llo \u2603 \U0001f600 and "quotes" \\ and\nnewlines'
+        ),
     ]
 
 
