@@ -39,6 +39,7 @@ from langchain_core.messages import (
     AIMessageChunk,
     BaseMessage,
     HumanMessage,
+    SystemMessage,
     message_chunk_to_message,
     trim_messages,
 )
@@ -76,7 +77,8 @@ def build_prompt() -> ChatPromptTemplate:
     """The system prompt, the (trimmed) history, then the question."""
     return ChatPromptTemplate.from_messages(
         [
-            ("system", conf.SYSTEM_PROMPT),
+            # A message, not a template: braces in the setting stay as typed.
+            SystemMessage(content=conf.SYSTEM_PROMPT),
             MessagesPlaceholder(variable_name="history"),
             ("human", "{question}"),
         ]

@@ -1,0 +1,110 @@
+"""Chat models for the tests: real LangChain BaseChatModel subclasses.
+
+Servers started by the tests load them by dotted path (CHATMEMORY_CHAT_MODEL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+
+class HistoryModel(BaseChatModel):
+    """Answers with what it was given: the message count and every human text.
+
+    ``seen`` keeps the prompts it received (a list per call), so tests can check
+    what the chain passed. ``fail_after`` tokens, it raises (mid-stream error).
+    """
+
+    token_delay: float = 0.0
+    fail_after: int | None = None
+    seen: list[list[BaseMessage]] = []
+
+    @property
+    def _llm_type(self) -> str:
+        return "test-history"
+
+    def answer(self, messages: list[BaseMessage]) -> list[str]:
+        self.seen.append(list(messages))
+        humans = [m.text for m in messages if m.type == "human"]
+        text = f"{len(messages)} messages; you said: " + " | ".join(humans)
+        return [word + " " for word in text.split(" ")]
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        message = AIMessage(content="".join(self.answer(messages)))
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for position, token in enumerate(self.answer(messages)):
+            if position == self.fail_after:
+                raise RuntimeError("the test model broke mid-stream")
+            if position and self.token_delay:
+                time.sleep(self.token_delay)
+            yield ChatGenerationChunk(message=AIMessageChunk(content=token))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        for position, token in enumerate(self.answer(messages)):
+            if position == self.fail_after:
+                raise RuntimeError("the test model broke mid-stream")
+            if position and self.token_delay:
+                await asyncio.sleep(self.token_delay)
+            yield ChatGenerationChunk(message=AIMessageChunk(content=token))
+
+
+class WholeAnswerModel(BaseChatModel):
+    """A model without streaming: LangChain hands over its answer in one piece."""
+
+    reply: str = "all at once"
+
+    @property
+    def _llm_type(self) -> str:
+        return "test-whole"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        message = AIMessage(content=self.reply)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def failing_model(**kwargs: Any) -> HistoryModel:
+    """A factory (for CHATMEMORY_CHAT_MODEL) of a model that breaks mid-stream."""
+    kwargs.setdefault("fail_after", 2)
+    return HistoryModel(**kwargs)
+
+
+def not_a_model() -> object:
+    """A factory that returns something that is not a chat model."""
+    return object()
