@@ -286,6 +286,7 @@ class ChatSessionAdmin(_ModelAdmin):
         info, entries = store.read_session(session_id)
         if info is None:
             raise Http404(_("No chat session with this id."))
+        views = [message_view(i, entry) for i, entry in enumerate(entries)]
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -294,10 +295,8 @@ class ChatSessionAdmin(_ModelAdmin):
             "session": info,
             "session_id_quoted": quote(session_id),
             "row": self._row(request, info, self._users({info.owner})),
-            "entries": [message_view(i, entry) for i, entry in enumerate(entries)],
-            "unreadable_count": sum(
-                isinstance(entry, store.UnreadableEntry) for entry in entries
-            ),
+            "entries": views,
+            "unreadable_count": sum(view.kind == "unreadable" for view in views),
             "can_delete": self.has_delete_permission(request),
         }
         return TemplateResponse(
