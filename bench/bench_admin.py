@@ -1,0 +1,297 @@
+"""Benchmark: server time of the chat session admin pages.
+
+Run by hand (never a test), from the project root::
+
+    .venv/bin/python bench/bench_admin.py            # 41 runs per case
+    .venv/bin/python bench/bench_admin.py --runs 11  # quicker
+
+Cases, each the median of ``--runs`` requests by a logged-in superuser through
+Django's test client (middleware, view, template rendering; no network):
+
+- the session list at 1,000 and at 100,000 sessions, and their ratio (the
+  list pages through the Redis indexes, so the target is at most 1.3);
+- a session id prefix search at 100,000 sessions;
+- the transcript of a 1,000-message session.
+
+It also prints the Redis commands one list page costs at each size (they must
+be equal). Requests of the two sizes are interleaved run by run, so drift in
+machine load hits both alike.
+
+Redis: a throwaway ``redis-server`` on a free loopback port (persistence off),
+or the server of ``BENCH_REDIS_URL`` (e.g. ``redis://127.0.0.1:6379/15``); the
+benchmark then deletes only the keys under its own random prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PREFIX = f"bench-admin-{uuid.uuid4().hex[:10]}"
+LIST_URL = "/admin/chatmemory/chatsession/"
+
+
+def redis_url() -> str:
+    url = os.environ.get("BENCH_REDIS_URL", "").rstrip("/")
+    if url:
+        return url
+    from tests.redis_server import start_redis_server
+
+    _, url = start_redis_server()  # stopped at exit
+    return f"{url}/0"
+
+
+def configure_django(url: str) -> None:
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="bench",
+        ALLOWED_HOSTS=["*"],
+        INSTALLED_APPS=[
+            "django.contrib.admin",
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django.contrib.sessions",
+            "django.contrib.messages",
+            "django.contrib.staticfiles",
+            "chatmemory",
+        ],
+        MIDDLEWARE=[
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.middleware.common.CommonMiddleware",
+            "django.middleware.csrf.CsrfViewMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "django.contrib.messages.middleware.MessageMiddleware",
+        ],
+        ROOT_URLCONF="project.urls",
+        TEMPLATES=[
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "DIRS": [ROOT / "templates"],
+                "APP_DIRS": True,
+                "OPTIONS": {
+                    "context_processors": [
+                        "django.template.context_processors.request",
+                        "django.contrib.auth.context_processors.auth",
+                        "django.contrib.messages.context_processors.messages",
+                    ],
+                },
+            }
+        ],
+        DATABASES={
+            "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+        },
+        CACHES={
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+            # As in project/settings.py.
+            "chatmemory": {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": url,
+                "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 5},
+            },
+        },
+        CHATMEMORY_CACHE_ALIAS="chatmemory",
+        CHATMEMORY_KEY_PREFIX=PREFIX,
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+        USE_TZ=True,
+        STATIC_URL="static/",
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+    )
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+@contextmanager
+def key_prefix(name: str) -> Iterator[None]:
+    from django.test import override_settings
+
+    with override_settings(CHATMEMORY_KEY_PREFIX=f"{PREFIX}:{name}"):
+        yield
+
+
+def seed(count: int, owners: list[str]) -> float:
+    """Load ``count`` one-message sessions; return the seconds it took."""
+    from chatmemory import store
+
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    store.import_sessions(
+        store.ImportedSession(
+            session_id=f"session-{i:06d}",
+            records=[{"type": "human", "data": {"content": f"question number {i}"}}],
+            owner=owners[i % len(owners)] if i % 3 else None,
+            updated=now - timedelta(seconds=i),
+        )
+        for i in range(count)
+    )
+    return time.perf_counter() - started
+
+
+def long_conversation(count: int) -> list[Any]:
+    """Human questions, AI answers with usage metadata, now and then a tool call."""
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    messages: list[Any] = []
+    turn = 0
+    while len(messages) < count:
+        turn += 1
+        messages.append(HumanMessage(f"Question {turn}: " + "tell me more " * 8))
+        usage = {"input_tokens": 40 * turn, "output_tokens": 90, "total_tokens": 0}
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        if turn % 10 == 0:
+            call = f"call_{turn}"
+            messages.append(
+                AIMessage(
+                    "",
+                    tool_calls=[
+                        {
+                            "name": "search",
+                            "args": {"query": f"topic {turn}"},
+                            "id": call,
+                            "type": "tool_call",
+                        }
+                    ],
+                    usage_metadata=usage,  # type: ignore[arg-type]
+                )
+            )
+            messages.append(ToolMessage(f"results for {turn}", tool_call_id=call))
+        messages.append(
+            AIMessage(
+                f"Answer {turn}: " + "here is a detailed reply. " * (5 + turn % 40),
+                usage_metadata=usage,  # type: ignore[arg-type]
+                response_metadata={"model_name": "demo", "finish_reason": "stop"},
+            )
+        )
+    return messages[:count]
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def timed(get: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    response = get()
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200, response.status_code
+    return elapsed
+
+
+def list_commands(client: Any, redis_client: Any, params: dict[str, str]) -> int:
+    before = redis_client.info("commandstats")
+    client.get(LIST_URL, params)
+    after = redis_client.info("commandstats")
+    calls = sum(
+        stats["calls"] - before.get(name, {}).get("calls", 0)
+        for name, stats in after.items()
+    )
+    return calls - 1  # the second INFO
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=41, help="requests per case")
+    options = parser.parse_args()
+
+    url = redis_url()
+    configure_django(url)
+
+    import redis
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from chatmemory.history import DjangoRedisChatMessageHistory
+
+    redis_client = redis.Redis.from_url(url)
+    owners = [
+        str(User.objects.create_user(f"user{i}", f"user{i}@example.com").pk)
+        for i in range(20)
+    ]
+    admin = User.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(admin)
+
+    try:
+        with key_prefix("small"):
+            seconds = seed(1_000, owners)
+            print(f"seeded 1,000 sessions in {seconds:.2f} s")
+        with key_prefix("big"):
+            seconds = seed(100_000, owners)
+            print(f"seeded 100,000 sessions in {seconds:.2f} s")
+            DjangoRedisChatMessageHistory("long-session").add_messages(
+                long_conversation(1_000)
+            )
+
+        def list_page(name: str, params: dict[str, str]) -> float:
+            with key_prefix(name):
+                return timed(lambda: client.get(LIST_URL, params))
+
+        # warm up both sizes (connections, scripts, templates)
+        for _ in range(3):
+            list_page("small", {})
+            list_page("big", {})
+
+        small: list[float] = []
+        big: list[float] = []
+        for _ in range(options.runs):
+            small.append(list_page("small", {}))
+            big.append(list_page("big", {}))
+        with key_prefix("small"):
+            commands_small = list_commands(client, redis_client, {})
+        with key_prefix("big"):
+            commands_big = list_commands(client, redis_client, {})
+
+        search = [list_page("big", {"q": "session-0421"}) for _ in range(options.runs)]
+        later_page = [list_page("big", {"p": "1000"}) for _ in range(options.runs)]
+        owner_search = [list_page("big", {"q": "user7"}) for _ in range(options.runs)]
+
+        with key_prefix("big"):
+            transcript_url = f"{LIST_URL}long-session/change/"
+            timed(lambda: client.get(transcript_url))
+            transcript = [
+                timed(lambda: client.get(transcript_url)) for _ in range(options.runs)
+            ]
+            export = [
+                timed(lambda: client.get(f"{LIST_URL}long-session/export/"))
+                for _ in range(options.runs)
+            ]
+
+        ratio = statistics.median(big) / statistics.median(small)
+        print()
+        print(f"median of {options.runs} requests, superuser, Django test client")
+        print(f"list page, 1,000 sessions        {median_ms(small):8.1f} ms")
+        print(f"list page, 100,000 sessions      {median_ms(big):8.1f} ms")
+        print(f"  ratio 100,000 / 1,000          {ratio:8.2f}   (target <= 1.3)")
+        print(
+            f"  Redis commands per list page   {commands_small} at 1,000, "
+            f"{commands_big} at 100,000"
+        )
+        print(f"list page 1000 of 4000           {median_ms(later_page):8.1f} ms")
+        print(f"prefix search, 100,000 sessions  {median_ms(search):8.1f} ms")
+        print(f"owner search, 100,000 sessions   {median_ms(owner_search):8.1f} ms")
+        print(f"transcript, 1,000 messages       {median_ms(transcript):8.1f} ms")
+        print(f"JSON export, 1,000 messages      {median_ms(export):8.1f} ms")
+    finally:
+        keys = list(redis_client.scan_iter(match=f"{PREFIX}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            redis_client.delete(*keys[start : start + 1000])
+
+
+if __name__ == "__main__":
+    main()
