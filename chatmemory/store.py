@@ -105,8 +105,7 @@ def validate_session_id(session_id: object) -> str:
     """
     if not isinstance(session_id, str):
         raise ValueError(
-            f"session_id must be a str, not {type(session_id).__name__}: "
-            f"{session_id!r}"
+            f"session_id must be a str, not {type(session_id).__name__}: {session_id!r}"
         )
     if not session_id:
         raise ValueError("session_id must not be empty")
@@ -458,7 +457,9 @@ def _unavailable_as_error(client: redis.Redis | redis.asyncio.Redis) -> Iterator
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise StoreUnavailable(_alias(), _address(client), str(exc) or repr(exc)) from exc
+        raise StoreUnavailable(
+            _alias(), _address(client), str(exc) or repr(exc)
+        ) from exc
 
 
 # ---------------------------------------------------------------------------
@@ -489,7 +490,10 @@ def _append_call(
         "" if owner is None else str(owner),
         owner_key_prefix(),
     ]
-    args.extend(encode_record(record) for record in records)
+    # encode_record's bytes exactly, with one encoder for the whole call
+    # instead of one per record (json.dumps builds one per call).
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    args.extend([encode(record).encode() for record in records])
     return keys, args
 
 
@@ -561,7 +565,9 @@ def append_records(
         return int(_script(client, "append")(keys=keys, args=args, client=client))
 
 
-def create_session(session_id: str, *, owner: str | None = None, title: str = "") -> bool:
+def create_session(
+    session_id: str, *, owner: str | None = None, title: str = ""
+) -> bool:
     """Create an empty session; False if it exists already."""
     validate_session_id(session_id)
     keys = [messages_key(session_id), meta_key(session_id), sessions_key(), ids_key()]
@@ -664,7 +670,13 @@ def list_sessions(
     index = sessions_key() if owner is None else owner_key(str(owner))
     low = "-inf" if active_since is None else int(active_since.timestamp() * 1000)
     ttl = _ttl_ms()
-    args = [_now_ms() - ttl if ttl else 0, 1 if owner is None else 0, low, offset, limit]
+    args = [
+        _now_ms() - ttl if ttl else 0,
+        1 if owner is None else 0,
+        low,
+        offset,
+        limit,
+    ]
     client = _client()
     with _unavailable_as_error(client):
         total, *raw_ids = _script(client, "page")(
@@ -754,10 +766,20 @@ def check_connection() -> None:
         client.ping()
 
 
+async def aclose_clients() -> None:
+    """Close the async Redis clients of the running event loop.
+
+    Call it before closing an event loop that used chatmemory's async API
+    (an ASGI server's loop lives as long as the process and needs nothing).
+    """
+    clients = _async_clients.pop(asyncio.get_running_loop(), {})
+    for client in clients.values():
+        await client.aclose()
+
+
 def _reset_async_clients() -> None:
     """Forget the async clients (tests use it after changing CACHES)."""
     _async_clients.clear()
-
 
 
 # --- maintenance -----------------------------------------------------------
@@ -999,6 +1021,7 @@ __all__ = [
     "SessionPage",
     "UnreadableEntry",
     "aappend_records",
+    "aclose_clients",
     "adelete_session",
     "aget_session",
     "append_records",

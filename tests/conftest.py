@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
 from django.conf import settings
 from django.test import override_settings
+
+from chatmemory import store
 
 
 @pytest.fixture
@@ -30,3 +32,13 @@ def key_prefix(redis_client: redis.Redis) -> Iterator[str]:
     keys = list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
     for start in range(0, len(keys), 1000):
         redis_client.delete(*keys[start : start + 1000])
+
+
+@pytest.fixture(autouse=True)
+async def close_async_redis_clients() -> AsyncIterator[None]:
+    """Close the async Redis clients a test opened, before its event loop closes.
+
+    Without it, a client outlives its loop and warns of unclosed connections.
+    """
+    yield
+    await store.aclose_clients()

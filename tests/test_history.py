@@ -332,7 +332,9 @@ async def test_async_client_is_one_per_event_loop() -> None:
     def other_loop() -> object:
         async def run() -> object:
             await history.aadd_messages([HumanMessage("b")])
-            return store._aclient()
+            client = store._aclient()
+            await store.aclose_clients()
+            return client
 
         return asyncio.run(run())
 
