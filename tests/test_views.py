@@ -1,0 +1,711 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.test import AsyncClient, Client, override_settings
+from django.urls import reverse
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from chatmemory import chains, store, views
+from chatmemory.conf import conf
+from tests.redis_server import free_port
+
+pytestmark = pytest.mark.django_db
+
+FAST_DEMO = {"factory": "chatmemory.chains.DemoChatModel", "token_delay": 0}
+FAILING = {"factory": "tests.chat_models.failing_model", "fail_after": 3}
+DOWN = {
+    **settings.CACHES,
+    "down": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        # Port 1 on loopback: nothing listens, so connecting fails at once.
+        "LOCATION": "redis://127.0.0.1:1/0",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+async def close_async_redis() -> AsyncIterator[None]:
+    """Close the test loop's async Redis clients, which would leak with the loop."""
+    yield
+    clients = store._async_clients.pop(asyncio.get_running_loop(), {})
+    for client in clients.values():
+        await client.aclose()
+
+
+@pytest.fixture(autouse=True)
+def fast_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with override_settings(CHATMEMORY_CHAT_MODEL=FAST_DEMO):
+        yield
+
+
+@pytest.fixture
+def alice(django_user_model: Any) -> AbstractBaseUser:
+    user: AbstractBaseUser = django_user_model.objects.create_user(
+        "alice", password="pw"
+    )
+    return user
+
+
+@pytest.fixture
+def bob(django_user_model: Any) -> AbstractBaseUser:
+    user: AbstractBaseUser = django_user_model.objects.create_user("bob", password="pw")
+    return user
+
+
+@pytest.fixture
+def alice_client(alice: AbstractBaseUser) -> Client:
+    client = Client()
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def bob_client(bob: AbstractBaseUser) -> Client:
+    client = Client()
+    client.force_login(bob)
+    return client
+
+
+@pytest.fixture
+def session_id(alice: AbstractBaseUser) -> str:
+    session_id = uuid.uuid4().hex
+    assert store.create_session(session_id, owner=str(alice.pk))
+    return session_id
+
+
+def events(body: bytes) -> list[tuple[str, str]]:
+    """Parse a Server-Sent Events body into (event, data) pairs."""
+    parsed = []
+    for block in body.decode().split("\n\n"):
+        name, data = "message", []
+        for line in block.split("\n"):
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data:"):
+                value = line[len("data:") :]
+                data.append(value[1:] if value.startswith(" ") else value)
+        if data:
+            parsed.append((name, "\n".join(data)))
+    return parsed
+
+
+def body_of(response: Any) -> bytes:
+    if response.streaming:
+        return b"".join(response.streaming_content)
+    return bytes(response.content)
+
+
+def records(session_id: str) -> list[dict[str, Any]]:
+    return [r for r in store.read_records(session_id) if isinstance(r, dict)]
+
+
+# --- who may see what ---------------------------------------------------------
+
+SESSION_VIEWS = [
+    ("chat", "get", {}, 200),
+    ("send", "post", {"message": "hi"}, 302),
+    ("stream", "post", {"message": "hi"}, 200),
+    ("rename", "post", {"title": "new title"}, 302),
+    ("delete", "get", {}, 200),
+    ("delete", "post", {}, 302),
+]
+
+
+def test_anonymous_users_are_sent_to_log_in(client: Client, session_id: str) -> None:
+    urls = [("get", reverse("chatmemory:sessions")), ("post", "/chat/")]
+    urls += [
+        (method, reverse(f"chatmemory:{name}", args=[session_id]))
+        for name, method, _, _ in SESSION_VIEWS
+    ]
+    for method, url in urls:
+        response = getattr(client, method)(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith("/accounts/login/?next="), url
+    assert len(records(session_id)) == 0
+
+
+@pytest.mark.parametrize(("name", "method", "data", "status"), SESSION_VIEWS)
+def test_the_owner_may_use_every_view(
+    alice_client: Client,
+    session_id: str,
+    name: str,
+    method: str,
+    data: dict[str, str],
+    status: int,
+) -> None:
+    url = reverse(f"chatmemory:{name}", args=[session_id])
+    response = getattr(alice_client, method)(url, data)
+    assert response.status_code == status
+    body_of(response)
+
+
+@pytest.mark.parametrize(("name", "method", "data", "status"), SESSION_VIEWS)
+def test_another_user_gets_404_like_a_missing_session(
+    bob_client: Client,
+    alice_client: Client,
+    session_id: str,
+    name: str,
+    method: str,
+    data: dict[str, str],
+    status: int,
+) -> None:
+    url = reverse(f"chatmemory:{name}", args=[session_id])
+    theirs = getattr(bob_client, method)(url, data)
+    missing = getattr(alice_client, method)(
+        reverse(f"chatmemory:{name}", args=["no-such-session"]), data
+    )
+    assert theirs.status_code == missing.status_code == 404
+    assert theirs.content == missing.content  # nothing tells them apart
+    info = store.get_session(session_id)
+    assert info is not None and info.message_count == 0 and info.title == ""
+
+
+def test_an_invalid_session_id_is_a_404(alice_client: Client) -> None:
+    too_long = "x" * (conf.MAX_SESSION_ID_LENGTH + 1)
+    assert alice_client.get(f"/chat/{too_long}/").status_code == 404
+
+
+# --- my sessions ----------------------------------------------------------------
+
+
+def test_new_chat_creates_my_session_and_opens_it(
+    alice_client: Client, alice: AbstractBaseUser
+) -> None:
+    response = alice_client.post(reverse("chatmemory:sessions"))
+    assert response.status_code == 302
+    session_id = response["Location"].strip("/").split("/")[-1]
+    assert response["Location"] == reverse("chatmemory:chat", args=[session_id])
+    info = store.get_session(session_id)
+    assert info is not None and info.owner == str(alice.pk)
+    assert alice_client.get(response["Location"]).status_code == 200
+
+
+def test_my_sessions_newest_first_only_mine_paginated(
+    alice_client: Client, alice: AbstractBaseUser, bob: AbstractBaseUser
+) -> None:
+    for number in range(3):
+        store.append_records(
+            f"mine-{number}",
+            [{"type": "human", "data": {"content": f"Topic <{number}>"}}],
+            owner=str(alice.pk),
+        )
+        time.sleep(0.002)  # distinct activity times
+    store.append_records(
+        "theirs", [{"type": "human", "data": {"content": "Bob's"}}], owner=str(bob.pk)
+    )
+    with override_settings(CHATMEMORY_SESSIONS_PER_PAGE=2):
+        first = alice_client.get("/chat/").content.decode()
+        second = alice_client.get("/chat/?page=2").content.decode()
+        for bad in ["3", "0", "abc"]:
+            assert alice_client.get(f"/chat/?page={bad}").status_code == 404
+    assert first.index("Topic &lt;2&gt;") < first.index("Topic &lt;1&gt;")
+    assert "Topic &lt;0&gt;" not in first and "Topic &lt;0&gt;" in second
+    assert "Page 1 of 2 (3 chats)" in first and 'rel="next"' in first
+    assert 'rel="prev"' in second
+    assert "Bob" not in first + second
+    assert "New chat" in first
+
+
+def test_an_empty_list_says_how_to_start(alice_client: Client) -> None:
+    page = alice_client.get("/chat/").content.decode()
+    assert "No chats yet" in page
+
+
+# --- the chat page ----------------------------------------------------------------
+
+
+def test_the_chat_page_shows_the_transcript_escaped(
+    alice_client: Client, session_id: str
+) -> None:
+    store.append_records(
+        session_id,
+        [
+            {"type": "human", "data": {"content": "<script>alert(1)</script>"}},
+            {
+                "type": "ai",
+                "data": {
+                    "content": [{"type": "text", "text": "<b>bold</b>"}, " tail"],
+                    "response_metadata": {"interrupted": True},
+                },
+            },
+            {"type": "system", "data": {"content": "sys note"}},
+            {"type": "tool", "data": {"content": "tool out"}},
+        ],
+    )
+    page = alice_client.get(reverse("chatmemory:chat", args=[session_id]))
+    html = page.content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script>alert(1)" not in html
+    assert "&lt;b&gt;bold&lt;/b&gt; tail" in html
+    assert "cm-interrupted" in html and ">stopped<" in html
+    assert "cm-system" in html and "cm-other" in html
+    assert "Offline demo model" in html
+    assert 'data-stream-url="/chat/' in html
+
+
+def test_the_page_names_another_model(alice_client: Client, session_id: str) -> None:
+    spec = {"factory": "tests.chat_models.HistoryModel"}
+    with override_settings(CHATMEMORY_CHAT_MODEL=spec):
+        html = alice_client.get(f"/chat/{session_id}/").content.decode()
+    assert "Offline demo model" not in html
+    assert "Answering: <strong>HistoryModel</strong>" in html
+
+
+def test_transcript_of_odd_records() -> None:
+    raw = store.UnreadableEntry(0, b"{", "not JSON")
+    entries = views.transcript(
+        [raw, {"type": "ai"}, {"type": "human", "data": {"content": 7}}]
+    )
+    assert [(e.role, e.text) for e in entries] == [
+        ("unreadable", "(an unreadable entry was skipped)"),
+        ("ai", ""),
+        ("human", "7"),
+    ]
+
+
+def test_sse_events_split_lines() -> None:
+    assert views.sse_event("token", "a\nb\r\nc") == (
+        b"event: token\ndata: a\ndata: b\ndata: c\n\n"
+    )
+    assert events(views.sse_event("token", " lead")) == [("token", " lead")]
+
+
+# --- sending without JavaScript ------------------------------------------------
+
+
+def test_send_runs_a_turn_and_redirects_to_the_transcript(
+    alice_client: Client, session_id: str
+) -> None:
+    url = reverse("chatmemory:send", args=[session_id])
+    response = alice_client.post(url, {"message": "I like <tea>"}, follow=True)
+    assert response.redirect_chain == [(f"/chat/{session_id}/", 302)]
+    html = response.content.decode()
+    assert "I like &lt;tea&gt;" in html
+    assert "first turn of our conversation" in html
+    saved = records(session_id)
+    assert [r["type"] for r in saved] == ["human", "ai"]
+    info = store.get_session(session_id)
+    assert info is not None and info.title == "I like <tea>"
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("", "Type a message first"),
+        ("   \n ", "Type a message first"),
+        ("y" * 41, "Your message is 41 characters long; the limit is 40."),
+    ],
+)
+def test_bad_input_is_a_form_error_and_keeps_the_text(
+    alice_client: Client, session_id: str, text: str, error: str
+) -> None:
+    with override_settings(CHATMEMORY_MAX_MESSAGE_LENGTH=40):
+        response = alice_client.post(f"/chat/{session_id}/send/", {"message": text})
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert error in html
+    assert f">\n{text.strip()}</textarea>" in html or text.strip() == ""
+    assert records(session_id) == []
+
+
+def test_a_model_failure_shows_an_error_and_saves_nothing(
+    alice_client: Client, session_id: str
+) -> None:
+    with override_settings(CHATMEMORY_CHAT_MODEL=FAILING):
+        response = alice_client.post(
+            f"/chat/{session_id}/send/", {"message": "keep me"}
+        )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "The model failed (RuntimeError); nothing was saved." in html
+    assert ">\nkeep me</textarea>" in html
+    assert records(session_id) == []
+
+
+def test_a_model_that_cannot_be_built(alice_client: Client, session_id: str) -> None:
+    with override_settings(CHATMEMORY_CHAT_MODEL={"factory": "nope.Model"}):
+        page = alice_client.get(f"/chat/{session_id}/").content.decode()
+        sent = alice_client.post(f"/chat/{session_id}/send/", {"message": "hi"})
+        streamed = alice_client.post(f"/chat/{session_id}/stream/", {"message": "hi"})
+    assert "The chat model cannot be used" in page and "nope" in page
+    assert "not configured correctly" in sent.content.decode()
+    assert streamed.status_code == 500
+    assert events(streamed.content)[0][0] == "error"
+    assert records(session_id) == []
+
+
+# --- streaming ------------------------------------------------------------------
+
+
+def test_stream_sends_tokens_then_done_and_saves_the_turn(
+    alice_client: Client, session_id: str
+) -> None:
+    response = alice_client.post(
+        f"/chat/{session_id}/stream/", {"message": "hello <there>"}
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/event-stream"
+    assert response["Cache-Control"] == "no-cache"
+    assert response["X-Accel-Buffering"] == "no"
+    assert not response.is_async  # WSGI: a sync iterator
+    got = events(body_of(response))
+    tokens = [data for name, data in got if name == "token"]
+    assert len(tokens) > 10
+    assert got[-1] == ("done", json.dumps({"message_count": 2}))
+    saved = records(session_id)
+    assert saved[0]["data"]["content"] == "hello <there>"
+    assert saved[1]["data"]["content"] == "".join(tokens)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_stream_under_asgi_uses_an_async_iterator(
+    alice: AbstractBaseUser, session_id: str
+) -> None:
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    response = await client.post(f"/chat/{session_id}/stream/", {"message": "hi"})
+    assert response.status_code == 200
+    assert response.is_async  # ASGI: an async iterator, served incrementally
+    body = b"".join([part async for part in response.streaming_content])
+    got = events(body)
+    assert got[-1] == ("done", json.dumps({"message_count": 2}))
+    saved = await store.aread_records(session_id)
+    tokens = "".join(data for name, data in got if name == "token")
+    assert saved[1]["data"]["content"] == tokens  # type: ignore[index]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_async_stream_reports_a_model_failure(
+    alice: AbstractBaseUser, session_id: str
+) -> None:
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    with override_settings(CHATMEMORY_CHAT_MODEL=FAILING):
+        response = await client.post(f"/chat/{session_id}/stream/", {"message": "x"})
+        body = b"".join([part async for part in response.streaming_content])
+    got = events(body)
+    assert [name for name, _ in got] == ["token"] * 3 + ["error"]
+    assert await store.aread_records(session_id) == []
+
+
+def test_a_model_failure_mid_stream_is_an_error_event(
+    alice_client: Client, session_id: str
+) -> None:
+    with override_settings(CHATMEMORY_CHAT_MODEL=FAILING):
+        response = alice_client.post(f"/chat/{session_id}/stream/", {"message": "x"})
+        got = events(body_of(response))
+    assert [name for name, _ in got] == ["token"] * 3 + ["error"]
+    assert "nothing was saved" in got[-1][1]
+    assert records(session_id) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [("  ", "Type a message first"), ("z" * 41, "41 characters long")],
+)
+def test_stream_bad_input_is_an_error_event(
+    alice_client: Client, session_id: str, text: str, error: str
+) -> None:
+    with override_settings(CHATMEMORY_MAX_MESSAGE_LENGTH=40):
+        response = alice_client.post(f"/chat/{session_id}/stream/", {"message": text})
+    assert response.status_code == 400
+    [(name, data)] = events(response.content)
+    assert name == "error" and error in data
+
+
+def test_stopping_a_stream_saves_the_reply_as_interrupted(
+    alice_client: Client, session_id: str
+) -> None:
+    response = alice_client.post(f"/chat/{session_id}/stream/", {"message": "go"})
+    content = iter(response.streaming_content)
+    got = b"".join(next(content) for _ in range(4))  # the opening comment + 3 tokens
+    response.close()  # what the server does when the client goes away
+    saved = records(session_id)
+    assert saved[1]["data"]["response_metadata"]["interrupted"] is True
+    tokens = "".join(data for name, data in events(got) if name == "token")
+    assert saved[1]["data"]["content"] == tokens
+
+
+def test_stream_is_never_gzipped(alice_client: Client, session_id: str) -> None:
+    middleware = ["django.middleware.gzip.GZipMiddleware", *settings.MIDDLEWARE]
+    with override_settings(MIDDLEWARE=middleware):
+        response = alice_client.post(
+            f"/chat/{session_id}/stream/",
+            {"message": "hi"},
+            headers={"accept-encoding": "gzip"},
+        )
+        page = alice_client.get(
+            f"/chat/{session_id}/", headers={"accept-encoding": "gzip"}
+        )
+    assert page["Content-Encoding"] == "gzip"  # the middleware is active
+    assert not response.has_header("Content-Encoding")
+    assert events(body_of(response))[-1][0] == "done"
+
+
+# --- rename and delete -----------------------------------------------------------
+
+
+def test_rename_my_session(alice_client: Client, session_id: str) -> None:
+    response = alice_client.post(
+        f"/chat/{session_id}/rename/", {"title": "  Holiday <plans> "}
+    )
+    assert response.status_code == 302
+    info = store.get_session(session_id)
+    assert info is not None and info.title == "Holiday <plans>"
+    html = alice_client.get(f"/chat/{session_id}/").content.decode()
+    assert "Holiday &lt;plans&gt;" in html
+
+
+def test_rename_to_nothing_is_an_error(alice_client: Client, session_id: str) -> None:
+    response = alice_client.post(f"/chat/{session_id}/rename/", {"title": " "})
+    assert response.status_code == 200
+    assert "A title cannot be empty." in response.content.decode()
+    assert '<details class="cm-manage" open>' in response.content.decode()
+
+
+def test_delete_asks_then_deletes(alice_client: Client, session_id: str) -> None:
+    store.append_records(session_id, [{"type": "human", "data": {"content": "x"}}])
+    page = alice_client.get(f"/chat/{session_id}/delete/").content.decode()
+    assert "Delete this chat?" in page and "1 message " in page
+    assert store.get_session(session_id) is not None
+    response = alice_client.post(f"/chat/{session_id}/delete/")
+    assert response["Location"] == "/chat/"
+    assert store.get_session(session_id) is None
+    assert alice_client.get(f"/chat/{session_id}/").status_code == 404
+
+
+def test_a_session_id_with_a_slash_works(
+    alice_client: Client, alice: AbstractBaseUser
+) -> None:
+    store.create_session("team/42", owner=str(alice.pk), title="Slashed")
+    listing = alice_client.get("/chat/").content.decode()
+    assert 'href="/chat/team/42/"' in listing
+    assert alice_client.get("/chat/team/42/").status_code == 200
+    response = alice_client.post("/chat/team/42/send/", {"message": "hi"})
+    assert response["Location"] == "/chat/team/42/"
+    assert len(records("team/42")) == 2
+
+
+# --- Redis down ----------------------------------------------------------------
+
+
+def test_redis_down_gives_a_503_page_not_a_traceback(
+    alice_client: Client, session_id: str
+) -> None:
+    with override_settings(CACHES=DOWN, CHATMEMORY_CACHE_ALIAS="down"):
+        pages = [
+            alice_client.get("/chat/"),
+            alice_client.post("/chat/"),
+            alice_client.get(f"/chat/{session_id}/"),
+            alice_client.post(f"/chat/{session_id}/send/", {"message": "x"}),
+            alice_client.post(f"/chat/{session_id}/rename/", {"title": "x"}),
+            alice_client.get(f"/chat/{session_id}/delete/"),
+        ]
+        streamed = alice_client.post(f"/chat/{session_id}/stream/", {"message": "x"})
+    for page in pages:
+        assert page.status_code == 503
+        assert page["Retry-After"] == "60"
+        html = page.content.decode()
+        assert "chat history store is not reachable" in html
+        assert "Traceback" not in html
+    assert streamed.status_code == 503
+    [(name, data)] = events(streamed.content)
+    assert name == "error" and "not reachable" in data
+
+
+def test_redis_going_down_mid_turn_is_an_error_event(
+    alice_client: Client, session_id: str
+) -> None:
+    response = alice_client.post(f"/chat/{session_id}/stream/", {"message": "x"})
+    with override_settings(CACHES=DOWN, CHATMEMORY_CACHE_ALIAS="down"):
+        got = events(body_of(response))
+    assert got == [("error", views.STORE_DOWN)]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_redis_going_down_mid_async_turn_is_an_error_event(
+    alice: AbstractBaseUser, session_id: str
+) -> None:
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    response = await client.post(f"/chat/{session_id}/stream/", {"message": "x"})
+    with override_settings(CACHES=DOWN, CHATMEMORY_CACHE_ALIAS="down"):
+        store._reset_async_clients()
+        got = events(b"".join([part async for part in response.streaming_content]))
+    assert got == [("error", views.STORE_DOWN)]
+
+
+# --- real servers: gunicorn (WSGI) and uvicorn (ASGI) ------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SETUP = """
+import django
+django.setup()
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+get_user_model().objects.create_user("streamer", password="pw")
+"""
+
+
+@pytest.fixture(scope="module")
+def server_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Environment of the servers: a file database with a user, a key prefix."""
+    prefix = f"cmtest-srv-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings_server",
+        "CHATMEMORY_TEST_DB": str(tmp_path_factory.mktemp("servers") / "db.sqlite3"),
+        "CHATMEMORY_TEST_KEY_PREFIX": prefix,
+        "CHATMEMORY_TEST_TOKEN_DELAY": "0.05",
+        "PYTHONPATH": str(ROOT),
+    }
+    subprocess.run([sys.executable, "-c", SETUP], env=env, check=True, cwd=ROOT)
+    yield env
+    client = redis.Redis.from_url(settings.CACHES["chatmemory"]["LOCATION"])
+    keys = list(client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def server_command(kind: str, port: int) -> list[str]:
+    if kind == "gunicorn":
+        return [
+            str(BIN / "gunicorn"),
+            "project.wsgi:application",
+            "--bind", f"127.0.0.1:{port}",
+            "--workers", "2",
+            "--log-level", "warning",
+        ]  # fmt: skip
+    return [
+        sys.executable, "-m", "uvicorn", "project.asgi:application",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--lifespan", "off", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=["gunicorn", "uvicorn"])
+def live_url(
+    request: pytest.FixtureRequest, server_env: dict[str, str]
+) -> Iterator[str]:
+    """The base URL of a real server running the demo URLs on the test settings."""
+    port = free_port()
+    process = subprocess.Popen(
+        server_command(request.param, port), env=server_env, cwd=ROOT
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(url + "/accounts/login/", timeout=1)
+            break
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"{request.param} did not start")
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def logged_in(url: str) -> tuple[httpx.Client, str, str]:
+    """A client logged in as the servers' user, its CSRF token, a new chat's id."""
+    client = httpx.Client(base_url=url, timeout=10)
+    client.get("/accounts/login/")
+    token = client.cookies["csrftoken"]
+    response = client.post(
+        "/accounts/login/",
+        data={"username": "streamer", "password": "pw", "csrfmiddlewaretoken": token},
+    )
+    assert response.status_code == 302, response.text
+    token = client.cookies["csrftoken"]  # logging in rotates it
+    response = client.post("/chat/", data={"csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    session_id = response.headers["Location"].strip("/").split("/")[-1]
+    return client, token, session_id
+
+
+def test_tokens_arrive_incrementally_under_real_servers(
+    live_url: str, server_env: dict[str, str]
+) -> None:
+    client, token, session_id = logged_in(live_url)
+    arrivals: list[tuple[float, bytes]] = []
+    start = time.monotonic()
+    with client.stream(
+        "POST",
+        f"/chat/{session_id}/stream/",
+        data={"message": "stream me", "csrfmiddlewaretoken": token},
+        headers={"Accept": "text/event-stream", "Accept-Encoding": "gzip"},
+    ) as response:
+        assert response.headers["content-type"] == "text/event-stream"
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        assert "content-encoding" not in response.headers
+        for part in response.iter_raw():
+            arrivals.append((time.monotonic() - start, part))
+    client.close()
+    got = events(b"".join(part for _, part in arrivals))
+    assert got[-1] == ("done", json.dumps({"message_count": 2}))
+    token_reads = [at for at, part in arrivals if b"event: token" in part]
+    total = arrivals[-1][0]
+    # About 40 tokens 50 ms apart: the first arrives long before the end, and
+    # they come in many separate reads, not one buffered lump.
+    assert len(token_reads) >= 10
+    assert token_reads[0] < total - 1.0
+    with override_settings(
+        CHATMEMORY_KEY_PREFIX=server_env["CHATMEMORY_TEST_KEY_PREFIX"]
+    ):
+        saved = records(session_id)
+    tokens = "".join(data for name, data in got if name == "token")
+    assert [r["data"]["content"] for r in saved] == ["stream me", tokens]
+
+
+def test_a_client_that_stops_reading_gets_its_reply_saved_as_interrupted(
+    live_url: str, server_env: dict[str, str]
+) -> None:
+    client, token, session_id = logged_in(live_url)
+    received = b""
+    with client.stream(
+        "POST",
+        f"/chat/{session_id}/stream/",
+        data={"message": "stop me", "csrfmiddlewaretoken": token},
+    ) as response:
+        for part in response.iter_raw():
+            received += part
+            if received.count(b"event: token") >= 3:
+                break  # leaving the block closes the connection
+    client.close()
+    prefix = server_env["CHATMEMORY_TEST_KEY_PREFIX"]
+    deadline = time.monotonic() + 10
+    saved: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and len(saved) < 2:
+        time.sleep(0.1)
+        with override_settings(CHATMEMORY_KEY_PREFIX=prefix):
+            saved = records(session_id)
+    assert [r["type"] for r in saved] == ["human", "ai"]
+    reply = saved[1]["data"]
+    assert reply["response_metadata"][chains.INTERRUPTED] is True
+    seen = "".join(data for name, data in events(received) if name == "token")
+    assert reply["content"].startswith(seen)  # the server got at least that far
+    full = chains.demo_reply([SystemMessage("s"), HumanMessage("stop me")])
+    assert len(reply["content"]) < len(full)
