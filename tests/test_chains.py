@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -35,15 +34,6 @@ DOWN = {
         "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
     },
 }
-
-
-@pytest.fixture(autouse=True)
-async def close_async_redis() -> AsyncIterator[None]:
-    """Close the test loop's async Redis clients, which would leak with the loop."""
-    yield
-    clients = store._async_clients.pop(asyncio.get_running_loop(), {})
-    for client in clients.values():
-        await client.aclose()
 
 
 def stored(session_id: str) -> list[dict[str, Any]]:

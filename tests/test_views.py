@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +36,6 @@ DOWN = {
         "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
     },
 }
-
-
-@pytest.fixture(autouse=True)
-async def close_async_redis() -> AsyncIterator[None]:
-    """Close the test loop's async Redis clients, which would leak with the loop."""
-    yield
-    clients = store._async_clients.pop(asyncio.get_running_loop(), {})
-    for client in clients.values():
-        await client.aclose()
 
 
 @pytest.fixture(autouse=True)
