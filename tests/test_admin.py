@@ -912,3 +912,32 @@ def test_list_page_costs_the_same_at_100_and_100000_sessions(
     ):
         assert small == big, params
         assert sum(small.values()) < 200, (params, small)
+
+
+def test_owner_is_plain_text_when_users_are_not_in_the_admin(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.contrib import admin
+
+    alice = make_user("alice")
+    chat("mine", HumanMessage("x"), owner=alice)
+    real = admin.site.is_registered
+    monkeypatch.setattr(
+        admin.site, "is_registered", lambda model: model is not User and real(model)
+    )
+    page = text(admin_client.get(LIST_URL))
+    assert '<td class="field-owner">alice</td>' in page
+
+
+@override_settings(USE_TZ=False)
+def test_activity_filter_without_time_zones(admin_client: Client) -> None:
+    chat("now", HumanMessage("x"))
+    assert rows(admin_client.get(LIST_URL, {"active": "today"})) == ["now"]
+
+
+def test_message_view_skips_malformed_tool_calls_and_no_content() -> None:
+    view = chat_admin.message_view(
+        0, {"type": "ai", "data": {"tool_calls": ["junk", {"args": {"a": 1}}]}}
+    )
+    assert view.text == "" and view.blocks == []
+    assert [(c.name, c.arguments) for c in view.tool_calls] == [("?", '{"a": 1}')]
