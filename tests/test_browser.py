@@ -134,12 +134,14 @@ def test_chat_streams_then_persists(page: Page, live_server: Any, users: Any) ->
     first = next(at for at, length in paints if length)
     assert paints[-1][0] - first > 1000
     expect(box).to_have_value("")  # sent and saved: the box is cleared
+    expect(page.locator(".cm-title")).to_have_text("Hello from the browser")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "chat-page.png"), full_page=True)
 
     page.reload()
     messages = page.locator(".cm-transcript .cm-msg")
     expect(messages).to_have_count(2)
+    expect(page.locator(".cm-title")).to_have_text("Hello from the browser")
     expect(messages.nth(0)).to_contain_text("Hello from the browser")
     assert (messages.nth(1).locator(".cm-text").text_content() or "") == reply
 

@@ -147,6 +147,12 @@
       showError(failed);
     } else {
       box.value = "";
+      // The first message names an untitled chat (as the server did).
+      var title = document.querySelector(".cm-title");
+      if (title && title.dataset.untitled === "1") {
+        title.textContent = text.trim().split(/\s+/).join(" ").slice(0, 80);
+        title.dataset.untitled = "0";
+      }
     }
     controller = null;
     busy(false);

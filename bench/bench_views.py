@@ -1,0 +1,371 @@
+"""Benchmark: a chat turn through the chat views, in process and under load.
+
+Run by hand (never a test), from the project root::
+
+    .venv/bin/python bench/bench_views.py                  # defaults below
+    .venv/bin/python bench/bench_views.py --turns 100 --seconds 5 --clients 4
+
+The model is the offline demo model with no delay between tokens (it answers
+at once, about 40 tokens), so the figures are the cost of everything around
+the model.
+
+1. In process (Django's test client, no network, one request at a time): the
+   median server time of a streamed turn (POST .../stream/, body read to the
+   end) and of the chat page (GET), and where it goes: Redis (every call into
+   chatmemory.store, timed), template rendering (Template.render, timed),
+   LangChain and SSE (the event generator, minus its Redis calls), and
+   Django (the rest: middleware, session and user lookup, URL, form).
+2. Under load: gunicorn (WSGI, sync workers) and uvicorn (ASGI) each with
+   ``--workers`` processes on a loopback port, driven by a bounded Python load
+   generator (``--clients`` threads, each with its own httpx client and chat
+   session, for ``--seconds``): turns per second and the median/p90 latency
+   seen by the client. The generator shares the machine's CPUs with the server.
+
+Redis: a throwaway ``redis-server`` on a free loopback port (persistence off),
+or ``BENCH_REDIS_URL``; only keys under the benchmark's own prefix are deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PREFIX = f"bench-views-{uuid.uuid4().hex[:10]}"
+TURNS_PER_SESSION = 10  # a fresh chat every few turns keeps histories short
+SETUP = """
+import django
+django.setup()
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+get_user_model().objects.create_user("bench", password="pw")
+"""
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--turns", type=int, default=300, help="in-process turns")
+    parser.add_argument("--seconds", type=float, default=10, help="load per server")
+    parser.add_argument("--clients", type=int, default=8, help="load threads")
+    parser.add_argument("--workers", type=int, default=2, help="server processes")
+    return parser.parse_args()
+
+
+def prepare_env() -> dict[str, str]:
+    """Environment for the servers and this process: Redis, DB file, settings."""
+    url = os.environ.get("BENCH_REDIS_URL", "").rstrip("/")
+    if not url:
+        from tests.redis_server import start_redis_server
+
+        _, url = start_redis_server()
+    workdir = tempfile.mkdtemp(prefix="chatmemory-bench-")
+    env = {
+        **os.environ,
+        "CHATMEMORY_TEST_REDIS_URL": url,
+        "DJANGO_SETTINGS_MODULE": "tests.settings_server",
+        "CHATMEMORY_TEST_DB": str(Path(workdir) / "db.sqlite3"),
+        "CHATMEMORY_TEST_KEY_PREFIX": PREFIX,
+        "CHATMEMORY_TEST_TOKEN_DELAY": "0",
+        "PYTHONPATH": str(ROOT),
+    }
+    subprocess.run([sys.executable, "-c", SETUP], env=env, check=True, cwd=ROOT)
+    os.environ.update(env)
+    return env
+
+
+# --- 1. in process -------------------------------------------------------------
+
+
+class Timers:
+    """Wall time spent inside wrapped functions, per category (outermost only)."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = defaultdict(float)
+        self._depth: dict[str, int] = defaultdict(int)
+
+    def wrap(self, owner: Any, name: str, category: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._depth[category] += 1
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._depth[category] -= 1
+                if not self._depth[category]:
+                    self.spent[category] += time.perf_counter() - start
+
+        setattr(owner, name, timed)
+
+    def wrap_generator(self, owner: Any, name: str, category: str) -> None:
+        original = getattr(owner, name)
+        spent = self.spent
+
+        def timed(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            iterator = original(*args, **kwargs)
+            while True:
+                start = time.perf_counter()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    spent[category] += time.perf_counter() - start
+                    return
+                spent[category] += time.perf_counter() - start
+                yield item
+
+        setattr(owner, name, timed)
+
+    def reset(self) -> None:
+        self.spent.clear()
+
+
+def in_process(turns: int) -> None:
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.template.backends.django import Template
+    from django.test import Client
+
+    from chatmemory import store, views
+
+    timers = Timers()
+    for name in (
+        "get_session",
+        "set_title",
+        "read_records",
+        "append_records",
+        "create_session",
+    ):
+        timers.wrap(store, name, "redis")
+    timers.wrap(Template, "render", "templates")
+    timers.wrap_generator(views, "sync_events", "langchain+sse")
+
+    client = Client()
+    client.force_login(get_user_model().objects.get(username="bench"))
+
+    def new_session() -> str:
+        location = client.post("/chat/")["Location"]
+        return str(location.strip("/").split("/")[-1])
+
+    def measure(
+        label: str, request: Callable[[str], None], runs: int
+    ) -> dict[str, list[float]]:
+        samples: dict[str, list[float]] = defaultdict(list)
+        session_id = new_session()
+        for run in range(runs + 20):
+            if run % TURNS_PER_SESSION == 0:
+                session_id = new_session()
+            timers.reset()
+            start = time.perf_counter()
+            request(session_id)
+            total = time.perf_counter() - start
+            if run < 20:
+                continue  # warm-up
+            timers.spent.pop("redis-in-events", None)
+            samples["total"].append(total)
+            for category, spent in timers.spent.items():
+                samples[category].append(spent)
+            samples["django"].append(total - sum(timers.spent.values()))
+        return samples
+
+    def turn(session_id: str) -> None:
+        response = client.post(f"/chat/{session_id}/stream/", {"message": "hello"})
+        body = b"".join(response.streaming_content)
+        assert b"event: done" in body, body[-200:]
+
+    def page(session_id: str) -> None:
+        response = client.get(f"/chat/{session_id}/")
+        assert response.status_code == 200
+
+    # Redis calls made while the event generator runs are counted once, as
+    # Redis, and taken out of the generator's share.
+    original_sync_events = views.sync_events
+
+    def split_events(*args: Any, **kwargs: Any) -> Iterator[bytes]:
+        before = timers.spent["redis"]
+        yield from original_sync_events(*args, **kwargs)
+        inside = timers.spent["redis"] - before
+        timers.spent["langchain+sse"] -= inside
+        timers.spent["redis-in-events"] += inside
+
+    views.sync_events = split_events
+
+    print(f"\n1. In process (Django test client), median of {turns} requests, ms")
+    print(f"{'':22}{'total':>8}{'redis':>8}{'templates':>11}{'langchain+sse':>15}"
+          f"{'django':>8}")  # fmt: skip
+    for label, request in (("streamed turn (POST)", turn), ("chat page (GET)", page)):
+        samples = measure(label, request, turns)
+        row = f"{label:22}"
+        for category, width in (
+            ("total", 8),
+            ("redis", 8),
+            ("templates", 11),
+            ("langchain+sse", 15),
+            ("django", 8),
+        ):
+            values = samples.get(category) or [0.0]
+            row += f"{statistics.median(values) * 1000:>{width}.2f}"
+        print(row)
+    views.sync_events = original_sync_events
+
+
+# --- 2. under load -------------------------------------------------------------
+
+
+def server_command(kind: str, port: int, workers: int) -> list[str]:
+    bin_dir = Path(sys.executable).parent
+    if kind == "gunicorn":
+        return [
+            str(bin_dir / "gunicorn"), "project.wsgi:application",
+            "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+            "--log-level", "warning",
+        ]  # fmt: skip
+    return [
+        sys.executable, "-m", "uvicorn", "project.asgi:application",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--lifespan", "off", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+@contextmanager
+def running(kind: str, env: dict[str, str], workers: int) -> Iterator[str]:
+    from tests.redis_server import free_port
+
+    port = free_port()
+    process = subprocess.Popen(server_command(kind, port, workers), env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(url + "/accounts/login/", timeout=1)
+            break
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise SystemExit(f"{kind} did not start") from None
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def log_in(url: str) -> tuple[httpx.Client, str]:
+    client = httpx.Client(base_url=url, timeout=30)
+    client.get("/accounts/login/")
+    client.post(
+        "/accounts/login/",
+        data={
+            "username": "bench",
+            "password": "pw",
+            "csrfmiddlewaretoken": client.cookies["csrftoken"],
+        },
+    )
+    return client, client.cookies["csrftoken"]
+
+
+def load(url: str, clients: int, seconds: float) -> tuple[list[float], float]:
+    """Turn latencies (s) and the wall time they took, from ``clients`` threads."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    start_line = threading.Barrier(clients + 1)
+    stop_at: list[float] = []
+
+    def worker() -> None:
+        client, token = log_in(url)
+        mine: list[float] = []
+        session_id = ""
+        turns = 0
+        start_line.wait()
+        while time.monotonic() < stop_at[0]:
+            if turns % TURNS_PER_SESSION == 0:
+                location = client.post("/chat/", data={"csrfmiddlewaretoken": token})
+                session_id = location.headers["Location"].strip("/").split("/")[-1]
+            begin = time.perf_counter()
+            response = client.post(
+                f"/chat/{session_id}/stream/",
+                data={"message": "hello", "csrfmiddlewaretoken": token},
+            )
+            mine.append(time.perf_counter() - begin)
+            assert b"event: done" in response.content, response.content[-200:]
+            turns += 1
+        client.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    stop_at.append(time.monotonic() + seconds + 0.5)
+    start_line.wait()
+    began = time.monotonic()
+    for thread in threads:
+        thread.join()
+    return latencies, time.monotonic() - began
+
+
+def under_load(env: dict[str, str], args: argparse.Namespace) -> None:
+    print(
+        f"\n2. Under load: {args.clients} client threads for {args.seconds:.0f} s, "
+        f"{args.workers} server processes, loopback (Python/httpx load generator)"
+    )
+    print(f"{'':10}{'turns/s':>9}{'median ms':>11}{'p90 ms':>9}{'turns':>8}")
+    for kind in ("gunicorn", "uvicorn"):
+        with running(kind, env, args.workers) as url:
+            load(url, args.clients, 1.0)  # warm-up
+            latencies, wall = load(url, args.clients, args.seconds)
+        latencies.sort()
+        p90 = latencies[int(len(latencies) * 0.9)]
+        print(
+            f"{kind:10}{len(latencies) / wall:>9.1f}"
+            f"{statistics.median(latencies) * 1000:>11.2f}{p90 * 1000:>9.2f}"
+            f"{len(latencies):>8}"
+        )
+
+
+def cleanup() -> None:
+    import redis
+
+    client = redis.Redis.from_url(os.environ["CHATMEMORY_TEST_REDIS_URL"])
+    keys = list(client.scan_iter(match=f"{PREFIX}:*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    client.close()
+
+
+def main() -> None:
+    args = parse()
+    env = prepare_env()
+    print(
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; "
+        "model: offline demo model, no token delay"
+    )
+    try:
+        in_process(args.turns)
+        under_load(env, args)
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    main()
