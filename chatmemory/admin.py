@@ -44,6 +44,7 @@ from django.utils import timezone
 from django.utils.html import escape
 from django.utils.http import content_disposition_header, urlencode
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.timesince import timeuntil
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
@@ -132,6 +133,11 @@ class SessionRow:
     owner_label: str
     owner_url: str | None
     expires_at: datetime | None
+
+    @property
+    def time_left(self) -> str:
+        """Until Redis expires the session, to the largest unit ("3 hours")."""
+        return "" if self.expires_at is None else timeuntil(self.expires_at, depth=1)
 
 
 @dataclass(slots=True)
