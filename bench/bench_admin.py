@@ -167,14 +167,14 @@ def long_conversation(count: int) -> list[Any]:
                             "type": "tool_call",
                         }
                     ],
-                    usage_metadata=usage,  # type: ignore[arg-type]
+                    usage_metadata=usage,
                 )
             )
             messages.append(ToolMessage(f"results for {turn}", tool_call_id=call))
         messages.append(
             AIMessage(
                 f"Answer {turn}: " + "here is a detailed reply. " * (5 + turn % 40),
-                usage_metadata=usage,  # type: ignore[arg-type]
+                usage_metadata=usage,
                 response_metadata={"model_name": "demo", "finish_reason": "stop"},
             )
         )
@@ -197,7 +197,7 @@ def list_commands(client: Any, redis_client: Any, params: dict[str, str]) -> int
     before = redis_client.info("commandstats")
     client.get(LIST_URL, params)
     after = redis_client.info("commandstats")
-    calls = sum(
+    calls: int = sum(
         stats["calls"] - before.get(name, {}).get("calls", 0)
         for name, stats in after.items()
     )

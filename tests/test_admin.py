@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -15,7 +15,6 @@ from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission, User
 from django.contrib.contenttypes.models import ContentType
-from django.http import HttpResponse
 from django.test import Client, override_settings
 from django.urls import reverse
 from langchain_core.messages import (
@@ -29,9 +28,13 @@ from langchain_core.messages import (
 
 from chatmemory import admin as chat_admin
 from chatmemory import store
+from chatmemory.exceptions import StoreUnavailable
 from chatmemory.history import DjangoRedisChatMessageHistory
 from chatmemory.models import ChatSession
 from tests.redis_server import free_port
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse as Response
 
 pytestmark = pytest.mark.django_db
 
@@ -50,7 +53,7 @@ def delete_url(session_id: str) -> str:
     return reverse("admin:chatmemory_chatsession_delete", args=[quote(session_id)])
 
 
-def text(response: HttpResponse) -> str:
+def text(response: Response) -> str:
     return response.content.decode()
 
 
@@ -96,7 +99,7 @@ def chat(session_id: str, *messages: BaseMessage, owner: User | None = None) -> 
     history.add_messages(list(messages))
 
 
-def rows(response: HttpResponse) -> list[str]:
+def rows(response: Response) -> list[str]:
     """The session ids listed on a list page, in order."""
     return [row.info.session_id for row in response.context["rows"]]
 
@@ -107,7 +110,7 @@ def set_activity(redis_client: redis.Redis, session_id: str, when: datetime) -> 
     meta = store.meta_key(session_id)
     redis_client.hset(meta, "updated", millis)
     redis_client.zadd(store.sessions_key(), {session_id: millis})
-    owner = redis_client.hget(meta, "owner")
+    owner: bytes | None = redis_client.hget(meta, "owner")  # type: ignore[assignment]
     if owner is not None:
         redis_client.zadd(store.owner_key(owner.decode()), {session_id: millis})
 
@@ -125,7 +128,7 @@ ROLES: dict[str, tuple[tuple[str, ...], bool, bool]] = {
 CAN_VIEW = {"viewer", "deleter", "superuser"}
 CAN_DELETE = {"deleter", "superuser"}
 
-PAGES: dict[str, Callable[[Client, str], HttpResponse]] = {
+PAGES: dict[str, Callable[[Client, str], Response]] = {
     "list": lambda c, sid: c.get(LIST_URL),
     "transcript": lambda c, sid: c.get(transcript_url(sid)),
     "export": lambda c, sid: c.get(export_url(sid)),
@@ -734,7 +737,7 @@ def test_only_deleted_sessions_are_logged_when_redis_fails_half_way(
 
     def failing_delete(session_id: str) -> bool:
         if session_id == "f2":
-            raise store.StoreUnavailable("chatmemory", "127.0.0.1:1", "boom")
+            raise StoreUnavailable("chatmemory", "127.0.0.1:1", "boom")
         return real_delete(session_id)
 
     monkeypatch.setattr(store, "delete_session", failing_delete)
@@ -941,3 +944,87 @@ def test_message_view_skips_malformed_tool_calls_and_no_content() -> None:
     )
     assert view.text == "" and view.blocks == []
     assert [(c.name, c.arguments) for c in view.tool_calls] == [("?", '{"a": 1}')]
+
+
+@pytest.mark.parametrize("role", ["staff", "viewer"])
+def test_app_index(role: str) -> None:
+    perms, staff, superuser = ROLES[role]
+    client = client_for(make_user(role, *perms, staff=staff, superuser=superuser))
+    response = client.get("/admin/chatmemory/")
+    assert response.status_code == (200 if role in CAN_VIEW else 404)
+
+
+# --- store functions added for the admin ------------------------------------------
+
+
+def test_read_session_does_not_restart_the_ttl(redis_client: redis.Redis) -> None:
+    with override_settings(CHATMEMORY_TTL=100, CHATMEMORY_REFRESH_TTL_ON_READ=True):
+        chat("kept-short", HumanMessage("x"))
+        redis_client.pexpire(store.meta_key("kept-short"), 5000)
+        info, entries = store.read_session("kept-short")
+    assert info is not None and info.expires_in is not None
+    assert info.expires_in <= timedelta(seconds=5)
+    assert [entry["data"]["content"] for entry in entries] == ["x"]  # type: ignore[index]
+    assert redis_client.pttl(store.meta_key("kept-short")) <= 5000
+    assert store.read_session("missing") == (None, [])
+
+
+def test_count_owner_sessions() -> None:
+    chat("a1", HumanMessage("x"), owner=make_user("alice"))
+    chat("a2", HumanMessage("x"), owner=User.objects.get(username="alice"))
+    alice = str(User.objects.get(username="alice").pk)
+    assert store.count_owner_sessions([alice, "nobody"]) == {alice: 2}
+    assert store.count_owner_sessions([]) == {}
+
+
+def test_import_sessions(redis_client: redis.Redis) -> None:
+    now = datetime.now(UTC)
+    records = [
+        {"type": "system", "data": {"content": "sys"}},
+        {"type": "human", "data": {"content": "first   question"}},
+        {"type": "ai", "data": {"content": "answer"}},
+    ]
+    with override_settings(CHATMEMORY_TTL=3600, CHATMEMORY_MAX_MESSAGES=2):
+        written = store.import_sessions(
+            [
+                store.ImportedSession("imp-1", records, owner="7", updated=now),
+                store.ImportedSession(
+                    "imp-2",
+                    [],
+                    title="Named",
+                    created=now - timedelta(minutes=30),
+                    updated=now - timedelta(minutes=10),
+                ),
+                store.ImportedSession(
+                    "too-old", records, updated=now - timedelta(hours=2)
+                ),
+                store.ImportedSession("imp-3", records[:1]),
+            ],
+            batch_size=2,
+        )
+    assert written == 3
+    assert store.get_session("too-old") is None
+    one = store.get_session("imp-1")
+    assert one is not None
+    assert (one.owner, one.message_count, one.title) == ("7", 2, "first question")
+    assert one.expires_in is not None and one.expires_in > timedelta(minutes=59)
+    assert store.read_records("imp-1") == records[1:]
+    two = store.get_session("imp-2")
+    assert two is not None
+    assert (two.title, two.message_count, two.owner) == ("Named", 0, None)
+    assert two.created < two.last_activity
+    assert two.expires_in is not None and two.expires_in < timedelta(minutes=51)
+    assert [s.session_id for s in store.list_sessions().sessions] == [
+        "imp-3",
+        "imp-1",
+        "imp-2",
+    ]
+    assert [s.session_id for s in store.list_sessions(owner="7").sessions] == ["imp-1"]
+    assert [s.session_id for s in store.search_session_ids("imp-").sessions] == [
+        "imp-1",
+        "imp-2",
+        "imp-3",
+    ]
+    # importing again replaces the session
+    store.import_sessions([store.ImportedSession("imp-1", records[:1])])
+    assert store.read_records("imp-1") == records[:1]
