@@ -16,10 +16,12 @@ the model.
    LangChain and SSE (the event generator, minus its Redis calls), and
    Django (the rest: middleware, session and user lookup, URL, form).
 2. Under load: gunicorn (WSGI, sync workers) and uvicorn (ASGI) each with
-   ``--workers`` processes on a loopback port, driven by a bounded Python load
-   generator (``--clients`` threads, each with its own httpx client and chat
-   session, for ``--seconds``): turns per second and the median/p90 latency
-   seen by the client. The generator shares the machine's CPUs with the server.
+   ``--workers`` processes on a loopback port, for ``--seconds`` with
+   ``--clients`` concurrent connections: turns per second and the median/p90
+   latency seen by the client. The load comes from ``wrk`` when it is on PATH
+   (``apt-get install wrk``; POSTs rotating over 16 chat sessions, histories
+   capped at 20 messages), else from a bounded Python generator (threads with
+   httpx, a new chat every 10 turns). Either shares the CPUs with the server.
 
 Redis: a throwaway ``redis-server`` on a free loopback port (persistence off),
 or ``BENCH_REDIS_URL``; only keys under the benchmark's own prefix are deleted.
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -83,6 +87,7 @@ def prepare_env() -> dict[str, str]:
         "CHATMEMORY_TEST_DB": str(Path(workdir) / "db.sqlite3"),
         "CHATMEMORY_TEST_KEY_PREFIX": PREFIX,
         "CHATMEMORY_TEST_TOKEN_DELAY": "0",
+        "CHATMEMORY_TEST_MAX_MESSAGES": "20",
         "PYTHONPATH": str(ROOT),
     }
     subprocess.run([sys.executable, "-c", SETUP], env=env, check=True, cwd=ROOT)
@@ -324,23 +329,79 @@ def load(url: str, clients: int, seconds: float) -> tuple[list[float], float]:
     return latencies, time.monotonic() - began
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Cookie"] = "%(cookie)s"
+local paths = {%(paths)s}
+local body = "message=hello&csrfmiddlewaretoken=%(token)s"
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, paths[(n %% #paths) + 1], nil, body)
+end
+"""
+
+
+def wrk_load(url: str, clients: int, seconds: float) -> tuple[float, float, float, int]:
+    """Turns/s, median and p90 latency (ms), turns: wrk against ``url``."""
+    client, token = log_in(url)
+    paths = []
+    for _ in range(16):
+        response = client.post("/chat/", data={"csrfmiddlewaretoken": token})
+        paths.append(response.headers["Location"] + "stream/")
+    cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    client.close()
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            WRK_SCRIPT
+            % {
+                "cookie": cookie,
+                "paths": ", ".join(f'"{path}"' for path in paths),
+                "token": token,
+            }
+        )
+    command = ["wrk", "-t2", f"-c{clients}", f"-d{seconds:.0f}s", "--latency"]
+    out = subprocess.run(
+        [*command, "-s", script.name, url], capture_output=True, text=True, check=True
+    ).stdout
+    os.unlink(script.name)
+    if "Non-2xx" in out:
+        raise SystemExit(f"wrk saw errors:\n{out}")
+
+    def millis(label: str) -> float:
+        match = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert match, out
+        value, unit = float(match[1]), match[2]
+        return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    assert rate and total, out
+    return float(rate[1]), millis("50%"), millis("90%"), int(total[1])
+
+
 def under_load(env: dict[str, str], args: argparse.Namespace) -> None:
+    use_wrk = shutil.which("wrk") is not None
+    generator = "wrk, 2 threads" if use_wrk else "Python/httpx threads"
     print(
-        f"\n2. Under load: {args.clients} client threads for {args.seconds:.0f} s, "
-        f"{args.workers} server processes, loopback (Python/httpx load generator)"
+        f"\n2. Under load: {args.clients} connections for {args.seconds:.0f} s, "
+        f"{args.workers} server processes, loopback, load from {generator}"
     )
     print(f"{'':10}{'turns/s':>9}{'median ms':>11}{'p90 ms':>9}{'turns':>8}")
     for kind in ("gunicorn", "uvicorn"):
         with running(kind, env, args.workers) as url:
-            load(url, args.clients, 1.0)  # warm-up
-            latencies, wall = load(url, args.clients, args.seconds)
-        latencies.sort()
-        p90 = latencies[int(len(latencies) * 0.9)]
-        print(
-            f"{kind:10}{len(latencies) / wall:>9.1f}"
-            f"{statistics.median(latencies) * 1000:>11.2f}{p90 * 1000:>9.2f}"
-            f"{len(latencies):>8}"
-        )
+            if use_wrk:
+                wrk_load(url, args.clients, 2)  # warm-up
+                rate, median, p90, turns = wrk_load(url, args.clients, args.seconds)
+            else:
+                load(url, args.clients, 1.0)  # warm-up
+                latencies, wall = load(url, args.clients, args.seconds)
+                latencies.sort()
+                rate, turns = len(latencies) / wall, len(latencies)
+                median = statistics.median(latencies) * 1000
+                p90 = latencies[int(len(latencies) * 0.9)] * 1000
+        print(f"{kind:10}{rate:>9.1f}{median:>11.2f}{p90:>9.2f}{turns:>8}")
 
 
 def cleanup() -> None:

@@ -24,3 +24,5 @@ CHATMEMORY_CHAT_MODEL = {
     ),
     "token_delay": float(os.environ.get("CHATMEMORY_TEST_TOKEN_DELAY", "0.05")),
 }
+# The benchmark caps histories, so thousands of turns keep a constant cost.
+CHATMEMORY_MAX_MESSAGES = int(os.environ.get("CHATMEMORY_TEST_MAX_MESSAGES", 0)) or None
