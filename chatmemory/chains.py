@@ -233,10 +233,8 @@ class DemoChatModel(BaseChatModel):
         for position, token in enumerate(_TOKEN.findall(demo_reply(messages))):
             if position and self.token_delay:
                 time.sleep(self.token_delay)
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=token))
-            if run_manager:
-                run_manager.on_llm_new_token(token, chunk=chunk)
-            yield chunk
+            # LangChain's stream() reports each chunk to the callbacks itself.
+            yield ChatGenerationChunk(message=AIMessageChunk(content=token))
 
     async def _astream(
         self,
@@ -248,10 +246,8 @@ class DemoChatModel(BaseChatModel):
         for position, token in enumerate(_TOKEN.findall(demo_reply(messages))):
             if position and self.token_delay:
                 await asyncio.sleep(self.token_delay)
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=token))
-            if run_manager:
-                await run_manager.on_llm_new_token(token, chunk=chunk)
-            yield chunk
+            # LangChain's stream() reports each chunk to the callbacks itself.
+            yield ChatGenerationChunk(message=AIMessageChunk(content=token))
 
 
 def demo_reply(messages: Sequence[BaseMessage]) -> str:

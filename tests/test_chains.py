@@ -215,6 +215,13 @@ def test_demo_model_pauses_between_tokens() -> None:
     tokens = list(model.stream("x"))
     assert time.monotonic() - begin >= 0.01 * (len(tokens) - 1)
 
+    async def collect() -> list[object]:
+        return [chunk async for chunk in model.astream("x")]
+
+    begin = time.monotonic()
+    assert len(asyncio.run(collect())) == len(tokens)
+    assert time.monotonic() - begin >= 0.01 * (len(tokens) - 1)
+
 
 # --- a turn -----------------------------------------------------------------
 

@@ -699,3 +699,20 @@ def test_a_client_that_stops_reading_gets_its_reply_saved_as_interrupted(
     assert reply["content"].startswith(seen)  # the server got at least that far
     full = chains.demo_reply([SystemMessage("s"), HumanMessage("stop me")])
     assert len(reply["content"]) < len(full)
+
+
+def test_every_post_needs_the_csrf_token(
+    alice: AbstractBaseUser, session_id: str
+) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    for url, data in [
+        ("/chat/", {}),
+        (f"/chat/{session_id}/send/", {"message": "hi"}),
+        (f"/chat/{session_id}/stream/", {"message": "hi"}),
+        (f"/chat/{session_id}/rename/", {"title": "x"}),
+        (f"/chat/{session_id}/delete/", {}),
+    ]:
+        assert client.post(url, data).status_code == 403, url
+    info = store.get_session(session_id)
+    assert info is not None and info.message_count == 0 and info.title == ""
