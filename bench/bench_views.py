@@ -14,7 +14,8 @@ the model.
    end) and of the chat page (GET), and where it goes: Redis (every call into
    chatmemory.store, timed), template rendering (Template.render, timed),
    LangChain and SSE (the event generator, minus its Redis calls), and
-   Django (the rest: middleware, session and user lookup, URL, form).
+   Django (the rest: middleware, session and user lookup, URL, form); and
+   the median of a streamed turn through Django's ASGI handler (AsyncClient).
 2. Under load: gunicorn (WSGI, sync workers) and uvicorn (ASGI) each with
    ``--workers`` processes on a loopback port, for ``--seconds`` with
    ``--clients`` concurrent connections: turns per second and the median/p90
@@ -231,6 +232,40 @@ def in_process(turns: int) -> None:
             row += f"{statistics.median(values) * 1000:>{width}.2f}"
         print(row)
     views.sync_events = original_sync_events
+    print(f"{'streamed turn (ASGI)':22}{asgi_turns(turns) * 1000:>8.2f}  (total only)")
+
+
+def asgi_turns(turns: int) -> float:
+    """Median time of a streamed turn through Django's ASGI handler (AsyncClient)."""
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+    from django.contrib.auth import get_user_model
+    from django.test import AsyncClient
+
+    from chatmemory import store
+
+    async def run() -> float:
+        client = AsyncClient()
+        user = await sync_to_async(get_user_model().objects.get)(username="bench")
+        await client.aforce_login(user)
+        times = []
+        session_id = ""
+        for run in range(turns + 20):
+            if run % TURNS_PER_SESSION == 0:
+                location = (await client.post("/chat/"))["Location"]
+                session_id = location.strip("/").split("/")[-1]
+            start = time.perf_counter()
+            response = await client.post(
+                f"/chat/{session_id}/stream/", {"message": "hello"}
+            )
+            body = b"".join([part async for part in response.streaming_content])
+            times.append(time.perf_counter() - start)
+            assert b"event: done" in body, body[-200:]
+        await store.aclose_clients()
+        return statistics.median(times[20:])
+
+    return asyncio.run(run())
 
 
 # --- 2. under load -------------------------------------------------------------
