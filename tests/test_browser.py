@@ -83,6 +83,9 @@ def users(django_user_model: Any) -> list[Any]:
 def log_in(page: Page, base: str, username: str) -> None:
     page.goto(base + "/chat/")
     assert "/accounts/login/" in page.url  # sent to log in first
+    if username == "alice":
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "login-page.png"))
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill("pw")
     page.get_by_role("button", name="Log in").click()
@@ -154,6 +157,7 @@ def test_chat_streams_then_persists(page: Page, live_server: Any, users: Any) ->
     )
     page.goto(base + "/chat/")
     expect(page.locator(".cm-sessions")).to_contain_text("Hello from the browser")
+    page.screenshot(path=str(ARTIFACTS / "sessions-page.png"))
 
 
 def test_stop_keeps_the_reply_so_far_marked(
