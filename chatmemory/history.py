@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import KeysView, Sequence
 from typing import Any
 
 from langchain_core.chat_history import BaseChatMessageHistory
@@ -79,20 +79,66 @@ def records_to_messages(
     validation instead.
     """
     messages: list[BaseMessage] = []
+    append = messages.append
+    setattr_ = object.__setattr__
+    # Per record type: the class and its field names when records of that type
+    # can take the fast path below, else None. Worked out once per call.
+    fast: dict[str, tuple[type[BaseMessage], KeysView[str], bool] | None] = {}
     gc_was_enabled = gc.isenabled()
     gc.disable()  # every object built here is kept: a GC pass finds nothing
     try:
         for position, entry in enumerate(entries):
-            message = _to_message(entry)
-            if isinstance(message, str):
+            # The common case, inlined: a record holding exactly one value per
+            # field of its class, as model_dump writes them. The message is
+            # what _to_message's model_construct(**data) builds (same __dict__,
+            # fields set, extras and private state), minus its per-field alias
+            # and default lookups, which cost more than the rest of reading a
+            # record.
+            if type(entry) is dict:
+                kind, data = entry.get("type"), entry.get("data")
+                if type(kind) is str and type(data) is dict:
+                    if kind in fast:
+                        spec = fast[kind]
+                    else:
+                        # Not when model_construct does more than set the values
+                        # it is given (a post-init hook, aliases).
+                        cls = _CLASSES.get(kind)
+                        spec = fast[kind] = (
+                            None
+                            if cls is None
+                            or cls.__pydantic_post_init__
+                            or any(
+                                f.alias is not None or f.validation_alias is not None
+                                for f in cls.__pydantic_fields__.values()
+                            )
+                            else (
+                                cls,
+                                cls.__pydantic_fields__.keys(),
+                                cls.model_config.get("extra") == "allow",
+                            )
+                        )
+                    if spec is not None and data.keys() == spec[1]:
+                        content = data.get("content")
+                        if type(content) is str or type(content) is list:
+                            message = spec[0].__new__(spec[0])
+                            setattr_(message, "__dict__", dict(data))
+                            setattr_(message, "__pydantic_fields_set__", set(data))
+                            setattr_(
+                                message, "__pydantic_extra__", {} if spec[2] else None
+                            )
+                            setattr_(message, "__pydantic_private__", None)
+                            append(message)
+                            continue
+            built = _to_message(entry)
+            if isinstance(built, str):
                 logger.warning(
                     "chatmemory: skipping unreadable entry %d of session %r: %s",
                     position,
                     session_id,
-                    message,
+                    built,
                 )
             else:
-                messages.append(message)
+                append(built)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -103,9 +149,12 @@ def _to_message(entry: store.Record | store.UnreadableEntry) -> BaseMessage | st
     """The message, or a string saying why there is none."""
     if isinstance(entry, store.UnreadableEntry):
         return entry.reason
-    cls = _CLASSES.get(entry.get("type"))  # type: ignore[arg-type]
+    kind = entry.get("type")
+    # A non-str type (a list, say) must not reach the dict lookup: it may not
+    # even be hashable.
+    cls = _CLASSES.get(kind) if type(kind) is str else None
     if cls is None:
-        return f"unknown message type {entry.get('type')!r}"
+        return f"unknown message type {kind!r}"
     data = entry.get("data")
     if type(data) is not dict:
         return "no 'data' object"
@@ -119,7 +168,7 @@ def _to_message(entry: store.Record | store.UnreadableEntry) -> BaseMessage | st
     # Message validators raise more than ValidationError on malformed data
     # (KeyError, ValueError...); a bad entry must never break the whole read.
     except Exception as exc:
-        return f"invalid {entry['type']} message: {type(exc).__name__}: {exc}"
+        return f"invalid {kind} message: {type(exc).__name__}: {exc}"
 
 
 class DjangoRedisChatMessageHistory(BaseChatMessageHistory):

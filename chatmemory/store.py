@@ -28,6 +28,7 @@ import gc
 import json
 import logging
 import re
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -46,6 +47,15 @@ from .exceptions import StoreUnavailable
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript, Script
+
+try:
+    # Optional, for writes only (see _append_call): langchain-core brings it in
+    # (through langsmith) on CPython; without it json does all the work.
+    import orjson
+
+    _ORJSON = True
+except ImportError:  # pragma: no cover - e.g. on PyPy
+    _ORJSON = False
 
 logger = logging.getLogger("chatmemory")
 
@@ -361,11 +371,39 @@ def _alias() -> str:
     return conf.CACHE_ALIAS
 
 
+class _ClientCache(threading.local):
+    """Per thread: the last client _client() returned, and what it came from."""
+
+    settings: object = None
+    client: redis.Redis | None = None
+
+
+_client_cache = _ClientCache()
+
+
 def _client() -> redis.Redis:
-    from django_redis import get_redis_connection
+    # Looking the client up costs more than the rest of a small command's
+    # Python side (two settings reads, Django's per-context cache lookup,
+    # django-redis's client selection), so the client is kept per thread, as
+    # Django keeps its cache objects, for as long as the settings object is
+    # the same one: override_settings (and pytest-django's settings fixture)
+    # swap it, so a changed CHATMEMORY_CACHE_ALIAS or CACHES (after which
+    # Django rebuilds its caches) is looked up afresh. Holding a reference to
+    # the settings object keeps its identity from being reused. Assigning to
+    # django.conf.settings at run time, which Django's own caches ignore too,
+    # is not seen. django-redis pools connections per server process-wide, so
+    # a kept client shares its pool with a freshly looked-up one.
+    current: object = settings._wrapped  # type: ignore[misc]  # the LazySettings' target
+    cache = _client_cache
+    cached = cache.client
+    if cached is not None and cache.settings is current:
+        return cached
 
     alias = _alias()
-    if alias not in settings.CACHES:
+    caches_setting = settings.CACHES
+    from django_redis import get_redis_connection
+
+    if alias not in caches_setting:
         raise ImproperlyConfigured(
             f"CHATMEMORY_CACHE_ALIAS is {alias!r}, which is not in CACHES "
             "(run 'manage.py check' for details)"
@@ -377,6 +415,7 @@ def _client() -> redis.Redis:
             f"CACHES[{alias!r}] is not a django-redis cache with its default "
             "client (run 'manage.py check' for details)"
         ) from None
+    cache.settings, cache.client = current, client
     return client
 
 
@@ -480,7 +519,17 @@ def _append_call(
     session_id: str, records: Sequence[Record], owner: str | None
 ) -> tuple[list[str], list[Any]]:
     validate_session_id(session_id)
-    keys = [messages_key(session_id), meta_key(session_id), sessions_key(), ids_key()]
+    # The keys of messages_key(), meta_key(), sessions_key(), ids_key() and
+    # owner_key_prefix(), reading the prefix setting once instead of five times
+    # (a settings read costs microseconds, more when the setting is not set).
+    prefix = conf.KEY_PREFIX
+    session = f"{prefix}:{{{_escape(session_id)}}}"
+    keys = [
+        f"{session}:messages",
+        f"{session}:meta",
+        f"{prefix}:sessions",
+        f"{prefix}:session-ids",
+    ]
     args: list[Any] = [
         session_id,
         _now_ms(),
@@ -488,12 +537,33 @@ def _append_call(
         conf.MAX_MESSAGES or 0,
         title_from_records(records),
         "" if owner is None else str(owner),
-        owner_key_prefix(),
+        f"{prefix}:owner:",
     ]
-    # encode_record's bytes exactly, with one encoder for the whole call
-    # instead of one per record (json.dumps builds one per call).
+    # encode_record's JSON, with one encoder for the whole call instead of one
+    # per record (json.dumps builds one per call).
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    args.extend([encode(record).encode() for record in records])
+    if not _ORJSON:
+        args.extend([encode(record).encode() for record in records])
+        return keys, args
+    # orjson writes the same compact UTF-8 JSON (floats may be spelt
+    # differently) more than ten times faster, but writes NaN and infinities
+    # as null: its bytes are kept only when they read back as the record.
+    # Whatever it refuses (ints past 64 bits, non-str keys, subclasses, dates,
+    # dataclasses) goes to json, which then writes or rejects it as before.
+    dumps, loads = orjson.dumps, orjson.loads
+    option = (
+        orjson.OPT_PASSTHROUGH_SUBCLASS
+        | orjson.OPT_PASSTHROUGH_DATETIME
+        | orjson.OPT_PASSTHROUGH_DATACLASS
+    )
+    for record in records:
+        try:
+            data = dumps(record, option=option)
+        except TypeError:  # orjson.JSONEncodeError: a value it will not write
+            data = None
+        if data is None or loads(data) != record:
+            data = encode(record).encode()
+        args.append(data)
     return keys, args
 
 
