@@ -3,7 +3,10 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.venv"
+VENV="${CHATMEMORY_VENV:-$ROOT/.venv}"
+# CHATMEMORY_DJANGO=5.2.19 installs that Django instead of the pinned one (CI uses
+# it, with CHATMEMORY_VENV, to test the oldest supported release).
+DJANGO_OVERRIDE="${CHATMEMORY_DJANGO:-}"
 
 # A name on PATH may be a pyenv shim that fails unless that version is selected,
 # so every candidate is run before it is chosen.
@@ -45,11 +48,16 @@ ensure_venv() {
   # Reinstall only when requirements.txt or pyproject.toml changed since the last install.
   local stamp="$VENV/.installed"
   local want
-  want="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+  want="$( (cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml"; echo "$DJANGO_OVERRIDE") | sha256sum | cut -d' ' -f1)"
   if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
     echo "Installing requirements into .venv"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.txt"
+    local requirements="$ROOT/requirements.txt"
+    if [[ -n "$DJANGO_OVERRIDE" ]]; then
+      requirements="$VENV/requirements-django-$DJANGO_OVERRIDE.txt"
+      { grep -v '^Django==' "$ROOT/requirements.txt"; echo "Django==$DJANGO_OVERRIDE"; } >"$requirements"
+    fi
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$ROOT"
     echo "$want" >"$stamp"
   fi
