@@ -194,7 +194,8 @@ def decode_records(raw: Sequence[bytes]) -> list[Record | UnreadableEntry]:
     try:
         try:
             decoded = json.loads(b"[" + b",".join(raw) + b"]")
-        except ValueError:
+        # RecursionError: an entry nested deeper than the parser goes.
+        except (ValueError, RecursionError):
             decoded = None
         # A corrupt entry can shift the array's boundaries; only trust the fast
         # parse when it yields one object per entry.
@@ -215,6 +216,8 @@ def _decode_one(position: int, raw: bytes) -> Record | UnreadableEntry:
         item = json.loads(raw)
     except ValueError as exc:
         return UnreadableEntry(position, raw, f"not JSON ({exc})")
+    except RecursionError:
+        return UnreadableEntry(position, raw, "JSON nested too deep to read")
     if type(item) is not dict:
         return UnreadableEntry(position, raw, f"a JSON {type(item).__name__}")
     record: Record = item
@@ -289,8 +292,9 @@ _CREATE = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local now = ARGV[2]
 local ttl = tonumber(ARGV[3])
-redis.call('HSET', KEYS[2], 'created', now, 'updated', now, 'count', 0,
-           'title', ARGV[4])
+redis.call('HSET', KEYS[2], 'created', now, 'updated', now, 'count', 0)
+-- No title field for an untitled session: the first human message names it.
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'title', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'owner', ARGV[5]) end
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 redis.call('ZADD', KEYS[3], now, ARGV[1])
