@@ -163,16 +163,6 @@ def model_context() -> dict[str, Any]:
     }
 
 
-def name_untitled(info: store.SessionInfo, question: str) -> None:
-    """Title an untitled session after its first question.
-
-    ``create_session`` stores an empty title, which keeps the store's
-    first-message title from applying, so the views set it themselves.
-    """
-    if not info.title:
-        store.set_title(info.session_id, question)
-
-
 def render_chat(
     request: HttpRequest,
     info: store.SessionInfo,
@@ -303,7 +293,6 @@ def send(request: HttpRequest, session_id: str) -> HttpResponse:
     form = MessageForm(request.POST)
     if not form.is_valid():
         return render_chat(request, info, form)
-    name_untitled(info, form.cleaned_data["message"])
     try:
         turn = chains.ChatTurn(
             session_id, form.cleaned_data["message"], owner=owner_of(request)
@@ -325,9 +314,7 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
     """Run a turn, streaming the reply as ``token``, ``done`` or ``error`` events."""
     form = MessageForm(request.POST)
     try:
-        info = get_owned_session(request, session_id)
-        if form.is_valid():
-            name_untitled(info, form.cleaned_data["message"])
+        get_owned_session(request, session_id)
     except StoreUnavailable:
         logger.exception("chatmemory: Redis unavailable in %s", request.path)
         return sse_error(STORE_DOWN, 503)

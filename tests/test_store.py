@@ -86,6 +86,16 @@ def test_create_session_is_idempotent_and_owned() -> None:
     assert store.read_records("new") == []
 
 
+def test_an_untitled_new_session_is_named_by_its_first_question() -> None:
+    store.create_session("fresh", owner="9")
+    assert store.get_session("fresh").title == ""  # type: ignore[union-attr]
+
+    store.append_records("fresh", [human("What is Redis?"), ai("A database.")])
+    store.append_records("fresh", [human("And Django?")])
+
+    assert store.get_session("fresh").title == "What is Redis?"  # type: ignore[union-attr]
+
+
 @override_settings(CHATMEMORY_TTL=30)
 def test_created_session_gets_the_ttl(redis_client: redis.Redis) -> None:
     store.create_session("ttl-new")

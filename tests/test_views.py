@@ -327,6 +327,8 @@ def test_a_model_failure_shows_an_error_and_saves_nothing(
     assert "The model failed (RuntimeError); nothing was saved." in html
     assert ">\nkeep me</textarea>" in html
     assert records(session_id) == []
+    info = store.get_session(session_id)
+    assert info is not None and info.title == ""  # a failed turn names nothing
 
 
 def test_a_model_that_cannot_be_built(alice_client: Client, session_id: str) -> None:
