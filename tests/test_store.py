@@ -295,3 +295,76 @@ def test_async_client_takes_the_cache_options() -> None:
 
     assert url == "redis://127.0.0.1:6390/3"
     assert kwargs == {"password": "secret", "socket_timeout": 4, "max_connections": 7}
+
+
+def test_read_session_does_not_restart_the_ttl(redis_client: redis.Redis) -> None:
+    with override_settings(CHATMEMORY_TTL=100, CHATMEMORY_REFRESH_TTL_ON_READ=True):
+        store.append_records("kept-short", [human("x")])
+        redis_client.pexpire(store.meta_key("kept-short"), 5000)
+        info, entries = store.read_session("kept-short")
+    assert info is not None and info.expires_in is not None
+    assert info.expires_in <= timedelta(seconds=5)
+    assert [entry["data"]["content"] for entry in entries] == ["x"]  # type: ignore[index]
+    assert redis_client.pttl(store.meta_key("kept-short")) <= 5000
+    assert store.read_session("missing") == (None, [])
+
+
+def test_count_owner_sessions() -> None:
+    store.append_records("a1", [human("x")], owner="11")
+    store.append_records("a2", [human("x")], owner="11")
+    store.append_records("b1", [human("x")], owner="12")
+    assert store.count_owner_sessions(["11", "nobody"]) == {"11": 2}
+    assert store.count_owner_sessions([]) == {}
+
+
+def test_import_sessions(redis_client: redis.Redis) -> None:
+    now = datetime.now(UTC)
+    records = [
+        {"type": "system", "data": {"content": "sys"}},
+        {"type": "human", "data": {"content": "first   question"}},
+        {"type": "ai", "data": {"content": "answer"}},
+    ]
+    with override_settings(CHATMEMORY_TTL=3600, CHATMEMORY_MAX_MESSAGES=2):
+        written = store.import_sessions(
+            [
+                store.ImportedSession("imp-1", records, owner="7", updated=now),
+                store.ImportedSession(
+                    "imp-2",
+                    [],
+                    title="Named",
+                    created=now - timedelta(minutes=30),
+                    updated=now - timedelta(minutes=10),
+                ),
+                store.ImportedSession(
+                    "too-old", records, updated=now - timedelta(hours=2)
+                ),
+                store.ImportedSession("imp-3", records[:1]),
+            ],
+            batch_size=2,
+        )
+    assert written == 3
+    assert store.get_session("too-old") is None
+    one = store.get_session("imp-1")
+    assert one is not None
+    assert (one.owner, one.message_count, one.title) == ("7", 2, "first question")
+    assert one.expires_in is not None and one.expires_in > timedelta(minutes=59)
+    assert store.read_records("imp-1") == records[1:]
+    two = store.get_session("imp-2")
+    assert two is not None
+    assert (two.title, two.message_count, two.owner) == ("Named", 0, None)
+    assert two.created < two.last_activity
+    assert two.expires_in is not None and two.expires_in < timedelta(minutes=51)
+    assert [s.session_id for s in store.list_sessions().sessions] == [
+        "imp-3",
+        "imp-1",
+        "imp-2",
+    ]
+    assert [s.session_id for s in store.list_sessions(owner="7").sessions] == ["imp-1"]
+    assert [s.session_id for s in store.search_session_ids("imp-").sessions] == [
+        "imp-1",
+        "imp-2",
+        "imp-3",
+    ]
+    # importing again replaces the session
+    store.import_sessions([store.ImportedSession("imp-1", records[:1])])
+    assert store.read_records("imp-1") == records[:1]
