@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 import redis.asyncio
@@ -437,7 +437,7 @@ def _script(client: redis.Redis, name: str) -> Script:
 
 def _location(alias: str) -> tuple[str, dict[str, Any]]:
     """The first server URL and the redis-py keyword arguments of a CACHES entry."""
-    cache: dict[str, Any] = settings.CACHES[alias]
+    cache = cast("dict[str, Any]", settings.CACHES[alias])
     location = cache.get("LOCATION", "")
     if isinstance(location, str):
         location = location.split(",")
@@ -792,8 +792,12 @@ async def aread_records(session_id: str) -> list[Record | UnreadableEntry]:
     call = _read_call(session_id)
     client = _aclient()
     with _unavailable_as_error(client):
+        raw: list[bytes]
         if call is None:
-            raw = await client.lrange(messages_key(session_id), 0, -1)
+            # decode_responses is off: redis-py's str | bytes is always bytes here.
+            raw = cast(
+                "list[bytes]", await client.lrange(messages_key(session_id), 0, -1)
+            )
         else:
             name, keys, args = call
             raw = await _ascript(client, name)(keys=keys, args=args)
