@@ -5,25 +5,29 @@ Run by hand (never a test)::
     bench/run                      # builds bench/.venv, then runs this script
     bench/run --quick              # fewer repetitions
     bench/run --profile            # also cProfile chatmemory in each case
+    bench/run --block 1            # switch implementations on every call
 
 Three implementations, on the same Redis, in one run:
 
 chatmemory
-    ``DjangoRedisChatMessageHistory`` on the django-redis ``chatmemory`` alias.
+    ``DjangoRedisChatMessageHistory`` on the django-redis ``chatmemory`` alias,
+    with chatmemory's default settings but for ``CHATMEMORY_TTL``.
 anchor
     ``langchain_community``'s ``RedisChatMessageHistory``: one round trip per
     message (two with a TTL: LPUSH then EXPIRE), a new connection per object.
 raw
     The physical limit with redis-py: one RPUSH+EXPIRE pipeline per write, one
     LRANGE per read, ``message_to_dict`` + ``json.dumps`` per written message
-    and ``json.loads`` per read item (no message objects are built).
+    and ``json.loads`` per read item (no message objects are built). The
+    "raw, orjson" row (no target) serialises with orjson instead, as chatmemory
+    does when orjson is installed, to show what the serialiser alone is worth.
 
 Cases: (a) ``add_messages`` of 10 messages; (b) a chat turn through a per-turn
 factory (build the history object, read, then add human + AI in one call);
-(c) reading a 10,000-message history. Each case interleaves the
-implementations repetition by repetition (so drift in machine load hits them
-alike), after warm-up, and reports medians. Both chatmemory and the anchor set a
-TTL of 3600 s.
+(c) reading a 10,000-message history. The implementations are interleaved
+(see :func:`measure`) so drift in the machine's load hits them alike, after
+warm-up, and medians are reported. Both chatmemory and the anchor set a TTL
+of 3600 s.
 
 Redis: a throwaway ``redis-server`` on a free loopback port (persistence off),
 or the server of ``BENCH_REDIS_URL`` (e.g. ``redis://127.0.0.1:6379/15``); the
@@ -342,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import django_redis
     import langchain_community
     import langchain_core
-    from langchain_core.messages import AIMessage, HumanMessage
+    import orjson
+    from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
 
     from chatmemory.history import DjangoRedisChatMessageHistory
 
@@ -365,12 +370,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     def raw_key(session_id: str) -> str:
         return f"{PREFIX}:raw:{session_id}"
 
-    def raw_write(session_id: str, messages: Sequence[Any]) -> None:
+    def raw_write(
+        session_id: str, messages: Sequence[Any], dumps: Callable[[Any], Any] = encode
+    ) -> None:
         pipe = raw_client.pipeline(transaction=False)
         key = raw_key(session_id)
-        pipe.rpush(key, *[encode(m) for m in messages])
+        pipe.rpush(key, *[dumps(m) for m in messages])
         pipe.expire(key, TTL)
         pipe.execute()
+
+    def encode_orjson(message: Any) -> bytes:
+        return orjson.dumps(message_to_dict(message))
 
     def raw_read(session_id: str) -> list[Any]:
         return [
@@ -388,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chatmemory": lambda i: cm_a.add_messages(batch),
         "anchor": lambda i: anchor_a.add_messages(batch),
         "raw": lambda i: raw_write("a", batch),
+        # Not a target: the same, serialised with orjson (as chatmemory does
+        # when the result reads back exact), to show what json costs.
+        "raw, orjson": lambda i: raw_write("a-orjson", batch, encode_orjson),
     }
     results = measure(cases_a, reps=int(2000 * scale), warmup=100, block=args.block)
     ratio = results["chatmemory"].median / results["raw"].median
@@ -427,7 +440,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw_write(session_id, [human, ai])
         return messages
 
-    cases_b = {"chatmemory": cm_turn, "anchor": anchor_turn, "raw": raw_turn}
+    def raw_orjson_turn(i: int) -> Any:
+        session_id = f"b-orjson-{i // 10}"
+        messages = raw_read(session_id)
+        raw_write(session_id, [human, ai], encode_orjson)
+        return messages
+
+    cases_b = {
+        "chatmemory": cm_turn,
+        "anchor": anchor_turn,
+        "raw": raw_turn,
+        "raw, orjson": raw_orjson_turn,
+    }
     results = measure(cases_b, reps=int(2000 * scale), warmup=100, block=args.block)
     ratio = results["chatmemory"].median / results["raw"].median
     targets_met &= ratio <= 1.3
