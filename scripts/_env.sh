@@ -41,7 +41,7 @@ ensure_venv() {
       echo "Install one (e.g. 'pyenv install 3.12') or point PYTHON at it: PYTHON=/path/to/python3.12 $0" >&2
       exit 1
     fi
-    echo "Creating .venv with $py"
+    echo "Creating ${VENV#"$ROOT"/} with $py"
     rm -rf "$VENV"
     "$py" -m venv "$VENV"
   fi
@@ -50,7 +50,7 @@ ensure_venv() {
   local want
   want="$( (cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml"; echo "$DJANGO_OVERRIDE") | sha256sum | cut -d' ' -f1)"
   if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-    echo "Installing requirements into .venv"
+    echo "Installing requirements into ${VENV#"$ROOT"/}"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
     local requirements="$ROOT/requirements.txt"
     if [[ -n "$DJANGO_OVERRIDE" ]]; then
