@@ -229,10 +229,11 @@ def measure(
     that runs more code (chatmemory: Django settings, pydantic, the script
     call) more than the raw reference: with blocks of 1 or 20 chatmemory's
     turn/raw ratio comes out 0.1 to 0.2 higher than with blocks of 100 or
-    more (``--block`` sets it). Every block starts on a collected heap, so no
-    case pays for collecting another's garbage; ``collect`` also collects
-    before each call (outside the timing), so every call starts from the same
-    heap state. The collector stays enabled during calls, as in a server.
+    more (``--block`` sets it). Every block of more than one call starts on a
+    collected heap, so no case pays for collecting another's garbage;
+    ``collect`` also collects before each call (outside the timing), so every
+    call starts from the same heap state. The collector stays enabled during
+    calls, as in a server.
     """
     names = list(cases)
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -243,7 +244,8 @@ def measure(
         shuffle(names)
         for name in names:
             fn = cases[name]
-            gc.collect()
+            if block > 1:  # per call it would cost more than the calls
+                gc.collect()
             for i in range(calls, calls + block):
                 if collect and i > calls:
                     gc.collect()
