@@ -10,14 +10,20 @@ from typing import Any
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import (
     AIMessage,
+    AIMessageChunk,
     BaseMessage,
     BaseMessageChunk,
     ChatMessage,
+    ChatMessageChunk,
     FunctionMessage,
+    FunctionMessageChunk,
     HumanMessage,
+    HumanMessageChunk,
     RemoveMessage,
     SystemMessage,
+    SystemMessageChunk,
     ToolMessage,
+    ToolMessageChunk,
     message_chunk_to_message,
     message_to_dict,
 )
@@ -26,8 +32,7 @@ from . import store
 
 logger = logging.getLogger("chatmemory")
 
-# The record "type" -> message class; chunk types map to their full message
-# class, since a stored message is always complete.
+# The record "type" -> message class.
 _CLASSES: dict[str, type[BaseMessage]] = {
     "human": HumanMessage,
     "ai": AIMessage,
@@ -36,12 +41,20 @@ _CLASSES: dict[str, type[BaseMessage]] = {
     "function": FunctionMessage,
     "tool": ToolMessage,
     "remove": RemoveMessage,
-    "HumanMessageChunk": HumanMessage,
-    "AIMessageChunk": AIMessage,
-    "SystemMessageChunk": SystemMessage,
-    "ChatMessageChunk": ChatMessage,
-    "FunctionMessageChunk": FunctionMessage,
-    "ToolMessageChunk": ToolMessage,
+}
+
+# Chunk records (written by other tools; chatmemory stores full messages) are
+# read as the chunk, then turned into the full message it stands for.
+_CHUNK_CLASSES: dict[str, type[BaseMessageChunk]] = {
+    cls.__name__: cls
+    for cls in (
+        AIMessageChunk,
+        HumanMessageChunk,
+        SystemMessageChunk,
+        ChatMessageChunk,
+        FunctionMessageChunk,
+        ToolMessageChunk,
+    )
 }
 
 _REQUIRED: dict[type[BaseMessage], frozenset[str]] = {
@@ -153,11 +166,18 @@ def _to_message(entry: store.Record | store.UnreadableEntry) -> BaseMessage | st
     # A non-str type (a list, say) must not reach the dict lookup: it may not
     # even be hashable.
     cls = _CLASSES.get(kind) if type(kind) is str else None
-    if cls is None:
+    chunk_cls = _CHUNK_CLASSES.get(kind) if type(kind) is str else None
+    if cls is None and chunk_cls is None:
         return f"unknown message type {kind!r}"
     data = entry.get("data")
     if type(data) is not dict:
         return "no 'data' object"
+    if chunk_cls is not None:
+        try:
+            return message_chunk_to_message(chunk_cls(**data))
+        except Exception as exc:  # as below: a bad entry must not break the read
+            return f"invalid {kind} message: {type(exc).__name__}: {exc}"
+    assert cls is not None
     content = data.get("content")
     if (type(content) is str or type(content) is list) and data.keys() >= _REQUIRED[
         cls

@@ -114,6 +114,25 @@ def test_chunks_are_stored_as_full_messages() -> None:
     assert [type(m) for m in read] == [HumanMessage, AIMessage]
 
 
+def test_chunk_records_written_by_other_tools_read_as_full_messages(
+    redis_client: redis.Redis,
+) -> None:
+    import json
+
+    from langchain_core.messages import message_to_dict
+
+    chunk = AIMessageChunk(content="streamed", id="run-3")
+    redis_client.rpush(
+        store.messages_key("chunky"), json.dumps(message_to_dict(chunk)).encode()
+    )
+
+    (message,) = DjangoRedisChatMessageHistory("chunky").messages
+
+    assert type(message) is AIMessage
+    assert message.type == "ai"
+    assert message == AIMessage("streamed", id="run-3")
+
+
 def test_records_use_message_to_dict_form(redis_client: redis.Redis) -> None:
     DjangoRedisChatMessageHistory("format").add_messages(every_kind_of_message())
     raw = redis_client.lrange(store.messages_key("format"), 0, -1)
@@ -387,6 +406,7 @@ def test_corrupt_entries_are_skipped_with_a_warning(
         b'{"type": "human"}',
         b'{"type": "tool", "data": {"content": "no tool_call_id"}}',
         b'{"type": "human", "data": {"content": 42}}',
+        b'{"type": "ToolMessageChunk", "data": {"content": "no tool_call_id"}}',
         b"\xff\xfe",
     )
     history.add_ai_message("after")
@@ -395,7 +415,7 @@ def test_corrupt_entries_are_skipped_with_a_warning(
         messages = history.messages
 
     assert messages == [HumanMessage("before"), AIMessage("after")]
-    assert len(caplog.records) == 7
+    assert len(caplog.records) == 8
     assert all("'corrupt'" in r.getMessage() for r in caplog.records)
     assert "unknown message type 'martian'" in caplog.text
     assert "not JSON" in caplog.text
