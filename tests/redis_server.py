@@ -10,10 +10,13 @@ tests then only delete keys under their own per-test prefixes.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -27,6 +30,16 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _die_with_parent() -> None:
+    # Linux: the server gets SIGTERM when the test process dies, even killed
+    # outright (atexit does not run then), so no throwaway server is left over.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: atexit still stops it
+        pass
 
 
 def start_redis_server() -> tuple[subprocess.Popen[bytes], str]:
@@ -49,6 +62,7 @@ def start_redis_server() -> tuple[subprocess.Popen[bytes], str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}"
     client = redis.Redis.from_url(url)
