@@ -47,6 +47,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timeuntil
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
+from django.views.generic import RedirectView
 
 from . import store
 from .conf import conf
@@ -216,6 +217,17 @@ class ChatSessionAdmin(_ModelAdmin):
                 "<path:object_id>/change/",
                 wrap(self.transcript_view),
                 name=f"{name}_change",
+            ),
+            # As the admin does for ORM objects: an object's bare URL goes to
+            # its page.
+            path(
+                "<path:object_id>/",
+                wrap(
+                    RedirectView.as_view(
+                        pattern_name=f"{self.admin_site.name}:{name}_change",
+                        permanent=False,
+                    )
+                ),
             ),
         ]
 

@@ -201,8 +201,9 @@ def test_viewer_sees_no_delete_controls() -> None:
 
 def test_add_and_history_pages_do_not_exist(admin_client: Client) -> None:
     chat("a", HumanMessage("x"))
-    assert admin_client.get(LIST_URL + "add/").status_code == 404
-    assert admin_client.get(LIST_URL + "a/history/").status_code == 404
+    # (bare object URLs redirect to the transcript, which has no such session)
+    assert admin_client.get(LIST_URL + "add/", follow=True).status_code == 404
+    assert admin_client.get(LIST_URL + "a/history/", follow=True).status_code == 404
 
 
 # --- the list ------------------------------------------------------------------
@@ -480,6 +481,17 @@ def rich_conversation() -> list[BaseMessage]:
         ),
         HumanMessage("long " * 400),
     ]
+
+
+def test_a_sessions_bare_url_redirects_to_its_transcript(admin_client: Client) -> None:
+    chat("a/b c", HumanMessage("hi"))
+    bare = transcript_url("a/b c").removesuffix("change/")
+
+    response = admin_client.get(bare, follow=True)
+
+    assert response.redirect_chain == [(transcript_url("a/b c"), 302)]
+    assert response.status_code == 200
+    assert "<code>a/b c</code>" in text(response)
 
 
 def test_transcript_shows_every_message_readably(admin_client: Client) -> None:
