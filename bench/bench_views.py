@@ -19,10 +19,15 @@ the model.
 2. Under load: gunicorn (WSGI, sync workers) and uvicorn (ASGI) each with
    ``--workers`` processes on a loopback port, for ``--seconds`` with
    ``--clients`` concurrent connections: turns per second and the median/p90
-   latency seen by the client. The load comes from ``wrk`` when it is on PATH
-   (``apt-get install wrk``; POSTs rotating over 16 chat sessions, histories
-   capped at 20 messages), else from a bounded Python generator (threads with
-   httpx, a new chat every 10 turns). Either shares the CPUs with the server.
+   latency seen by the client. Every turn comes on a new connection
+   (``Connection: close``), as gunicorn's sync workers do anyway: uvicorn's
+   workers share the listening socket and keep a connection for its whole
+   life, so with kept-alive connections the figure mostly showed how the
+   kernel happened to hand them out (all on one worker: about half the rate).
+   The load comes from ``wrk`` when it is on PATH (``apt-get install wrk``;
+   POSTs rotating over 16 chat sessions, histories capped at 20 messages),
+   else from a bounded Python generator (threads with httpx, a new chat every
+   10 turns). Either shares the CPUs with the server.
 
 Redis: a throwaway ``redis-server`` on a free loopback port (persistence off),
 or ``BENCH_REDIS_URL``; only keys under the benchmark's own prefix are deleted.
@@ -345,6 +350,7 @@ def load(url: str, clients: int, seconds: float) -> tuple[list[float], float]:
             response = client.post(
                 f"/chat/{session_id}/stream/",
                 data={"message": "hello", "csrfmiddlewaretoken": token},
+                headers={"Connection": "close"},  # see the module docstring
             )
             mine.append(time.perf_counter() - begin)
             assert b"event: done" in response.content, response.content[-200:]
@@ -368,6 +374,7 @@ WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 wrk.headers["Cookie"] = "%(cookie)s"
+wrk.headers["Connection"] = "close" -- spread over the workers: see the top
 local paths = {%(paths)s}
 local body = "message=hello&csrfmiddlewaretoken=%(token)s"
 local n = 0
