@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +17,13 @@ from langchain_core.language_models.fake_chat_models import (
     FakeListChatModel,
     GenericFakeChatModel,
 )
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    HumanMessage,
+    SystemMessage,
+)
+from langchain_core.outputs import ChatGenerationChunk
 from langchain_openai import ChatOpenAI
 
 from chatmemory import chains, store
@@ -256,6 +263,40 @@ async def test_async_turn_streams_and_saves() -> None:
     assert len(tokens) == 5  # words and the spaces between them
     assert texts("a1") == [("human", "count"), ("ai", "one two three")]
     assert turn.message_count == 2
+
+
+class MetadataModel(GenericFakeChatModel):
+    """Streams chunks carrying usage and response metadata, as providers do."""
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        for position, word in enumerate(["one", " two", " three"]):
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content=word,
+                    usage_metadata={
+                        "input_tokens": 5 if position == 0 else 0,
+                        "output_tokens": 1,
+                        "total_tokens": 6 if position == 0 else 1,
+                    },
+                    response_metadata={"model_name": "m"} if position == 2 else {},
+                )
+            )
+
+
+def test_the_saved_reply_merges_every_chunk() -> None:
+    turn = chains.ChatTurn("m1", "count", model=MetadataModel(messages=iter([])))
+    assert "".join(turn.stream()) == "one two three"
+    assert turn.message is not None
+    assert turn.message.text == "one two three"
+    assert turn.message.usage_metadata == {
+        "input_tokens": 5,
+        "output_tokens": 3,
+        "total_tokens": 8,
+    }
+    assert turn.message.response_metadata["model_name"] == "m"
+    saved = stored("m1")[-1]["data"]
+    assert saved["content"] == "one two three"
+    assert saved["usage_metadata"]["output_tokens"] == 3
 
 
 def test_the_model_gets_the_history_and_remembers() -> None:
