@@ -28,7 +28,6 @@ import gc
 import json
 import logging
 import re
-import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -41,6 +40,7 @@ import redis
 import redis.asyncio
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 
 from .conf import conf
 from .exceptions import StoreUnavailable
@@ -376,34 +376,29 @@ def _alias() -> str:
     return conf.CACHE_ALIAS
 
 
-class _ClientCache(threading.local):
-    """Per thread: the last client _client() returned, and what it came from."""
-
-    settings: object = None
-    client: redis.Redis | None = None
+_cached_client: redis.Redis | None = None
 
 
-_client_cache = _ClientCache()
+def _forget_client(**kwargs: Any) -> None:
+    global _cached_client
+    _cached_client = None
+
+
+# override_settings and pytest-django's settings fixture send it; Django's own
+# cache handler is rebuilt on the same signal when CACHES changes.
+setting_changed.connect(_forget_client, dispatch_uid="chatmemory.store")
 
 
 def _client() -> redis.Redis:
     # Looking the client up costs more than the rest of a small command's
-    # Python side (two settings reads, Django's per-context cache lookup,
-    # django-redis's client selection), so the client is kept per thread, as
-    # Django keeps its cache objects, for as long as the settings object is
-    # the same one: override_settings (and pytest-django's settings fixture)
-    # swap it, so a changed CHATMEMORY_CACHE_ALIAS or CACHES (after which
-    # Django rebuilds its caches) is looked up afresh. Holding a reference to
-    # the settings object keeps its identity from being reused. Assigning to
-    # django.conf.settings at run time, which Django's own caches ignore too,
-    # is not seen. django-redis pools connections per server process-wide, so
-    # a kept client shares its pool with a freshly looked-up one.
-    current: object = settings._wrapped  # type: ignore[misc]  # the LazySettings' target
-    cache = _client_cache
-    cached = cache.client
-    if cached is not None and cache.settings is current:
-        return cached
-
+    # Python side (settings reads, Django's per-context cache lookup,
+    # django-redis's client selection), so it is kept, process-wide, until a
+    # setting changes. A redis-py client is thread-safe, and django-redis pools
+    # connections per server process-wide anyway; ASGI runs each request's sync
+    # code in a thread of its own, so a per-thread cache would never hit there.
+    global _cached_client
+    if _cached_client is not None:
+        return _cached_client
     alias = _alias()
     caches_setting = settings.CACHES
     from django_redis import get_redis_connection
@@ -420,7 +415,7 @@ def _client() -> redis.Redis:
             f"CACHES[{alias!r}] is not a django-redis cache with its default "
             "client (run 'manage.py check' for details)"
         ) from None
-    cache.settings, cache.client = current, client
+    _cached_client = client
     return client
 
 
