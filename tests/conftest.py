@@ -5,16 +5,19 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
-from django.conf import settings
 from django.test import override_settings
 
 from chatmemory import store
+from tests.topologies import test_topology
 
 
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
-    """A plain client on the tests' chatmemory database (for asserting on keys)."""
-    client = redis.Redis.from_url(settings.CACHES["chatmemory"]["LOCATION"])
+    """A plain client on the tests' chatmemory database (for asserting on keys).
+
+    A ``redis.Redis`` on the master, or a ``RedisCluster`` on a cluster.
+    """
+    client = test_topology().client()
     yield client
     client.close()
 

@@ -1,10 +1,14 @@
-"""Settings for the test suite: only what chatmemory needs."""
+"""Settings for the test suite: only what chatmemory needs.
+
+The ``chatmemory`` cache is on the Redis topology CHATMEMORY_TEST_TOPOLOGY
+names (single, sentinel or cluster; see tests/topologies.py).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.redis_server import test_redis_url
+from tests.topologies import test_topology
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = "tests"
@@ -44,11 +48,7 @@ TEMPLATES = [
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    "chatmemory": {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": f"{test_redis_url()}/0",
-        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 5},
-    },
+    "chatmemory": test_topology().caches_entry(),
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 USE_TZ = True
