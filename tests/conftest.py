@@ -5,9 +5,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
-from django.test import override_settings
+from django.contrib.auth.models import User
+from django.test import Client, override_settings
 
 from chatmemory import store
+from tests.admin_helpers import client_for, make_user
 from tests.topologies import test_topology
 
 
@@ -45,3 +47,15 @@ async def close_async_redis_clients() -> AsyncIterator[None]:
     """
     yield
     await store.aclose_clients()
+
+
+@pytest.fixture
+def admin_user() -> User:
+    """A superuser (the admin tests' own, in place of pytest-django's)."""
+    return make_user("root", staff=True, superuser=True)
+
+
+@pytest.fixture
+def admin_client(admin_user: User) -> Client:
+    """A client logged in as ``admin_user``."""
+    return client_for(admin_user)

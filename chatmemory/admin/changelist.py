@@ -1,0 +1,336 @@
+"""The session list: search, filters, paging and counts, read from the Redis indexes.
+
+:class:`SessionChangeList` plays the part of Django's ``ChangeList``: it reads
+the request's parameters once and works out one page of sessions, its count
+and the filter choices. Every page costs work proportional to its size, never
+to the number of sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import FieldDoesNotExist
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.http import urlencode
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from .. import store
+from ..conf import conf
+from .utils import session_row, unknown_owner_label, users_by_owner
+
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
+    from django.utils.functional import _StrPromise as StrPromise
+
+SEARCH_VAR = "q"
+PAGE_VAR = "p"
+OWNER_VAR = "owner"
+ACTIVE_VAR = "active"
+
+ACTIVITY_CHOICES: tuple[tuple[str, StrPromise], ...] = (
+    ("today", gettext_lazy("Today")),
+    ("7d", gettext_lazy("Past 7 days")),
+    ("30d", gettext_lazy("Past 30 days")),
+)
+_ACTIVITY_DAYS = {"today": 0, "7d": 7, "30d": 30}
+
+OWNER_SEARCH_LIMIT = 10
+"""At most this many users match one search (by username or email)."""
+
+OWNER_FILTER_CANDIDATES = 100
+"""The owner filter looks for sessions among this many users (by username)."""
+
+Fetch = Callable[[int, int], store.SessionPage]
+"""One source of sessions: (offset, limit) -> a page of it."""
+
+Choice = tuple[str, str, bool]
+"""(label, link, selected) of one filter choice."""
+
+
+class SessionChangeList:
+    """One page of the session list, as the request asks for it."""
+
+    def __init__(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> None:
+        self.request = request
+        self.model_admin = model_admin
+        self.query = request.GET.get(SEARCH_VAR, "").strip()
+        self.owner = request.GET.get(OWNER_VAR) or None
+        self.active = request.GET.get(ACTIVE_VAR, "")
+        self.active_since = activity_start(self.active)
+        self.page_number = page_number(request.GET.get(PAGE_VAR))
+        self.per_page = max(1, conf.SESSIONS_PER_PAGE)
+        self.has_filters = bool(self.owner or self.active_since)
+
+        offset = (self.page_number - 1) * self.per_page
+        page = concatenate(self.sources(), offset, self.per_page)
+        self.total = page.total
+        self.total_is_lower_bound = bool(self.query)
+        self.users = users_by_owner(
+            {s.owner for s in page.sessions if s.owner} | {self.owner}
+        )
+        self.rows = [
+            session_row(
+                model_admin.admin_site, model_admin.opts, request, info, self.users
+            )
+            for info in page.sessions
+        ]
+
+    # --- sources ---------------------------------------------------------------
+
+    def sources(self) -> list[Fetch]:
+        """Where the listed sessions come from, in the order they are listed."""
+        owner, active_since = self.owner, self.active_since
+        if self.query:
+            return self.search_sources()
+        return [
+            lambda off, lim: store.list_sessions(
+                owner=owner, offset=off, limit=lim, active_since=active_since
+            )
+        ]
+
+    def search_sources(self) -> list[Fetch]:
+        """The exact id, then the sessions of matching users, then id prefixes."""
+        query, owner, active_since = self.query, self.owner, self.active_since
+
+        def keep(info: store.SessionInfo) -> bool:
+            if owner is not None and info.owner != owner:
+                return False
+            return active_since is None or info.last_activity >= active_since
+
+        try:
+            store.validate_session_id(query)
+        except ValueError:
+            valid_id = False
+        else:
+            valid_id = True
+        owners = [o for o in matching_owners(query) if owner is None or o == owner]
+        sources: list[Fetch] = []
+        if valid_id:
+
+            def exact(offset: int, limit: int) -> store.SessionPage:
+                info = store.get_session(query)
+                found = [info] if info is not None and keep(info) else []
+                return store.SessionPage(found[offset : offset + limit], len(found))
+
+            sources.append(exact)
+        for owner_id in owners:
+            sources.append(
+                without(
+                    lambda off, lim, o=owner_id: store.list_sessions(  # type: ignore[misc]
+                        owner=o, offset=off, limit=lim, active_since=active_since
+                    ),
+                    lambda info: info.session_id != query,
+                )
+            )
+        if valid_id:
+            matched = set(owners)
+            sources.append(
+                without(
+                    lambda off, lim: store.search_session_ids(
+                        query, offset=off, limit=lim
+                    ),
+                    lambda info: (
+                        info.session_id != query
+                        and info.owner not in matched
+                        and keep(info)
+                    ),
+                )
+            )
+        return sources
+
+    # --- what the template shows -------------------------------------------------
+
+    def page_links(self) -> list[tuple[int | str, str | None]]:
+        """(number, link) of the paginator; no link for the current page."""
+        paginator = Paginator(range(self.total), self.per_page)
+        if paginator.num_pages <= 1:
+            return []
+        shown = min(self.page_number, paginator.num_pages)
+        return [
+            (n, None if n == self.page_number else self.get_query({PAGE_VAR: n}))
+            for n in paginator.get_elided_page_range(shown)
+        ]
+
+    def owner_choices(self) -> list[Choice]:
+        """(label, link, selected) for the owner filter.
+
+        Offered: the owners on this page, and the users (the first
+        OWNER_FILTER_CANDIDATES by username) who have sessions; any other owner
+        is a search away.
+        """
+        selected = self.owner
+        user_model = get_user_model()
+        candidates = list(
+            user_model._default_manager.order_by(user_model.USERNAME_FIELD)[
+                :OWNER_FILTER_CANDIDATES
+            ]
+        )
+        with_sessions = store.count_owner_sessions([str(u.pk) for u in candidates])
+        labels: dict[str, str] = {
+            str(u.pk): u.get_username()
+            for u in candidates
+            if str(u.pk) in with_sessions
+        }
+        for row in self.rows:
+            if row.info.owner is not None:
+                labels[row.info.owner] = row.owner_label
+        if selected is not None:
+            user = self.users.get(selected)
+            labels[selected] = (
+                user.get_username()
+                if user is not None
+                else unknown_owner_label(selected)
+            )
+        choices = [
+            (
+                _("All"),
+                self.get_query({OWNER_VAR: None, PAGE_VAR: None}),
+                selected is None,
+            )
+        ]
+        for owner_id, label in sorted(labels.items(), key=lambda item: item[1]):
+            choices.append(
+                (
+                    label,
+                    self.get_query({OWNER_VAR: owner_id, PAGE_VAR: None}),
+                    owner_id == selected,
+                )
+            )
+        return choices
+
+    def activity_choices(self) -> list[Choice]:
+        """(label, link, selected) for the last-activity filter."""
+        current = self.active if self.active in _ACTIVITY_DAYS else ""
+        choices = [
+            (
+                _("Any date"),
+                self.get_query({ACTIVE_VAR: None, PAGE_VAR: None}),
+                not current,
+            )
+        ]
+        for value, label in ACTIVITY_CHOICES:
+            choices.append(
+                (
+                    str(label),
+                    self.get_query({ACTIVE_VAR: value, PAGE_VAR: None}),
+                    value == current,
+                )
+            )
+        return choices
+
+    def hidden_params(self) -> list[tuple[str, str]]:
+        """The filters the search form carries along."""
+        return [
+            (name, value)
+            for name, value in ((OWNER_VAR, self.owner), (ACTIVE_VAR, self.active))
+            if value
+        ]
+
+    def get_query(self, changes: dict[str, Any]) -> str:
+        """The list's query string with ``changes`` applied (None drops a key)."""
+        params: dict[str, str] = {}
+        for key in (SEARCH_VAR, PAGE_VAR, OWNER_VAR, ACTIVE_VAR):
+            value = self.request.GET.get(key)
+            if value:
+                params[key] = value
+        for key, value in changes.items():
+            if value is None:
+                params.pop(key, None)
+            else:
+                params[key] = str(value)
+        return "?" + urlencode(sorted(params.items())) if params else "?"
+
+    def context(self) -> dict[str, Any]:
+        """The template's view of this page."""
+        return {
+            "rows": self.rows,
+            "total": self.total,
+            "total_is_lower_bound": self.total_is_lower_bound,
+            "page_number": self.page_number,
+            "page_links": self.page_links(),
+            "ellipsis": Paginator.ELLIPSIS,
+            "show_expiry": conf.TTL is not None
+            or any(row.expires_at for row in self.rows),
+            "search_var": SEARCH_VAR,
+            "query": self.query,
+            "hidden_params": self.hidden_params(),
+            "owner_choices": self.owner_choices(),
+            "activity_choices": self.activity_choices(),
+            "has_active_filters": self.has_filters,
+            "clear_filters_url": self.get_query(
+                {OWNER_VAR: None, ACTIVE_VAR: None, PAGE_VAR: None}
+            ),
+        }
+
+
+def matching_owners(query: str) -> list[str]:
+    """Owner ids of users whose username or email is ``query`` (any case)."""
+    user_model = get_user_model()
+    lookup = Q(**{f"{user_model.USERNAME_FIELD}__iexact": query})
+    email = user_model.get_email_field_name()
+    try:
+        user_model._meta.get_field(email)
+    except FieldDoesNotExist:  # a custom user model without an email field
+        pass
+    else:
+        lookup |= Q(**{f"{email}__iexact": query})
+    pks = user_model._default_manager.filter(lookup).values_list("pk", flat=True)
+    return [str(pk) for pk in pks[:OWNER_SEARCH_LIMIT]]
+
+
+def concatenate(sources: Sequence[Fetch], offset: int, limit: int) -> store.SessionPage:
+    """One page of the sources listed one after the other.
+
+    Each source reports its total, so the page costs one call per source and
+    work proportional to ``limit``. The total is the sum of theirs (a lower
+    bound when the last one's is).
+    """
+    sessions: list[store.SessionInfo] = []
+    total = 0
+    for fetch in sources:
+        page = fetch(max(offset - total, 0), limit - len(sessions))
+        sessions.extend(page.sessions)
+        total += page.total
+    return store.SessionPage(sessions, total)
+
+
+def without(fetch: Fetch, keep: Callable[[store.SessionInfo], bool]) -> Fetch:
+    """``fetch`` with rows dropped that another source shows or a filter rejects.
+
+    The page can come out shorter than asked; its total is left as is.
+    """
+
+    def filtered(offset: int, limit: int) -> store.SessionPage:
+        page = fetch(offset, limit)
+        return store.SessionPage([s for s in page.sessions if keep(s)], page.total)
+
+    return filtered
+
+
+def activity_start(choice: str) -> datetime | None:
+    """Start of the last-activity filter's period: midnight, local time."""
+    days = _ACTIVITY_DAYS.get(choice)
+    if days is None:
+        return None
+    now = timezone.now()
+    if timezone.is_aware(now):
+        now = timezone.localtime(now)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight - timedelta(days=days)
+
+
+def page_number(value: str | None) -> int:
+    """The page asked for; nonsense reads as the first page."""
+    try:
+        number = int(value or 1)
+    except ValueError:
+        return 1
+    return max(number, 1)

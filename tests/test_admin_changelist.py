@@ -1,0 +1,403 @@
+"""Tests of chatmemory.admin.changelist: search, filters, paging and counts."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+import redis
+from django.contrib.auth.models import User
+from django.test import Client, override_settings
+from django.urls import reverse
+from langchain_core.messages import (
+    AIMessage,
+    HumanMessage,
+)
+
+from chatmemory import store
+from chatmemory.admin import changelist
+from chatmemory.history import DjangoRedisChatMessageHistory
+
+if TYPE_CHECKING:
+    pass
+
+from tests.admin_helpers import (
+    LIST_URL,
+    chat,
+    client_for,
+    make_user,
+    rows,
+    set_activity,
+    text,
+    transcript_url,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def test_list_newest_activity_first_with_columns(
+    admin_client: Client, redis_client: redis.Redis
+) -> None:
+    alice = make_user("alice")
+    chat("older", HumanMessage("first question"), owner=alice)
+    chat("newer", HumanMessage("second question"), AIMessage("answer"))
+    set_activity(redis_client, "older", datetime.now(UTC) - timedelta(hours=2))
+
+    response = admin_client.get(LIST_URL)
+    assert response.status_code == 200
+    assert rows(response) == ["newer", "older"]
+    page = text(response)
+    assert f'href="{transcript_url("newer")}"' in page
+    assert "first question" in page and "second question" in page
+    # the owner links to the user's admin page; no owner shows a dash
+    user_url = reverse("admin:auth_user_change", args=[alice.pk])
+    assert f'<a href="{user_url}">alice</a>' in page
+    newer_row = page[page.index(transcript_url("newer")) :]
+    newer_row = newer_row[: newer_row.index("</tr>")]
+    assert '<td class="field-owner">—</td>' in newer_row
+    assert '<td class="field-message_count">2</td>' in newer_row
+    assert "2 chat sessions" in page
+    # native look: the admin's base template, breadcrumbs, the app's section
+    assert '<ol class="breadcrumbs">' in page
+    assert 'href="/admin/chatmemory/"' in page
+    assert "admin/css/base.css" in page
+    assert "dark_mode.css" in page
+    # no TTL configured: no "time left" column
+    assert "Time left" not in page
+
+
+def test_owner_without_the_users_admin_permission_is_plain_text() -> None:
+    alice = make_user("alice")
+    chat("mine", HumanMessage("x"), owner=alice)
+    client = client_for(make_user("viewer", "view_chatsession"))
+    page = text(client.get(LIST_URL))
+    assert '<td class="field-owner">alice</td>' in page
+    assert reverse("admin:auth_user_change", args=[alice.pk]) not in page
+
+
+def test_owner_that_is_no_user(admin_client: Client) -> None:
+    chat("orphan", HumanMessage("x"))
+    store.append_records("orphan2", [{"type": "human", "data": {"content": "x"}}])
+    store.create_session("by-id", owner="999999")
+    store.create_session("by-name", owner="not-a-pk")
+    page = text(admin_client.get(LIST_URL))
+    assert "#999999 (no such user)" in page
+    assert "#not-a-pk (no such user)" in page
+
+
+@override_settings(CHATMEMORY_TTL=3600)
+def test_time_left_column_with_a_ttl(admin_client: Client) -> None:
+    chat("short-lived", HumanMessage("x"))
+    response = admin_client.get(LIST_URL)
+    page = text(response)
+    assert "Time left" in page
+    assert response.context["rows"][0].expires_at is not None
+    assert "59\xa0minutes" in page or "1\xa0hour" in page
+
+
+def test_sessions_created_from_code_are_listed(admin_client: Client) -> None:
+    history = DjangoRedisChatMessageHistory("foo")
+    history.add_user_message("hi!")
+    history.add_ai_message("whats up?")
+    response = admin_client.get(LIST_URL)
+    assert rows(response) == ["foo"]
+    assert "hi!" in text(response)
+
+
+def test_empty_list(admin_client: Client) -> None:
+    page = text(admin_client.get(LIST_URL))
+    assert "No chat sessions yet." in page
+    assert "0 chat sessions" in page
+
+
+@override_settings(CHATMEMORY_SESSIONS_PER_PAGE=3)
+def test_pagination(admin_client: Client, redis_client: redis.Redis) -> None:
+    now = datetime.now(UTC)
+    for i in range(8):
+        chat(f"s{i}", HumanMessage(f"q{i}"))
+        set_activity(redis_client, f"s{i}", now - timedelta(minutes=i))
+    seen = []
+    for number in (1, 2, 3):
+        response = admin_client.get(LIST_URL, {"p": number})
+        seen.append(rows(response))
+        assert response.context["total"] == 8
+    assert seen == [["s0", "s1", "s2"], ["s3", "s4", "s5"], ["s6", "s7"]]
+    page = text(admin_client.get(LIST_URL, {"p": 2}))
+    assert 'href="?p=3"' in page and 'href="?p=1"' in page
+    assert 'aria-current="page">2</a>' in page
+    # out of range or nonsense page numbers do not fail
+    assert rows(admin_client.get(LIST_URL, {"p": 99})) == []
+    assert rows(admin_client.get(LIST_URL, {"p": "x"})) == ["s0", "s1", "s2"]
+    assert rows(admin_client.get(LIST_URL, {"p": "-4"})) == ["s0", "s1", "s2"]
+
+
+@pytest.fixture
+def searchable(redis_client: redis.Redis) -> dict[str, User]:
+    alice = make_user("alice")
+    bob = make_user("bob")
+    now = datetime.now(UTC)
+    sessions = [
+        ("support-1", alice, 1),
+        ("support-10", bob, 2),
+        ("support-2", None, 3),
+        ("sales-1", alice, 4),
+        ("alice-notes", bob, 5),
+        ("other", None, 6),
+    ]
+    for sid, owner, minutes in sessions:
+        chat(sid, HumanMessage(f"about {sid}"), owner=owner)
+        set_activity(redis_client, sid, now - timedelta(minutes=minutes))
+    return {"alice": alice, "bob": bob}
+
+
+def test_search_exact_id(admin_client: Client, searchable: dict[str, User]) -> None:
+    response = admin_client.get(LIST_URL, {"q": "support-1"})
+    # the exact id first, then the other ids starting with it
+    assert rows(response) == ["support-1", "support-10"]
+
+
+def test_search_prefix(admin_client: Client, searchable: dict[str, User]) -> None:
+    response = admin_client.get(LIST_URL, {"q": "support-"})
+    assert rows(response) == ["support-1", "support-10", "support-2"]
+    assert rows(admin_client.get(LIST_URL, {"q": "nothing"})) == []
+    assert "No chat session matches." in text(admin_client.get(LIST_URL, {"q": "zz"}))
+
+
+def test_search_by_owner_username(
+    admin_client: Client, searchable: dict[str, User]
+) -> None:
+    response = admin_client.get(LIST_URL, {"q": "alice"})
+    # alice's sessions by activity, then the ids starting with "alice"
+    assert rows(response) == ["support-1", "sales-1", "alice-notes"]
+    # usernames match in any case; session ids only as written
+    assert rows(admin_client.get(LIST_URL, {"q": "ALICE"})) == ["support-1", "sales-1"]
+
+
+def test_search_by_owner_email(
+    admin_client: Client, searchable: dict[str, User]
+) -> None:
+    response = admin_client.get(LIST_URL, {"q": "bob@example.com"})
+    assert rows(response) == ["support-10", "alice-notes"]
+
+
+def test_search_with_too_long_query(admin_client: Client) -> None:
+    chat("x", HumanMessage("x"))
+    response = admin_client.get(LIST_URL, {"q": "x" * 500})
+    assert response.status_code == 200
+    assert rows(response) == []
+
+
+@override_settings(CHATMEMORY_SESSIONS_PER_PAGE=2)
+def test_search_pages_through_every_source(
+    admin_client: Client, searchable: dict[str, User]
+) -> None:
+    pages = [rows(admin_client.get(LIST_URL, {"q": "alice", "p": n})) for n in (1, 2)]
+    assert pages == [["support-1", "sales-1"], ["alice-notes"]]
+
+
+def test_filter_by_owner(admin_client: Client, searchable: dict[str, User]) -> None:
+    alice = searchable["alice"]
+    response = admin_client.get(LIST_URL, {"owner": str(alice.pk)})
+    assert rows(response) == ["support-1", "sales-1"]
+    choices = response.context["owner_choices"]
+    assert [label for label, _, _ in choices] == ["All", "alice", "bob"]
+    assert [selected for _, _, selected in choices] == [False, True, False]
+    page = text(response)
+    assert "Clear all filters" in page
+    assert f'href="?owner={alice.pk}"' in page
+
+
+def test_filter_by_owner_combined_with_search(
+    admin_client: Client, searchable: dict[str, User]
+) -> None:
+    bob = searchable["bob"]
+    response = admin_client.get(LIST_URL, {"q": "support-", "owner": str(bob.pk)})
+    assert rows(response) == ["support-10"]
+    response = admin_client.get(LIST_URL, {"q": "alice", "owner": str(bob.pk)})
+    assert rows(response) == ["alice-notes"]
+    # the search form keeps the filters
+    assert f'<input type="hidden" name="owner" value="{bob.pk}">' in text(response)
+
+
+def test_filter_by_last_activity(
+    admin_client: Client, redis_client: redis.Redis
+) -> None:
+    now = datetime.now(UTC)
+    ages = {
+        "today": timedelta(0),
+        "week": timedelta(days=3),
+        "month": timedelta(days=20),
+    }
+    ages["ancient"] = timedelta(days=90)
+    for sid, age in ages.items():
+        chat(sid, HumanMessage(sid))
+        set_activity(redis_client, sid, now - age)
+    listed = {
+        choice: rows(admin_client.get(LIST_URL, {"active": choice}))
+        for choice in ("today", "7d", "30d", "", "bogus")
+    }
+    assert listed["today"] == ["today"]
+    assert listed["7d"] == ["today", "week"]
+    assert listed["30d"] == ["today", "week", "month"]
+    assert listed[""] == listed["bogus"] == ["today", "week", "month", "ancient"]
+    # combined with a search (filtered on the page) and with an owner
+    assert rows(admin_client.get(LIST_URL, {"q": "week", "active": "today"})) == []
+    assert rows(admin_client.get(LIST_URL, {"q": "mon", "active": "30d"})) == ["month"]
+    choices = admin_client.get(LIST_URL, {"active": "7d"}).context["activity_choices"]
+    assert [(label, selected) for label, _, selected in choices] == [
+        ("Any date", False),
+        ("Today", False),
+        ("Past 7 days", True),
+        ("Past 30 days", False),
+    ]
+
+
+def test_filter_by_owner_and_activity(
+    admin_client: Client, redis_client: redis.Redis
+) -> None:
+    alice = make_user("alice")
+    chat("recent", HumanMessage("x"), owner=alice)
+    chat("old", HumanMessage("x"), owner=alice)
+    set_activity(redis_client, "old", datetime.now(UTC) - timedelta(days=40))
+    params = {"owner": str(alice.pk), "active": "30d"}
+    assert rows(admin_client.get(LIST_URL, params)) == ["recent"]
+    params["q"] = "alice"
+    assert rows(admin_client.get(LIST_URL, params)) == ["recent"]
+
+
+def test_owner_filter_names_a_selected_unknown_owner(admin_client: Client) -> None:
+    response = admin_client.get(LIST_URL, {"owner": "4242"})
+    assert rows(response) == []
+    labels = [label for label, _, _ in response.context["owner_choices"]]
+    assert labels == ["All", "#4242 (no such user)"]
+
+
+def test_ghost_sessions_disappear(
+    admin_client: Client, redis_client: redis.Redis
+) -> None:
+    alice = make_user("alice")
+    for sid in ("alive", "deleted-behind", "expired"):
+        chat(sid, HumanMessage(sid), owner=alice)
+    # keys gone behind the admin's back: the indexes still name them
+    redis_client.delete(
+        store.meta_key("deleted-behind"), store.messages_key("deleted-behind")
+    )
+    redis_client.pexpire(store.meta_key("expired"), 1)
+    time.sleep(0.01)
+    response = admin_client.get(LIST_URL)
+    assert response.status_code == 200
+    assert rows(response) == ["alive"]
+    assert response.context["total"] == 1
+    assert redis_client.zscore(store.sessions_key(), "expired") is None
+    assert rows(admin_client.get(LIST_URL, {"owner": str(alice.pk)})) == ["alive"]
+    assert rows(admin_client.get(LIST_URL, {"q": "e"})) == []
+    assert admin_client.get(transcript_url("expired")).status_code == 404
+
+
+def test_concatenate_pages_across_sources() -> None:
+    def source(ids: list[str]) -> changelist.Fetch:
+        def fetch(offset: int, limit: int) -> store.SessionPage:
+            infos = [info(sid) for sid in ids[offset : offset + limit]]
+            return store.SessionPage(infos, len(ids))
+
+        return fetch
+
+    def info(sid: str) -> store.SessionInfo:
+        moment = datetime.now(UTC)
+        return store.SessionInfo(sid, "", None, 0, moment, moment, moment, None)
+
+    sources = [source(["a", "b", "c"]), source([]), source(["d", "e"])]
+    got = [
+        [s.session_id for s in changelist.concatenate(sources, off, 2).sessions]
+        for off in (0, 2, 4, 6)
+    ]
+    assert got == [["a", "b"], ["c", "d"], ["e"], []]
+    assert changelist.concatenate(sources, 0, 2).total == 5
+
+
+def seed(count: int, users: list[User]) -> None:
+    now = datetime.now(UTC)
+    store.import_sessions(
+        store.ImportedSession(
+            session_id=f"session-{i:06d}",
+            records=[{"type": "human", "data": {"content": f"question {i}"}}],
+            owner=str(users[i % len(users)].pk) if i % 3 else None,
+            updated=now - timedelta(seconds=i),
+        )
+        for i in range(count)
+    )
+
+
+def commands_for(
+    client: Client, redis_client: redis.Redis, params: dict[str, str]
+) -> dict[str, int]:
+    """Redis commands (by name, scripts' commands included) that one page costs."""
+    client.get(LIST_URL, params)  # warm up: connections, script loading
+    before = redis_client.info("commandstats")
+    response = client.get(LIST_URL, params)
+    after = redis_client.info("commandstats")
+    assert response.status_code == 200
+    calls = {
+        name: stats["calls"] - before.get(name, {}).get("calls", 0)
+        for name, stats in after.items()
+    }
+    # the measuring INFO commands themselves
+    calls["cmdstat_info"] = calls.get("cmdstat_info", 0) - 1
+    return {name: n for name, n in calls.items() if n}
+
+
+@pytest.mark.slow
+def test_list_page_costs_the_same_at_100_and_100000_sessions(
+    admin_client: Client, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    users = [make_user(f"user{i}") for i in range(2)]
+    variants = [
+        {},
+        {"p": "3"},
+        {"owner": str(users[1].pk)},
+        {"active": "today"},
+        {"q": "session-0000"},
+        {"q": "user1"},
+    ]
+    measured = {}
+    for count in (100, 100_000):
+        with override_settings(CHATMEMORY_KEY_PREFIX=f"{key_prefix}:{count}"):
+            started = time.monotonic()
+            seed(count, users)
+            seeding = time.monotonic() - started
+            assert redis_client.zcard(store.sessions_key()) == count
+            measured[count] = [
+                commands_for(admin_client, redis_client, params) for params in variants
+            ]
+            first_page = admin_client.get(LIST_URL)
+            assert len(first_page.context["rows"]) == 25
+            assert first_page.context["total"] == count
+    assert seeding < 30, f"seeding 100,000 sessions took {seeding:.1f}s"
+    for params, small, big in zip(
+        variants, measured[100], measured[100_000], strict=True
+    ):
+        assert small == big, params
+        assert sum(small.values()) < 200, (params, small)
+
+
+def test_owner_is_plain_text_when_users_are_not_in_the_admin(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.contrib import admin
+
+    alice = make_user("alice")
+    chat("mine", HumanMessage("x"), owner=alice)
+    real = admin.site.is_registered
+    monkeypatch.setattr(
+        admin.site, "is_registered", lambda model: model is not User and real(model)
+    )
+    page = text(admin_client.get(LIST_URL))
+    assert '<td class="field-owner">alice</td>' in page
+
+
+@override_settings(USE_TZ=False)
+def test_activity_filter_without_time_zones(admin_client: Client) -> None:
+    chat("now", HumanMessage("x"))
+    assert rows(admin_client.get(LIST_URL, {"active": "today"})) == ["now"]
