@@ -364,9 +364,7 @@ def test_list_page_costs_the_same_at_100_and_100000_sessions(
     measured = {}
     for count in (100, 100_000):
         with override_settings(CHATMEMORY_KEY_PREFIX=f"{key_prefix}:{count}"):
-            started = time.monotonic()
             seed(count, users)
-            seeding = time.monotonic() - started
             assert redis_client.zcard(store.sessions_key()) == count
             measured[count] = [
                 commands_for(admin_client, redis_client, params) for params in variants
@@ -374,7 +372,6 @@ def test_list_page_costs_the_same_at_100_and_100000_sessions(
             first_page = admin_client.get(LIST_URL)
             assert len(first_page.context["rows"]) == 25
             assert first_page.context["total"] == count
-    assert seeding < 30, f"seeding 100,000 sessions took {seeding:.1f}s"
     for params, small, big in zip(
         variants, measured[100], measured[100_000], strict=True
     ):
