@@ -30,3 +30,19 @@ class SessionNotFound(ChatMemoryError):
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
         super().__init__(f"No chat session {session_id!r}")
+
+
+class OwnerMismatch(ChatMemoryError, ValueError):
+    """A write named an owner other than the session's recorded owner.
+
+    Nothing was written: a session belongs to the owner of its first write.
+    """
+
+    def __init__(self, session_id: str, given: str, recorded: str) -> None:
+        self.session_id = session_id
+        self.given = given
+        self.recorded = recorded
+        super().__init__(
+            f"Chat session {session_id!r} belongs to owner {recorded!r}, "
+            f"not {given!r}: nothing was written"
+        )

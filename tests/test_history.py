@@ -30,7 +30,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
 from chatmemory import store
-from chatmemory.exceptions import ChatMemoryError, StoreUnavailable
+from chatmemory.exceptions import ChatMemoryError, OwnerMismatch, StoreUnavailable
 from chatmemory.history import DjangoRedisChatMessageHistory, records_to_messages
 
 
@@ -346,12 +346,12 @@ async def test_async_methods_match_sync() -> None:
 async def test_async_client_is_one_per_event_loop() -> None:
     history = DjangoRedisChatMessageHistory("loops")
     await history.aadd_messages([HumanMessage("a")])
-    first = store._aclient()
+    first = store.client.async_client()
 
     def other_loop() -> object:
         async def run() -> object:
             await history.aadd_messages([HumanMessage("b")])
-            client = store._aclient()
+            client = store.client.async_client()
             await store.aclose_clients()
             return client
 
@@ -359,7 +359,7 @@ async def test_async_client_is_one_per_event_loop() -> None:
 
     second = await asyncio.to_thread(other_loop)
 
-    assert store._aclient() is first
+    assert store.client.async_client() is first
     assert second is not first
     assert [m.content for m in await history.aget_messages()] == ["a", "b"]
 
@@ -536,11 +536,13 @@ def test_repr() -> None:
 
 def test_owner_is_recorded_on_first_write() -> None:
     DjangoRedisChatMessageHistory("owned", owner=12).add_user_message("mine")
-    DjangoRedisChatMessageHistory("owned", owner=99).add_user_message("not yours")
+    with pytest.raises(OwnerMismatch, match="belongs to owner '12', not '99'"):
+        DjangoRedisChatMessageHistory("owned", owner=99).add_user_message("not yours")
+    DjangoRedisChatMessageHistory("owned").add_ai_message("anyone may add")
 
     info = store.get_session("owned")
 
-    assert info is not None and info.owner == "12"
+    assert info is not None and info.owner == "12" and info.message_count == 2
     assert [s.session_id for s in store.list_sessions(owner="12").sessions] == ["owned"]
     assert store.list_sessions(owner="99").sessions == []
 

@@ -255,7 +255,7 @@ def test_check_connection_and_unavailable_message() -> None:
 def test_unix_socket_address_is_named() -> None:
     client = redis.Redis(unix_socket_path="/nonexistent/redis.sock")
     with pytest.raises(StoreUnavailable, match="unix:/nonexistent/redis.sock"):
-        with store._unavailable_as_error(client):
+        with store.client.translate_errors(client):
             client.ping()
 
 
@@ -291,7 +291,7 @@ def test_async_client_takes_the_cache_options() -> None:
         }
     }
     with override_settings(CACHES=caches):
-        url, kwargs = store._location("chatmemory")
+        url, kwargs = store.client.location("chatmemory")
 
     assert url == "redis://127.0.0.1:6390/3"
     assert kwargs == {"password": "secret", "socket_timeout": 4, "max_connections": 7}

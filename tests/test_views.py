@@ -587,6 +587,9 @@ def server_command(kind: str, port: int) -> list[str]:
             "--bind", f"127.0.0.1:{port}",
             "--workers", "2",
             "--log-level", "warning",
+            # its default control socket is one path per machine: concurrent
+            # test runs would fight over it
+            "--no-control-socket",
         ]  # fmt: skip
     return [
         sys.executable, "-m", "uvicorn", "project.asgi:application",
@@ -613,6 +616,7 @@ def live_url(
         except httpx.TransportError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
+                process.wait(timeout=10)
                 pytest.fail(f"{request.param} did not start")
             time.sleep(0.1)
     yield url

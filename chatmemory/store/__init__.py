@@ -1,0 +1,306 @@
+"""All of chatmemory's Redis I/O: keys, (de)serialisation, writes, reads, indexes.
+
+Nothing else in chatmemory talks to Redis. ``from chatmemory import store`` is
+the public face; the package's modules are:
+
+- :mod:`.keys`: every key name (the data model is documented there);
+- :mod:`.codec`: a record's stored bytes;
+- ``lua/*.lua`` and :mod:`.scripts`: the Lua scripts, every key they touch
+  declared in KEYS;
+- :mod:`.client`: the sync and async clients of the CACHES alias;
+- :mod:`.operations`: each operation written once, run by :func:`run` (sync)
+  and :func:`arun` (async); the functions below are those two entry points;
+- :mod:`.maintenance`: reindex and import.
+
+Every write is one Lua script, so it is atomic and one round trip (on Redis
+Cluster the index updates, which live in other slots, follow in the same
+call as a second, idempotent step). Messages cross this package as plain
+``dict`` records, so it does not import LangChain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from . import operations as _ops
+from .client import aclose_clients
+from .client import reset_async_clients as _reset_async_clients
+from .codec import (
+    TITLE_LENGTH,
+    Record,
+    UnreadableEntry,
+    decode_records,
+    encode_record,
+    shorten,
+    title_from_records,
+)
+from .keys import (
+    ids_key,
+    messages_key,
+    meta_key,
+    owner_key,
+    owner_key_prefix,
+    sessions_key,
+    validate_session_id,
+)
+from .maintenance import ImportedSession, import_sessions_op, rebuild_indexes_op
+from .operations import SessionInfo, SessionPage, arun, run
+
+
+def read_records(session_id: str) -> list[Record | UnreadableEntry]:
+    """Every message record of the session, oldest first. One round trip."""
+    return run(_ops.read_records_op(session_id))
+
+
+async def aread_records(session_id: str) -> list[Record | UnreadableEntry]:
+    """Async :func:`read_records`."""
+    return await arun(_ops.read_records_op(session_id))
+
+
+def append_records(
+    session_id: str, records: Sequence[Record], *, owner: str | None = None
+) -> int:
+    """Append records atomically, in one round trip; return the session's count.
+
+    Also trims to ``CHATMEMORY_MAX_MESSAGES``, sets the metadata (the title and
+    owner only if not set yet), restarts the TTL and updates the indexes.
+    Raises :class:`~chatmemory.exceptions.OwnerMismatch` (writing nothing) when
+    ``owner`` is given and the session belongs to another owner.
+    """
+    return run(_ops.append_records_op(session_id, records, owner))
+
+
+async def aappend_records(
+    session_id: str, records: Sequence[Record], *, owner: str | None = None
+) -> int:
+    """Async :func:`append_records`."""
+    return await arun(_ops.append_records_op(session_id, records, owner))
+
+
+def create_session(
+    session_id: str, *, owner: str | None = None, title: str = ""
+) -> bool:
+    """Create an empty session; False if it exists already."""
+    return run(_ops.create_session_op(session_id, owner, title))
+
+
+async def acreate_session(
+    session_id: str, *, owner: str | None = None, title: str = ""
+) -> bool:
+    """Async :func:`create_session`."""
+    return await arun(_ops.create_session_op(session_id, owner, title))
+
+
+def set_title(session_id: str, title: str) -> bool:
+    """Rename a session; False if it does not exist."""
+    return run(_ops.set_title_op(session_id, title))
+
+
+async def aset_title(session_id: str, title: str) -> bool:
+    """Async :func:`set_title`."""
+    return await arun(_ops.set_title_op(session_id, title))
+
+
+def delete_session(session_id: str) -> bool:
+    """Delete the session's messages, metadata and index entries; False if none."""
+    return run(_ops.delete_session_op(session_id))
+
+
+async def adelete_session(session_id: str) -> bool:
+    """Async :func:`delete_session`."""
+    return await arun(_ops.delete_session_op(session_id))
+
+
+def get_session(session_id: str) -> SessionInfo | None:
+    """The session's metadata, or None when it does not exist."""
+    return run(_ops.get_session_op(session_id))
+
+
+async def aget_session(session_id: str) -> SessionInfo | None:
+    """Async :func:`get_session`."""
+    return await arun(_ops.get_session_op(session_id))
+
+
+def get_sessions(session_ids: Sequence[str]) -> list[SessionInfo]:
+    """The metadata of existing sessions among ``session_ids``, in that order.
+
+    One round trip. Ids whose metadata vanished (expired, deleted behind our
+    back) are dropped here and removed from the indexes.
+    """
+    return run(_ops.get_sessions_op(session_ids))
+
+
+async def aget_sessions(session_ids: Sequence[str]) -> list[SessionInfo]:
+    """Async :func:`get_sessions`."""
+    return await arun(_ops.get_sessions_op(session_ids))
+
+
+def list_sessions(
+    *,
+    owner: str | None = None,
+    offset: int = 0,
+    limit: int = 25,
+    active_since: datetime | None = None,
+) -> SessionPage:
+    """Sessions by last activity, newest first: all of them, or one owner's.
+
+    Costs two round trips and work proportional to ``limit``, whatever the
+    number of sessions (plus removing entries that expired since last time).
+    """
+    return run(_ops.list_sessions_op(owner, offset, limit, active_since))
+
+
+async def alist_sessions(
+    *,
+    owner: str | None = None,
+    offset: int = 0,
+    limit: int = 25,
+    active_since: datetime | None = None,
+) -> SessionPage:
+    """Async :func:`list_sessions`."""
+    return await arun(_ops.list_sessions_op(owner, offset, limit, active_since))
+
+
+def search_session_ids(prefix: str, *, offset: int = 0, limit: int = 25) -> SessionPage:
+    """Sessions whose id starts with ``prefix``, in id order.
+
+    Uses the lexicographic index: O(log N + limit). ``total`` is only a lower
+    bound (the index cannot count a prefix cheaply): it is ``offset`` plus the
+    sessions found, plus one when there is a further page.
+    """
+    return run(_ops.search_session_ids_op(prefix, offset, limit))
+
+
+async def asearch_session_ids(
+    prefix: str, *, offset: int = 0, limit: int = 25
+) -> SessionPage:
+    """Async :func:`search_session_ids`."""
+    return await arun(_ops.search_session_ids_op(prefix, offset, limit))
+
+
+def read_session(
+    session_id: str,
+) -> tuple[SessionInfo | None, list[Record | UnreadableEntry]]:
+    """The session's metadata and every record, in one round trip.
+
+    Unlike :func:`read_records` it never restarts the TTL: looking at a
+    session in the admin must not keep it alive. The metadata is None when the
+    session does not exist.
+    """
+    return run(_ops.read_session_op(session_id))
+
+
+async def aread_session(
+    session_id: str,
+) -> tuple[SessionInfo | None, list[Record | UnreadableEntry]]:
+    """Async :func:`read_session`."""
+    return await arun(_ops.read_session_op(session_id))
+
+
+def count_owner_sessions(owners: Sequence[str]) -> dict[str, int]:
+    """How many sessions each owner's index holds, in one round trip.
+
+    The counts may include sessions that expired since their owner's listing
+    last ran; owners with none are left out.
+    """
+    return run(_ops.count_owner_sessions_op(owners))
+
+
+async def acount_owner_sessions(owners: Sequence[str]) -> dict[str, int]:
+    """Async :func:`count_owner_sessions`."""
+    return await arun(_ops.count_owner_sessions_op(owners))
+
+
+def check_connection() -> None:
+    """Ping the alias's Redis; raise StoreUnavailable when it does not answer."""
+    run(_ops.ping_op())
+
+
+async def acheck_connection() -> None:
+    """Async :func:`check_connection`."""
+    await arun(_ops.ping_op())
+
+
+def rebuild_indexes(*, batch: int = 1000) -> int:
+    """Rebuild every index from the sessions' metadata; return the sessions found.
+
+    The indexes are derived data; use this after restoring a backup, or if
+    something wrote session keys without going through chatmemory. It scans the
+    whole database, so its cost is proportional to the number of keys. The new
+    indexes replace the old ones in one transaction.
+    """
+    return run(rebuild_indexes_op(batch))
+
+
+async def arebuild_indexes(*, batch: int = 1000) -> int:
+    """Async :func:`rebuild_indexes`."""
+    return await arun(rebuild_indexes_op(batch))
+
+
+def import_sessions(
+    sessions: Iterable[ImportedSession], *, batch_size: int = 1000
+) -> int:
+    """Write whole sessions in batches; return how many were written.
+
+    See :func:`chatmemory.store.maintenance.import_sessions_op`.
+    """
+    return run(import_sessions_op(sessions, batch_size))
+
+
+async def aimport_sessions(
+    sessions: Iterable[ImportedSession], *, batch_size: int = 1000
+) -> int:
+    """Async :func:`import_sessions`."""
+    return await arun(import_sessions_op(sessions, batch_size))
+
+
+__all__ = [
+    "TITLE_LENGTH",
+    "ImportedSession",
+    "Record",
+    "SessionInfo",
+    "SessionPage",
+    "UnreadableEntry",
+    "aappend_records",
+    "acheck_connection",
+    "aclose_clients",
+    "acount_owner_sessions",
+    "acreate_session",
+    "adelete_session",
+    "aget_session",
+    "aget_sessions",
+    "aimport_sessions",
+    "alist_sessions",
+    "append_records",
+    "aread_records",
+    "aread_session",
+    "arebuild_indexes",
+    "asearch_session_ids",
+    "aset_title",
+    "check_connection",
+    "count_owner_sessions",
+    "create_session",
+    "decode_records",
+    "delete_session",
+    "encode_record",
+    "get_session",
+    "get_sessions",
+    "ids_key",
+    "import_sessions",
+    "list_sessions",
+    "messages_key",
+    "meta_key",
+    "owner_key",
+    "owner_key_prefix",
+    "read_records",
+    "read_session",
+    "rebuild_indexes",
+    "search_session_ids",
+    "sessions_key",
+    "set_title",
+    "shorten",
+    "title_from_records",
+    "validate_session_id",
+    "_reset_async_clients",
+]

@@ -1,0 +1,141 @@
+"""A stored message record's bytes: encoding for writes, decoding for reads.
+
+Messages cross the store as plain ``dict`` records in
+``langchain_core.messages.message_to_dict`` form, so the store does not import
+LangChain (the admin must survive LangChain 2.0).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    # Optional, for writes only (see encode_records): langchain-core brings it in
+    # (through langsmith) on CPython; without it json does all the work.
+    import orjson
+
+    _ORJSON = True
+except ImportError:  # pragma: no cover - e.g. on PyPy
+    _ORJSON = False
+
+Record = dict[str, Any]
+"""One message in ``langchain_core.messages.message_to_dict`` form."""
+
+TITLE_LENGTH = 80
+"""Titles are the first human message, cut to this many characters."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableEntry:
+    """A stored entry that is not a message record (bad JSON, not an object)."""
+
+    position: int
+    raw: bytes
+    reason: str
+
+
+def encode_record(record: Record) -> bytes:
+    """Serialise one message record for storage."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def encode_records(records: Sequence[Record]) -> list[bytes]:
+    """Serialise records for storage, as :func:`encode_record` would, faster."""
+    # One encoder for the whole call instead of one per record (json.dumps
+    # builds one per call).
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    if not _ORJSON:
+        return [encode(record).encode() for record in records]
+    # orjson writes the same compact UTF-8 JSON (floats may be spelt
+    # differently) more than ten times faster, but writes NaN and infinities
+    # as null: its bytes are kept only when they read back as the record.
+    # Whatever it refuses (ints past 64 bits, non-str keys, subclasses, dates,
+    # dataclasses) goes to json, which then writes or rejects it as before.
+    dumps, loads = orjson.dumps, orjson.loads
+    option = (
+        orjson.OPT_PASSTHROUGH_SUBCLASS
+        | orjson.OPT_PASSTHROUGH_DATETIME
+        | orjson.OPT_PASSTHROUGH_DATACLASS
+    )
+    encoded = []
+    for record in records:
+        try:
+            data = dumps(record, option=option)
+        except TypeError:  # orjson.JSONEncodeError: a value it will not write
+            data = None
+        if data is None or loads(data) != record:
+            data = encode(record).encode()
+        encoded.append(data)
+    return encoded
+
+
+def decode_records(raw: Sequence[bytes]) -> list[Record | UnreadableEntry]:
+    """Decode stored entries; entries that are not JSON objects come back unreadable.
+
+    Decoding is the cost of reading a long history, so the common case parses
+    all entries as one JSON array (one call instead of one per entry), with the
+    garbage collector paused: the objects it builds are all young and all kept.
+    """
+    if not raw:
+        return []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        try:
+            decoded = json.loads(b"[" + b",".join(raw) + b"]")
+        # RecursionError: an entry nested deeper than the parser goes.
+        except (ValueError, RecursionError):
+            decoded = None
+        # A corrupt entry can shift the array's boundaries; only trust the fast
+        # parse when it yields one object per entry.
+        if (
+            decoded is not None
+            and len(decoded) == len(raw)
+            and all(type(item) is dict for item in decoded)
+        ):
+            return decoded  # type: ignore[no-any-return]
+        return [_decode_one(position, item) for position, item in enumerate(raw)]
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _decode_one(position: int, raw: bytes) -> Record | UnreadableEntry:
+    try:
+        item = json.loads(raw)
+    except ValueError as exc:
+        return UnreadableEntry(position, raw, f"not JSON ({exc})")
+    except RecursionError:
+        return UnreadableEntry(position, raw, "JSON nested too deep to read")
+    if type(item) is not dict:
+        return UnreadableEntry(position, raw, f"a JSON {type(item).__name__}")
+    record: Record = item
+    return record
+
+
+def title_from_records(records: Sequence[Record]) -> str:
+    """The session title: the first human message's text, cut to TITLE_LENGTH."""
+    for record in records:
+        if record.get("type") not in ("human", "HumanMessageChunk"):
+            continue
+        content = record.get("data", {}).get("content", "")
+        if isinstance(content, list):
+            content = " ".join(
+                block if isinstance(block, str) else str(block.get("text", ""))
+                for block in content
+                if isinstance(block, str)
+                or (isinstance(block, dict) and block.get("type") == "text")
+            )
+        text = " ".join(str(content).split())
+        if text:
+            return shorten(text, TITLE_LENGTH)
+    return ""
+
+
+def shorten(text: str, length: int) -> str:
+    """Cut ``text`` to ``length`` characters, marking a cut with an ellipsis."""
+    return text if len(text) <= length else text[: length - 1].rstrip() + "\u2026"

@@ -1,0 +1,142 @@
+"""Every Redis key name chatmemory uses, built here and nowhere else.
+
+``P`` is ``CHATMEMORY_KEY_PREFIX`` and ``S`` the escaped session id::
+
+    P:{S}:messages   list    one JSON document per message (message_to_dict form)
+    P:{S}:meta       hash    created, updated (epoch ms), count, title, owner
+    P:sessions       zset    session id -> last activity (epoch ms), every session
+    P:owner:<owner>  zset    session id -> last activity, one owner's sessions
+    P:session-ids    zset    session id (score 0): lexicographic index for prefix search
+
+The braces are Redis Cluster hash tags: every key of one session lives in one
+slot, so one session's write is one script there. The escaping is injective,
+so no session id can reach another session's keys.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..conf import conf
+
+
+def validate_session_id(session_id: object) -> str:
+    """Return ``session_id`` if it is a usable id, else raise ``ValueError``.
+
+    Any non-empty ``str`` of at most ``CHATMEMORY_MAX_SESSION_ID_LENGTH``
+    characters that encodes to UTF-8 is accepted.
+    """
+    if not isinstance(session_id, str):
+        raise ValueError(
+            f"session_id must be a str, not {type(session_id).__name__}: {session_id!r}"
+        )
+    if not session_id:
+        raise ValueError("session_id must not be empty")
+    limit = conf.MAX_SESSION_ID_LENGTH
+    if len(session_id) > limit:
+        raise ValueError(
+            f"session_id is {len(session_id)} characters long; the limit is "
+            f"{limit} (CHATMEMORY_MAX_SESSION_ID_LENGTH)"
+        )
+    try:
+        session_id.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"session_id is not valid Unicode text: {exc}") from None
+    return session_id
+
+
+def escape(session_id: str) -> str:
+    """The session id as it stands inside its hash tag."""
+    # Percent-encoding the escape char and the braces is injective, and keeps the
+    # id braces-free so the hash tag {S} is always exactly the whole id. ("%"
+    # first; chained replace is ten times faster than str.translate here.)
+    return session_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+
+
+_UNESCAPES = {"%25": "%", "%7B": "{", "%7D": "}"}
+
+
+def unescape(escaped: str) -> str:
+    """The session id back from :func:`escape`'s form."""
+    return re.sub("%(25|7B|7D)", lambda m: _UNESCAPES[m.group(0)], escaped)
+
+
+# The *_in(prefix, ...) builders take the prefix read once by the caller: a
+# settings read costs microseconds, and a write names up to five keys.
+
+
+def messages_key_in(prefix: str, session_id: str) -> str:
+    """:func:`messages_key` under ``prefix``."""
+    return f"{prefix}:{{{escape(session_id)}}}:messages"
+
+
+def meta_key_in(prefix: str, session_id: str) -> str:
+    """:func:`meta_key` under ``prefix``."""
+    return f"{prefix}:{{{escape(session_id)}}}:meta"
+
+
+def sessions_key_in(prefix: str) -> str:
+    """:func:`sessions_key` under ``prefix``."""
+    return f"{prefix}:sessions"
+
+
+def ids_key_in(prefix: str) -> str:
+    """:func:`ids_key` under ``prefix``."""
+    return f"{prefix}:session-ids"
+
+
+def owner_key_in(prefix: str, owner: str) -> str:
+    """:func:`owner_key` under ``prefix``."""
+    return f"{prefix}:owner:{owner}"
+
+
+def messages_key(session_id: str) -> str:
+    """The list holding the session's messages."""
+    return messages_key_in(conf.KEY_PREFIX, session_id)
+
+
+def meta_key(session_id: str) -> str:
+    """The hash holding the session's metadata."""
+    return meta_key_in(conf.KEY_PREFIX, session_id)
+
+
+def sessions_key() -> str:
+    """The sorted set of every session, by last activity."""
+    return sessions_key_in(conf.KEY_PREFIX)
+
+
+def ids_key() -> str:
+    """The sorted set of every session id, all scored 0, for prefix search."""
+    return ids_key_in(conf.KEY_PREFIX)
+
+
+def owner_key_prefix() -> str:
+    """Owner index keys are this plus the owner id."""
+    return owner_key_in(conf.KEY_PREFIX, "")
+
+
+def owner_key(owner: str) -> str:
+    """The sorted set of one owner's sessions, by last activity."""
+    return owner_key_in(conf.KEY_PREFIX, owner)
+
+
+def scan_pattern(kind: str) -> str:
+    """A SCAN MATCH pattern for every key of one kind: "meta", "messages", "owner"."""
+    prefix = re.sub(r"([*?\[\]\\])", r"\\\1", conf.KEY_PREFIX)
+    if kind == "owner":
+        return f"{prefix}:owner:*"
+    return f"{prefix}:{{*}}:{kind}"
+
+
+def session_id_from_key(key: str, kind: str) -> str | None:
+    """The session id of a session key of ``kind``, or None if it is not one."""
+    head, tail = f"{conf.KEY_PREFIX}:{{", f"}}:{kind}"
+    if not (key.startswith(head) and key.endswith(tail)):
+        return None
+    return unescape(key[len(head) : -len(tail)])
+
+
+def owner_from_key(key: str) -> str | None:
+    """The owner id of an owner index key, or None if it is not one."""
+    head = owner_key_prefix()
+    return key[len(head) :] if key.startswith(head) else None

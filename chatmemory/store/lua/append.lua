@@ -1,0 +1,48 @@
+-- Append records to one session, atomically.
+-- KEYS: messages, meta, [sessions, ids, [owner index]]
+--   With only the two session keys (Redis Cluster: the indexes live in other
+--   slots) the caller updates the indexes itself, from the reply.
+-- ARGV: session id, now ms, ttl ms (0: none), cap (0: none), title,
+--       given owner ('' none), owner of KEYS[5] ('' when absent), records...
+-- Reply: {count, effective owner} on success;
+--        {-1, recorded owner} when the given owner is not the recorded one;
+--        {-2, recorded owner} when KEYS[5] is not that owner's index (retry).
+local recorded = redis.call('HGET', KEYS[2], 'owner')
+local given = ARGV[6]
+if recorded and given ~= '' and given ~= recorded then return {-1, recorded} end
+local owner = recorded or given
+local indexed = #KEYS >= 4
+if indexed and owner ~= '' and owner ~= ARGV[7] then return {-2, owner} end
+local now = ARGV[2]
+local ttl = tonumber(ARGV[3])
+local cap = tonumber(ARGV[4])
+local n = #ARGV
+-- unpack() has a stack limit: push in slices.
+local i = 8
+local count = 0
+while i <= n do
+  local j = math.min(i + 999, n)
+  count = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, j))
+  i = j + 1
+end
+if cap > 0 and count > cap then
+  redis.call('LTRIM', KEYS[1], -cap, -1)
+  count = cap
+end
+redis.call('HSETNX', KEYS[2], 'created', now)
+redis.call('HSET', KEYS[2], 'updated', now, 'count', count)
+if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[2], 'title', ARGV[5]) end
+if given ~= '' and not recorded then redis.call('HSET', KEYS[2], 'owner', given) end
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+else
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+end
+if indexed then
+  redis.call('ZADD', KEYS[3], now, ARGV[1])
+  redis.call('ZADD', KEYS[4], 0, ARGV[1])
+  if owner ~= '' then redis.call('ZADD', KEYS[5], now, ARGV[1]) end
+end
+return {count, owner}

@@ -1,0 +1,18 @@
+-- Create an empty session (no-op when it exists).
+-- KEYS: meta, [sessions, ids, [owner index]]
+-- ARGV: session id, now ms, ttl ms (0: none), title, owner ('' none)
+-- Reply: 1 created, 0 existed.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local now = ARGV[2]
+local ttl = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'created', now, 'updated', now, 'count', 0)
+-- No title field for an untitled session: the first human message names it.
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'title', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'owner', ARGV[5]) end
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+if #KEYS >= 3 then
+  redis.call('ZADD', KEYS[2], now, ARGV[1])
+  redis.call('ZADD', KEYS[3], 0, ARGV[1])
+  if KEYS[4] then redis.call('ZADD', KEYS[4], now, ARGV[1]) end
+end
+return 1

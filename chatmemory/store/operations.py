@@ -1,0 +1,482 @@
+"""Every store operation, written once and run by a sync and an async runner.
+
+An operation is a generator (sans-IO): it yields the Redis requests it needs
+(:class:`Eval` a script, :class:`Command` one command, :class:`Batch` a
+pipeline) and receives each reply, then returns its result. :func:`run` drives
+it on the sync client, :func:`arun` on the async one, so both paths share
+every line of logic and differ only in how a request reaches Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..conf import conf
+from ..exceptions import OwnerMismatch
+from . import keys
+from .client import async_client, is_cluster, sync_client, translate_errors
+from .codec import (
+    TITLE_LENGTH,
+    Record,
+    UnreadableEntry,
+    decode_records,
+    encode_records,
+    shorten,
+    title_from_records,
+)
+from .scripts import async_script, sync_script
+
+
+@dataclass(frozen=True, slots=True)
+class Eval:
+    """Run the script ``lua/<name>.lua``."""
+
+    name: str
+    keys: Sequence[str]
+    args: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Run one command."""
+
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Run commands in one pipeline (one round trip); the reply is their list."""
+
+    commands: Sequence[tuple[Any, ...]]
+    transaction: bool = False
+
+
+Request = Eval | Command | Batch
+type Operation[T] = Generator[Request, Any, T]
+
+
+def run[T](operation: Operation[T]) -> T:
+    """Run an operation on the sync client."""
+    client = sync_client()
+    with translate_errors(client):
+        try:
+            request = next(operation)
+            while True:
+                if type(request) is Eval:
+                    reply = sync_script(client, request.name)(
+                        keys=request.keys, args=request.args, client=client
+                    )
+                elif type(request) is Command:
+                    reply = client.execute_command(*request.args)  # type: ignore[no-untyped-call]
+                else:
+                    assert type(request) is Batch
+                    pipe = client.pipeline(transaction=request.transaction)
+                    for command in request.commands:
+                        pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                    reply = pipe.execute()
+                request = operation.send(reply)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+
+async def arun[T](operation: Operation[T]) -> T:
+    """Run an operation on the async client of the running event loop."""
+    client = async_client()
+    with translate_errors(client):
+        try:
+            request = next(operation)
+            while True:
+                if type(request) is Eval:
+                    reply = await async_script(client, request.name)(
+                        keys=request.keys, args=request.args
+                    )
+                elif type(request) is Command:
+                    reply = await client.execute_command(*request.args)  # type: ignore[no-untyped-call]
+                else:
+                    assert type(request) is Batch
+                    pipe = client.pipeline(transaction=request.transaction)
+                    for command in request.commands:
+                        pipe.execute_command(*command)
+                    reply = await pipe.execute()
+                request = operation.send(reply)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+
+# ---------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What the metadata hash says about one session."""
+
+    session_id: str
+    title: str
+    owner: str | None
+    message_count: int
+    created: datetime
+    updated: datetime
+    last_activity: datetime
+    expires_in: timedelta | None
+    """Time left before Redis expires the session; None when it has no TTL."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    """One page of a session listing."""
+
+    sessions: list[SessionInfo]
+    total: int
+    """Sessions in the whole listing (all pages), as the index counts them."""
+
+
+def _parse_info(session_id: str, meta: dict[bytes, bytes], pttl: int) -> SessionInfo:
+    def millis(field: bytes) -> datetime:
+        return datetime.fromtimestamp(int(meta.get(field, b"0")) / 1000, tz=UTC)
+
+    owner = meta.get(b"owner")
+    updated = millis(b"updated")
+    return SessionInfo(
+        session_id=session_id,
+        title=meta.get(b"title", b"").decode(),
+        owner=None if owner is None else owner.decode(),
+        message_count=int(meta.get(b"count", b"0")),
+        created=millis(b"created"),
+        updated=updated,
+        last_activity=updated,
+        expires_in=timedelta(milliseconds=pttl) if pttl >= 0 else None,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+
+def now_ms() -> int:
+    """The time now, in epoch milliseconds (the unit of every stored time)."""
+    return time.time_ns() // 1_000_000
+
+
+def ms(moment: datetime) -> int:
+    """A datetime in epoch milliseconds."""
+    return int(moment.timestamp() * 1000)
+
+
+def ttl_ms() -> int:
+    """``CHATMEMORY_TTL`` in milliseconds; 0 when sessions live forever."""
+    ttl = conf.TTL
+    return int(ttl * 1000) if ttl else 0
+
+
+# The owner each session was last seen with, so that a script can be handed its
+# owner index key up front (every key a script touches is declared). Owners
+# never change while a session lives; a stale entry costs one retry.
+_known_owners: dict[str, str] = {}
+_KNOWN_OWNERS_MAX = 10_000
+
+
+def _remember_owner(session_id: str, owner: str) -> None:
+    if len(_known_owners) >= _KNOWN_OWNERS_MAX:
+        _known_owners.clear()
+    if owner:
+        _known_owners[session_id] = owner
+    else:
+        _known_owners.pop(session_id, None)
+
+
+_RETRY = -2
+_MISMATCH = -1
+
+
+def _index_keys(prefix: str, owner: str) -> list[str]:
+    index = [keys.sessions_key_in(prefix), keys.ids_key_in(prefix)]
+    if owner:
+        index.append(keys.owner_key_in(prefix, owner))
+    return index
+
+
+def _index_batch(session_id: str, owner: str, score: int) -> Batch:
+    """Cluster's second step: the index updates the script could not make."""
+    commands: list[tuple[Any, ...]] = [
+        ("ZADD", keys.sessions_key(), "GT", score, session_id),
+        ("ZADD", keys.ids_key(), "NX", 0, session_id),
+    ]
+    if owner:
+        commands.append(("ZADD", keys.owner_key(owner), "GT", score, session_id))
+    return Batch(commands)
+
+
+# ---------------------------------------------------------------------------
+# Operations
+
+
+def read_records_op(session_id: str) -> Operation[list[Record | UnreadableEntry]]:
+    """Every record of the session, oldest first; restarts the TTL if so set."""
+    keys.validate_session_id(session_id)
+    ttl = ttl_ms()
+    prefix = conf.KEY_PREFIX
+    messages = keys.messages_key_in(prefix, session_id)
+    if not (ttl and conf.REFRESH_TTL_ON_READ):
+        raw = yield Command(("LRANGE", messages, 0, -1))
+        return decode_records(raw)
+    owner = _known_owners.get(session_id, "")
+    cluster = is_cluster()
+    for _ in range(3):
+        now = now_ms()
+        script_keys = [messages, keys.meta_key_in(prefix, session_id)]
+        if not cluster:
+            script_keys.append(keys.sessions_key_in(prefix))
+            if owner:
+                script_keys.append(keys.owner_key_in(prefix, owner))
+        items, recorded = yield Eval(
+            "read_refresh", script_keys, [session_id, now, ttl, owner]
+        )
+        recorded = recorded.decode() if isinstance(recorded, bytes) else recorded
+        _remember_owner(session_id, recorded)
+        if items == _RETRY:
+            owner = recorded
+            continue
+        if cluster and recorded is not None:
+            commands: list[tuple[Any, ...]] = [
+                ("ZADD", keys.sessions_key(), "XX", "GT", now, session_id)
+            ]
+            if recorded:
+                commands.append(
+                    ("ZADD", keys.owner_key(recorded), "XX", "GT", now, session_id)
+                )
+            yield Batch(commands)
+        return decode_records(items)
+    raise RuntimeError(f"session {session_id!r} kept changing owner")
+
+
+def append_records_op(
+    session_id: str, records: Sequence[Record], owner: str | None
+) -> Operation[int]:
+    """Append records atomically; return the session's message count.
+
+    Also trims to ``CHATMEMORY_MAX_MESSAGES``, sets the metadata (the title and
+    owner only if not set yet), restarts the TTL and updates the indexes.
+    Raises :class:`OwnerMismatch` when ``owner`` is not the session's owner.
+    """
+    keys.validate_session_id(session_id)
+    if not records:
+        return 0
+    prefix = conf.KEY_PREFIX
+    session_keys = [
+        keys.messages_key_in(prefix, session_id),
+        keys.meta_key_in(prefix, session_id),
+    ]
+    given = "" if owner is None else str(owner)
+    indexed_owner = given or _known_owners.get(session_id, "")
+    cluster = is_cluster()
+    args: list[Any] = [
+        session_id,
+        0,
+        ttl_ms(),
+        conf.MAX_MESSAGES or 0,
+        title_from_records(records),
+        given,
+        indexed_owner,
+    ]
+    args += encode_records(records)
+    for _ in range(3):
+        now = args[1] = now_ms()
+        script_keys = session_keys
+        if not cluster:
+            script_keys = session_keys + _index_keys(prefix, indexed_owner)
+        count, effective = yield Eval("append", script_keys, args)
+        effective = effective.decode() if isinstance(effective, bytes) else effective
+        if count == _MISMATCH:
+            raise OwnerMismatch(session_id, given, effective)
+        _remember_owner(session_id, effective)
+        if count == _RETRY:
+            indexed_owner = args[6] = effective
+            continue
+        if cluster:
+            yield _index_batch(session_id, effective, now)
+        return int(count)
+    raise RuntimeError(f"session {session_id!r} kept changing owner")
+
+
+def create_session_op(
+    session_id: str, owner: str | None, title: str
+) -> Operation[bool]:
+    """Create an empty session; False if it exists already."""
+    keys.validate_session_id(session_id)
+    owner = "" if owner is None else str(owner)
+    prefix = conf.KEY_PREFIX
+    now = now_ms()
+    meta = keys.meta_key(session_id)
+    cluster = is_cluster()
+    script_keys = [meta] if cluster else [meta, *_index_keys(prefix, owner)]
+    args = [session_id, now, ttl_ms(), shorten(title, TITLE_LENGTH), owner]
+    created = yield Eval("create", script_keys, args)
+    if created and cluster:
+        yield _index_batch(session_id, owner, now)
+    return bool(created)
+
+
+def delete_session_op(session_id: str) -> Operation[bool]:
+    """Delete the session's messages, metadata and index entries; False if none."""
+    keys.validate_session_id(session_id)
+    prefix = conf.KEY_PREFIX
+    owner = _known_owners.get(session_id, "")
+    cluster = is_cluster()
+    for _ in range(3):
+        script_keys = [keys.messages_key(session_id), keys.meta_key(session_id)]
+        if not cluster:
+            script_keys += _index_keys(prefix, owner)
+        existed, recorded = yield Eval("delete", script_keys, [session_id, owner])
+        recorded = recorded.decode() if isinstance(recorded, bytes) else recorded
+        if existed == _RETRY:
+            owner = recorded
+            continue
+        _known_owners.pop(session_id, None)
+        if cluster:
+            commands: list[tuple[Any, ...]] = [
+                ("ZREM", keys.sessions_key(), session_id),
+                ("ZREM", keys.ids_key(), session_id),
+            ]
+            if recorded:
+                commands.append(("ZREM", keys.owner_key(recorded), session_id))
+            yield Batch(commands)
+        return bool(existed)
+    raise RuntimeError(f"session {session_id!r} kept changing owner")
+
+
+def set_title_op(session_id: str, title: str) -> Operation[bool]:
+    """Rename a session; False if it does not exist."""
+    keys.validate_session_id(session_id)
+    title = shorten(" ".join(title.split()), TITLE_LENGTH)
+    return bool((yield Eval("set_title", [keys.meta_key(session_id)], [title])))
+
+
+def get_session_op(session_id: str) -> Operation[SessionInfo | None]:
+    """The session's metadata, or None when it does not exist."""
+    keys.validate_session_id(session_id)
+    meta_key = keys.meta_key(session_id)
+    meta, pttl = yield Batch([("HGETALL", meta_key), ("PTTL", meta_key)])
+    return _parse_info(session_id, meta, pttl) if meta else None
+
+
+def get_sessions_op(session_ids: Sequence[str]) -> Operation[list[SessionInfo]]:
+    """The metadata of existing sessions among ``session_ids``, in that order.
+
+    One round trip. Ids whose metadata vanished (expired, deleted behind our
+    back) are dropped here and removed from the indexes.
+    """
+    if not session_ids:
+        return []
+    commands: list[tuple[Any, ...]] = []
+    for session_id in session_ids:
+        meta_key = keys.meta_key(session_id)
+        commands += (("HGETALL", meta_key), ("PTTL", meta_key))
+    replies = yield Batch(commands)
+    infos: list[SessionInfo] = []
+    ghosts: list[str] = []
+    for i, session_id in enumerate(session_ids):
+        meta, pttl = replies[2 * i], replies[2 * i + 1]
+        if meta:
+            infos.append(_parse_info(session_id, meta, pttl))
+        else:
+            ghosts.append(session_id)
+    if ghosts:
+        # Owner indexes of ghosts are unknown (their meta is gone); they are
+        # pruned when that owner's listing meets them.
+        yield Batch(
+            [
+                ("ZREM", keys.sessions_key(), *ghosts),
+                ("ZREM", keys.ids_key(), *ghosts),
+            ]
+        )
+    return infos
+
+
+def list_sessions_op(
+    owner: str | None, offset: int, limit: int, active_since: datetime | None
+) -> Operation[SessionPage]:
+    """Sessions by last activity, newest first: all of them, or one owner's."""
+    index = keys.sessions_key() if owner is None else keys.owner_key(str(owner))
+    low: int | str = "-inf" if active_since is None else ms(active_since)
+    ttl = ttl_ms()
+    script_keys = [index]
+    if owner is None and not is_cluster():
+        script_keys.append(keys.ids_key())
+    reply = yield Eval(
+        "page", script_keys, [now_ms() - ttl if ttl else 0, low, offset, limit]
+    )
+    total, *raw_ids = reply
+    ids = [raw.decode() for raw in raw_ids]
+    infos = yield from get_sessions_op(ids)
+    if owner is not None and len(infos) < len(ids):
+        alive = {info.session_id for info in infos}
+        yield Command(("ZREM", index, *(sid for sid in ids if sid not in alive)))
+    return SessionPage(infos, int(total) - (len(ids) - len(infos)))
+
+
+def search_session_ids_op(
+    prefix: str, offset: int, limit: int
+) -> Operation[SessionPage]:
+    """Sessions whose id starts with ``prefix``, in id order."""
+    low = b"[" + prefix.encode()
+    high = b"[" + prefix.encode() + b"\xff"
+    raw_ids = yield Command(
+        ("ZRANGEBYLEX", keys.ids_key(), low, high, "LIMIT", offset, limit + 1)
+    )
+    more = len(raw_ids) > limit
+    ids = [raw.decode() for raw in raw_ids[:limit]]
+    infos = yield from get_sessions_op(ids)
+    return SessionPage(infos, offset + len(infos) + (1 if more else 0))
+
+
+def read_session_op(
+    session_id: str,
+) -> Operation[tuple[SessionInfo | None, list[Record | UnreadableEntry]]]:
+    """The session's metadata and every record, in one round trip (no TTL change)."""
+    keys.validate_session_id(session_id)
+    meta_key = keys.meta_key(session_id)
+    meta, pttl, raw = yield Batch(
+        [
+            ("HGETALL", meta_key),
+            ("PTTL", meta_key),
+            ("LRANGE", keys.messages_key(session_id), 0, -1),
+        ]
+    )
+    info = _parse_info(session_id, meta, pttl) if meta else None
+    return info, decode_records(raw)
+
+
+def count_owner_sessions_op(owners: Sequence[str]) -> Operation[dict[str, int]]:
+    """How many sessions each owner's index holds, in one round trip."""
+    if not owners:
+        return {}
+    counts = yield Batch([("ZCARD", keys.owner_key(str(owner))) for owner in owners])
+    return {
+        str(owner): int(count)
+        for owner, count in zip(owners, counts, strict=True)
+        if count
+    }
+
+
+def ping_op() -> Operation[None]:
+    """Ping the server."""
+    yield Command(("PING",))
+
+
+__all__ = [
+    "Batch",
+    "Command",
+    "Eval",
+    "Operation",
+    "SessionInfo",
+    "SessionPage",
+    "arun",
+    "run",
+]

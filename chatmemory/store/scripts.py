@@ -1,0 +1,53 @@
+"""The Lua scripts (``lua/*.lua``), read once, registered once per client.
+
+Every key a script touches is passed in KEYS; none is built inside Lua, so
+Redis Cluster and proxies that route by declared keys accept them.
+"""
+
+from __future__ import annotations
+
+import weakref
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+    from redis.commands.core import AsyncScript, Script
+
+
+@cache
+def source(name: str) -> str:
+    """The text of ``lua/<name>.lua``."""
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
+
+
+_sync: weakref.WeakKeyDictionary[redis.Redis, dict[str, Script]] = (
+    weakref.WeakKeyDictionary()
+)
+_async: weakref.WeakKeyDictionary[redis.asyncio.Redis, dict[str, AsyncScript]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def sync_script(client: redis.Redis, name: str) -> Script:
+    """The script bound to ``client`` (SHA cached; EVALSHA reloads on NOSCRIPT)."""
+    scripts = _sync.get(client)
+    if scripts is None:
+        scripts = _sync[client] = {}
+    script = scripts.get(name)
+    if script is None:
+        script = scripts[name] = client.register_script(source(name))
+    return script
+
+
+def async_script(client: redis.asyncio.Redis, name: str) -> AsyncScript:
+    """The script bound to the async ``client``."""
+    scripts = _async.get(client)
+    if scripts is None:
+        scripts = _async[client] = {}
+    script = scripts.get(name)
+    if script is None:
+        script = scripts[name] = client.register_script(source(name))
+    return script
