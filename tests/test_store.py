@@ -11,7 +11,8 @@ import redis
 from django.test import override_settings
 
 from chatmemory import store
-from chatmemory.exceptions import StoreUnavailable
+from chatmemory.exceptions import OwnerMismatch, StoreUnavailable
+from chatmemory.store import operations
 
 
 def human(text: str) -> dict[str, Any]:
@@ -368,3 +369,62 @@ def test_import_sessions(redis_client: redis.Redis) -> None:
     # importing again replaces the session
     store.import_sessions([store.ImportedSession("imp-1", records[:1])])
     assert store.read_records("imp-1") == records[:1]
+
+
+def test_owner_index_keys_are_found_when_the_caller_does_not_know_the_owner(
+    redis_client: redis.Redis,
+) -> None:
+    store.append_records(
+        "owned", [{"type": "human", "data": {"content": "hi"}}], owner="7"
+    )
+    # A fresh process knows no owners: each script is first sent with no owner
+    # index key, answers with the recorded owner, and is sent again with it.
+    operations._known_owners.clear()
+    store.append_records("owned", [{"type": "ai", "data": {"content": "yo"}}])
+    assert [s.session_id for s in store.list_sessions(owner="7").sessions] == ["owned"]
+    assert store.get_session("owned").message_count == 2  # type: ignore[union-attr]
+
+    operations._known_owners.clear()
+    assert store.delete_session("owned") is True
+    assert redis_client.exists(store.owner_key("7")) == 0
+    assert store.delete_session("owned") is False
+
+
+def test_read_refresh_finds_the_owner_index(redis_client: redis.Redis) -> None:
+    with override_settings(CHATMEMORY_TTL=100, CHATMEMORY_REFRESH_TTL_ON_READ=True):
+        store.append_records(
+            "owned", [{"type": "human", "data": {"content": "hi"}}], owner="7"
+        )
+        redis_client.zadd(store.owner_key("7"), {"owned": 1})
+        operations._known_owners.clear()
+        assert len(store.read_records("owned")) == 1
+        assert redis_client.zscore(store.owner_key("7"), "owned") > 1  # type: ignore[operator]
+
+
+def test_owner_mismatch_writes_nothing() -> None:
+    store.append_records(
+        "owned", [{"type": "human", "data": {"content": "a"}}], owner="1"
+    )
+    with pytest.raises(OwnerMismatch):
+        store.append_records(
+            "owned", [{"type": "human", "data": {"content": "b"}}], owner="2"
+        )
+    assert len(store.read_records("owned")) == 1
+
+
+async def test_async_twins_match_the_sync_operations() -> None:
+    assert await store.acreate_session("a", owner="5", title="T") is True
+    assert await store.aset_title("a", "New") is True
+    page = await store.alist_sessions(owner="5")
+    assert [s.title for s in page.sessions] == ["New"]
+    assert [s.session_id for s in (await store.asearch_session_ids("a")).sessions] == [
+        "a"
+    ]
+    assert [s.session_id for s in await store.aget_sessions(["a", "zz"])] == ["a"]
+    assert await store.acount_owner_sessions(["5", "6"]) == {"5": 1}
+    info, records = await store.aread_session("a")
+    assert info is not None and records == []
+    await store.acheck_connection()
+    assert await store.arebuild_indexes() == 1
+    assert await store.aimport_sessions([store.ImportedSession("b", [])]) == 1
+    assert await store.adelete_session("a") is True
