@@ -7,6 +7,7 @@ names (single, sentinel or cluster; see tests/topologies.py).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tests.topologies import test_topology
 
@@ -46,7 +47,9 @@ TEMPLATES = [
     },
 ]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
-CACHES = {
+# Annotated: django-stubs types settings.CACHES from here, and chatmemory's code
+# must type-check against what a project's settings may hold.
+CACHES: dict[str, Any] = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "chatmemory": test_topology().caches_entry(),
 }
