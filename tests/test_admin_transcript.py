@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+import random
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
 from django.test import Client
 from django.urls import reverse
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -20,6 +23,7 @@ from langchain_core.messages import (
 
 from chatmemory import store
 from chatmemory.admin import transcript
+from chatmemory.admin.options import ChatSessionAdmin
 from chatmemory.history import DjangoRedisChatMessageHistory
 
 if TYPE_CHECKING:
@@ -36,6 +40,12 @@ from tests.admin_helpers import (
 )
 
 pytestmark = pytest.mark.django_db
+
+
+def body(response: Any) -> bytes:
+    """A streamed response's body, whole."""
+    assert response.streaming
+    return b"".join(response.streaming_content)
 
 
 def rich_conversation() -> list[BaseMessage]:
@@ -80,9 +90,15 @@ def test_transcript_shows_every_message_readably(admin_client: Client) -> None:
     assert "<code>weather</code>" in head
     assert "What&#x27;s the weather in Paris?" in head  # the title
     assert "<dt>Messages</dt><dd>6</dd>" in head
+    # one date format for the list and the transcript
+    info = store.get_session("weather")
+    assert info is not None
+    stamp = date_format(localtime(info.created), "DATETIME_FORMAT")
+    assert f"<dt>Created</dt><dd>{stamp}</dd>" in head
+    assert f'<td class="field-created">{stamp}</td>' in text(admin_client.get(LIST_URL))
     assert reverse("admin:auth_user_change", args=[alice.pk]) in head
     # every message with its role
-    entries = response.context["entries"]
+    entries = response.context["page"].messages
     assert [m.role for m in entries] == ["System", "Human", "AI", "Tool", "AI", "Human"]
     assert page.count('<li class="') >= 6
     assert "You are terse." in page
@@ -101,6 +117,9 @@ def test_transcript_shows_every_message_readably(admin_client: Client) -> None:
     # long content collapsible
     assert entries[5].collapsed and not entries[1].collapsed
     assert "<details><summary>long long" in page
+    # each row through its own template, which a project can override
+    used = [t.name for t in response.templates]
+    assert used.count("admin/chatmemory/chatsession/transcript_message.html") == 6
     assert "msg-1" in page
     # breadcrumbs back to the list, export and delete buttons
     assert f'<a href="{LIST_URL}">Chat sessions</a>' in page
@@ -128,7 +147,7 @@ def test_corrupt_entries_show_as_unreadable_rows(
     response = admin_client.get(transcript_url("broken"))
     assert response.status_code == 200
     page = text(response)
-    entries = response.context["entries"]
+    entries = response.context["page"].messages
     assert [m.kind for m in entries] == [
         "human",
         "unreadable",
@@ -143,9 +162,9 @@ def test_corrupt_entries_show_as_unreadable_rows(
     assert "a JSON list" in page
     assert "not a message record" in page
     assert "zork" in page and "before" in page and "after" in page
-    assert "3 unreadable entries" in page
+    assert "3 unreadable entries on this page" in page
     # the export leaves unreadable entries out
-    exported = json.loads(admin_client.get(export_url("broken")).content)
+    exported = json.loads(body(admin_client.get(export_url("broken"))))
     assert [r.get("data", {}).get("content") for r in exported] == [
         "before",
         None,
@@ -175,7 +194,7 @@ def test_export_round_trips_through_messages_from_dict(admin_client: Client) -> 
     assert response["Content-Disposition"] == (
         'attachment; filename="chat-session-export-me.json"'
     )
-    loaded = messages_from_dict(json.loads(response.content))
+    loaded = messages_from_dict(json.loads(body(response)))
     assert loaded == messages
     assert loaded == DjangoRedisChatMessageHistory("export-me").messages
 
@@ -211,3 +230,185 @@ def test_message_view_skips_malformed_tool_calls_and_no_content() -> None:
     )
     assert view.text == "" and view.blocks == []
     assert [(c.name, c.arguments) for c in view.tool_calls] == [("?", '{"a": 1}')]
+
+
+# --- paging, streaming, audit -----------------------------------------------------
+
+
+def long_session(session_id: str, count: int) -> None:
+    store.import_sessions(
+        [
+            store.ImportedSession(
+                session_id,
+                [
+                    {
+                        "type": "human" if i % 2 == 0 else "ai",
+                        "data": {"content": f"m{i}"},
+                    }
+                    for i in range(count)
+                ],
+            )
+        ]
+    )
+
+
+def test_transcript_pages(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ChatSessionAdmin, "transcript_per_page", 4)
+    long_session("long", 10)
+    pages = {}
+    for number in ("", "1", "2", "3"):
+        response = admin_client.get(
+            transcript_url("long"), {"p": number} if number else {}
+        )
+        assert response.status_code == 200
+        pages[number] = [m.text for m in response.context["page"].messages]
+        assert "<dt>Messages</dt><dd>10</dd>" in text(response)
+    assert pages[""] == pages["1"] == ["m0", "m1", "m2", "m3"]
+    assert pages["2"] == ["m4", "m5", "m6", "m7"]
+    assert pages["3"] == ["m8", "m9"]
+    page = text(admin_client.get(transcript_url("long"), {"p": "2"}))
+    # positions count from the session's start; links to the other pages
+    assert 'id="message-4"' in page and 'id="message-7"' in page
+    assert 'href="?p=1"' in page and 'href="?p=3"' in page
+    assert "Entries 4–7 of 10" in page
+    for bad in ("4", "0", "-1", "x", "368934881474191034"):
+        response = admin_client.get(transcript_url("long"), {"p": bad})
+        assert response.status_code == 404, bad
+    # one page only: no paginator
+    long_session("short", 3)
+    assert "Entries" not in text(admin_client.get(transcript_url("short")))
+
+
+def test_export_streams_in_batches(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    long_session("long", 11)
+    monkeypatch.setattr(transcript, "EXPORT_BATCH", 3)
+    response = admin_client.get(export_url("long"))
+    assert response.streaming
+    pieces = list(response.streaming_content)
+    # "[", one piece per batch of records (4 batches), then "]"
+    assert len(pieces) == 6
+    exported = json.loads(b"".join(pieces))
+    assert [r["data"]["content"] for r in exported] == [f"m{i}" for i in range(11)]
+    empty = store.create_session("empty")
+    assert empty
+    assert json.loads(body(admin_client.get(export_url("empty")))) == []
+
+
+def test_reading_and_exporting_are_audited(
+    admin_client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice = make_user("alice")
+    chat("secret", HumanMessage("my secret"), owner=alice)
+    with caplog.at_level("INFO", logger="chatmemory.audit"):
+        admin_client.get(transcript_url("secret"))
+        admin_client.get(transcript_url("secret"), {"p": "1"})
+        body(admin_client.get(export_url("secret")))
+        admin_client.get(transcript_url("no-such"))  # nothing read: not recorded
+    records = [r for r in caplog.records if r.name == "chatmemory.audit"]
+    assert [(r.audit_action, r.page) for r in records] == [  # type: ignore[attr-defined]
+        ("view", 1),
+        ("view", 1),
+        ("export", None),
+    ]
+    for record in records:
+        assert record.session_id == "secret"  # type: ignore[attr-defined]
+        assert record.session_owner == str(alice.pk)  # type: ignore[attr-defined]
+        assert record.username == "root"  # type: ignore[attr-defined]
+        assert record.levelname == "INFO"
+    assert records[0].getMessage() == (
+        f"root viewed chat session 'secret' (owner {alice.pk}), page 1"
+    )
+    assert records[2].getMessage() == (
+        f"root exported chat session 'secret' (owner {alice.pk})"
+    )
+
+
+# --- fuzz: no stored entry breaks the transcript -----------------------------------
+
+FUZZ_ENTRIES = 2000
+
+
+def fuzz_value(rng: random.Random, depth: int = 0) -> Any:
+    """Any JSON value, biased towards the shapes message records have."""
+    kinds = ["str", "int", "float", "bool", "null"]
+    if depth < 3:
+        kinds += ["list", "dict", "blocks"]
+    kind = rng.choice(kinds)
+    if kind == "str":
+        return rng.choice(["", "x", "<b>&</b>", "\n" * 30, "é" * 700, "a" * 3000])
+    if kind == "int":
+        return rng.choice([0, -1, 42, 2**70])
+    if kind == "float":
+        return rng.choice([0.5, -1e308, 1e308])
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "null":
+        return None
+    if kind == "list":
+        return [fuzz_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    if kind == "blocks":
+        return [
+            rng.choice(
+                [
+                    {"type": "text", "text": fuzz_value(rng, depth + 1)},
+                    {"type": fuzz_value(rng, depth + 1)},
+                    "plain",
+                ]
+            )
+            for _ in range(rng.randint(0, 3))
+        ]
+    fields = ["content", "tool_calls", "usage_metadata", "id", "name", "role"]
+    fields += ["tool_call_id", "status", "response_metadata", "additional_kwargs"]
+    return {
+        rng.choice(fields): fuzz_value(rng, depth + 1) for _ in range(rng.randint(0, 5))
+    }
+
+
+def fuzz_entry(rng: random.Random) -> bytes:
+    roll = rng.random()
+    if roll < 0.05:
+        return rng.choice([b"{", b"\xff\xfe", b"[" * 5000 + b"]" * 5000, b"null"])
+    types = ["human", "ai", "system", "tool", "chat", "remove", "AIMessageChunk"]
+    record = {
+        "type": rng.choice([*types, fuzz_value(rng, 2)]),
+        "data": fuzz_value(rng) if roll < 0.3 else fuzz_value(rng, 1) or {},
+    }
+    if isinstance(record["data"], dict) and rng.random() < 0.5:
+        record["data"]["content"] = fuzz_value(rng, 1)
+    return json.dumps(record).encode()
+
+
+def test_fuzzed_entries_never_break_the_transcript(
+    admin_client: Client, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(20261129)
+    chat("fuzz", HumanMessage("first"))
+    redis_client.rpush(
+        store.messages_key("fuzz"), *(fuzz_entry(rng) for _ in range(FUZZ_ENTRIES))
+    )
+    monkeypatch.setattr(ChatSessionAdmin, "transcript_per_page", 250)
+    shown = 0
+    for number in range(1, FUZZ_ENTRIES // 250 + 2):
+        response = admin_client.get(transcript_url("fuzz"), {"p": number})
+        assert response.status_code == 200, number
+        shown += len(response.context["page"].messages)
+    assert shown == FUZZ_ENTRIES + 1
+    exported = json.loads(body(admin_client.get(export_url("fuzz"))))
+    assert exported[0]["data"]["content"] == "first"
+
+
+def test_an_entry_that_breaks_the_view_shows_as_unreadable(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(position: int, entry: Any) -> Any:
+        raise TypeError("unforeseen shape")
+
+    monkeypatch.setattr(transcript, "_message_view", broken)
+    view = transcript.message_view(7, {"type": "human", "data": {"content": "x"}})
+    assert view.kind == "unreadable" and view.position == 7
+    assert "unforeseen shape" in view.unreadable_reason
+    assert "entry 7 cannot be shown" in caplog.text

@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldDoesNotExist
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
@@ -48,6 +48,9 @@ OWNER_SEARCH_LIMIT = 10
 OWNER_FILTER_CANDIDATES = 100
 """The owner filter looks for sessions among this many users (by username)."""
 
+MAX_OFFSET = 2**32
+"""No sorted set holds more members: a page past it is 404 without asking Redis."""
+
 Fetch = Callable[[int, int], store.SessionPage]
 """One source of sessions: (offset, limit) -> a page of it."""
 
@@ -65,12 +68,16 @@ class SessionChangeList:
         self.owner = request.GET.get(OWNER_VAR) or None
         self.active = request.GET.get(ACTIVE_VAR, "")
         self.active_since = activity_start(self.active)
-        self.page_number = page_number(request.GET.get(PAGE_VAR))
+        self.page_number = page_number_or_404(request.GET.get(PAGE_VAR))
         self.per_page = max(1, conf.SESSIONS_PER_PAGE)
         self.has_filters = bool(self.owner or self.active_since)
 
         offset = (self.page_number - 1) * self.per_page
+        if offset >= MAX_OFFSET:  # past any index, and past Redis's integers
+            raise Http404(_("No such page."))
         page = concatenate(self.sources(), offset, self.per_page)
+        if self.page_number > 1 and offset >= page.total:
+            raise Http404(_("No such page."))
         self.total = page.total
         self.total_is_lower_bound = bool(self.query)
         self.users = users_by_owner(
@@ -327,10 +334,14 @@ def activity_start(choice: str) -> datetime | None:
     return midnight - timedelta(days=days)
 
 
-def page_number(value: str | None) -> int:
-    """The page asked for; nonsense reads as the first page."""
-    try:
-        number = int(value or 1)
-    except ValueError:
+def page_number_or_404(value: str | None) -> int:
+    """The page number asked for (1 when none is); 404 unless a whole number >= 1."""
+    if value is None or value == "":
         return 1
-    return max(number, 1)
+    try:
+        number = int(value)
+    except ValueError:
+        raise Http404(_("No such page.")) from None
+    if number < 1:
+        raise Http404(_("No such page."))
+    return number

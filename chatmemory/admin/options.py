@@ -11,7 +11,6 @@ permission.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
@@ -20,12 +19,14 @@ from typing import TYPE_CHECKING, Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseBase,
     HttpResponseRedirect,
+    StreamingHttpResponse,
 )
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -37,8 +38,9 @@ from django.views.generic import RedirectView
 from .. import store
 from ..exceptions import StoreUnavailable
 from ..models import ChatSession
-from .changelist import SessionChangeList
-from .transcript import message_view, render_messages
+from .audit import EXPORT, VIEW, record_access
+from .changelist import PAGE_VAR, SessionChangeList, page_number_or_404
+from .transcript import export_json, read_transcript_page
 from .utils import session_id_from_url, session_row, users_by_owner
 
 logger = logging.getLogger("chatmemory")
@@ -56,6 +58,9 @@ else:  # ModelAdmin is only generic in django-stubs
 @admin.register(ChatSession)
 class ChatSessionAdmin(_ModelAdmin):
     """Browse, read, export and delete the chat sessions kept in Redis."""
+
+    transcript_per_page = 100
+    """Entries per transcript page (the session list uses SESSIONS_PER_PAGE)."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Sessions are created by chatting, never in the admin."""
@@ -132,14 +137,15 @@ class ChatSessionAdmin(_ModelAdmin):
         )
 
     def transcript_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """Every message of one session, with its metadata on top."""
+        """One page of a session's messages, with its metadata on top."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         session_id = session_id_from_url(object_id)
-        info, entries = store.read_session(session_id)
+        number = page_number_or_404(request.GET.get(PAGE_VAR))
+        info, page = read_transcript_page(session_id, number, self.transcript_per_page)
         if info is None:
             raise Http404(_("No chat session with this id."))
-        views = [message_view(i, entry) for i, entry in enumerate(entries)]
+        record_access(request, info, VIEW, page=number)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -150,30 +156,38 @@ class ChatSessionAdmin(_ModelAdmin):
             "row": session_row(
                 self.admin_site, self.opts, request, info, users_by_owner([info.owner])
             ),
-            "entries": views,
-            "transcript": render_messages(views),
-            "unreadable_count": sum(view.kind == "unreadable" for view in views),
+            "page": page,
+            "page_links": [
+                (n, f"?{PAGE_VAR}={n}" if isinstance(n, int) and n != number else None)
+                for n in page.page_range()
+            ],
+            "ellipsis": Paginator.ELLIPSIS,
+            "unreadable_count": sum(m.kind == "unreadable" for m in page.messages),
             "can_delete": self.has_delete_permission(request),
         }
         return TemplateResponse(
             request, "admin/chatmemory/chatsession/transcript.html", context
         )
 
-    def export_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+    def export_view(
+        self, request: HttpRequest, object_id: str
+    ) -> StreamingHttpResponse:
         """The session's messages as a JSON download (``message_to_dict`` form).
 
         ``langchain_core.messages.messages_from_dict`` loads the file back;
-        unreadable entries are left out.
+        unreadable entries are left out. The body is streamed, a batch of
+        records at a time, so a long session is never held whole.
         """
         if not self.has_view_permission(request):
             raise PermissionDenied
         session_id = session_id_from_url(object_id)
-        info, entries = store.read_session(session_id)
+        info, body = export_json(session_id)
         if info is None:
             raise Http404(_("No chat session with this id."))
-        records = [entry for entry in entries if isinstance(entry, dict)]
-        body = json.dumps(records, ensure_ascii=False, indent=2)
-        response = HttpResponse(body, content_type="application/json; charset=utf-8")
+        record_access(request, info, EXPORT)
+        response = StreamingHttpResponse(
+            body, content_type="application/json; charset=utf-8"
+        )
         response["Content-Disposition"] = content_disposition_header(
             as_attachment=True, filename=_export_filename(session_id)
         )

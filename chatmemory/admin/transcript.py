@@ -1,20 +1,27 @@
-"""The transcript: what each stored entry of a session shows as.
+"""The transcript: what each stored entry of a session shows as, a page at a time.
 
-Works on plain message dicts and never imports LangChain.
+:func:`message_view` turns one stored entry into a :class:`MessageView`; the
+template ``admin/chatmemory/chatsession/transcript_message.html`` renders one
+(override it by path). :class:`TranscriptPage` is one page of a session, so a
+100,000-message session costs what one page of it costs. Works on plain
+message dicts and never imports LangChain.
 """
 
 from __future__ import annotations
 
-import html
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from django.utils.html import escape
-from django.utils.safestring import SafeString, mark_safe
+from django.core.paginator import Paginator
+from django.http import Http404
 from django.utils.translation import gettext as _
 
 from .. import store
+from .changelist import MAX_OFFSET
+
+logger = logging.getLogger("chatmemory")
 
 COLLAPSE_AFTER = 600
 """Message text longer than this (characters) is collapsed on the transcript."""
@@ -92,7 +99,21 @@ class MessageView:
 def message_view(
     position: int, entry: store.Record | store.UnreadableEntry
 ) -> MessageView:
-    """What the transcript shows of one stored entry."""
+    """What the transcript shows of one stored entry; never raises for odd data.
+
+    A record of a shape nobody foresaw shows as an unreadable row (and is
+    logged) rather than breaking the page.
+    """
+    try:
+        return _message_view(position, entry)
+    except (TypeError, ValueError, AttributeError, RecursionError) as exc:
+        logger.warning("chatmemory admin: entry %d cannot be shown: %r", position, exc)
+        return _unreadable(position, _("cannot be shown (%s)") % exc, repr(entry))
+
+
+def _message_view(
+    position: int, entry: store.Record | store.UnreadableEntry
+) -> MessageView:
     if isinstance(entry, store.UnreadableEntry):
         return _unreadable(position, entry.reason, entry.raw.decode(errors="replace"))
     kind = entry.get("type")
@@ -135,7 +156,8 @@ def message_view(
         view.collapsed = True
         first = " ".join(view.text[:300].split())
         view.summary = first[:160].rstrip() + "\u2026"
-    for call in data.get("tool_calls") or ():
+    calls = data.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
         if isinstance(call, dict):
             view.tool_calls.append(
                 ToolCall(
@@ -188,82 +210,121 @@ def _dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
-def render_messages(views: Iterable[MessageView]) -> SafeString:
-    """The transcript's rows as HTML, every value escaped.
+@dataclass(frozen=True, slots=True)
+class TranscriptPage:
+    """One page of a session's entries, as the transcript shows them."""
 
-    Built in Python rather than in a template loop: a template costs about a
-    quarter of a millisecond per message, which a 1,000-message transcript
-    would feel (see bench/bench_admin.py).
+    messages: list[MessageView]
+    number: int
+    per_page: int
+    count: int
+    """Entries in the whole session (the stored list's length)."""
+
+    @property
+    def paginator(self) -> Paginator[int]:
+        """A paginator over the session's positions (for page ranges)."""
+        return Paginator(range(self.count), self.per_page)
+
+    @property
+    def first_position(self) -> int:
+        """Position in the session of this page's first entry (0-based)."""
+        return (self.number - 1) * self.per_page
+
+    @property
+    def last_position(self) -> int:
+        """Position in the session of this page's last entry."""
+        return self.first_position + len(self.messages) - 1
+
+    def page_range(self) -> list[int | str]:
+        """Page numbers to link to, elided around this one; empty for one page."""
+        paginator = self.paginator
+        if paginator.num_pages <= 1:
+            return []
+        return list(paginator.get_elided_page_range(self.number))
+
+
+EXPORT_BATCH = 500
+"""Records read from Redis per round trip while an export streams."""
+
+
+def _read_range(
+    session_id: str, offset: int, limit: int
+) -> tuple[store.SessionInfo | None, int, list[store.Record | store.UnreadableEntry]]:
+    # Stand-in until the store package reads a range of the list.
+    info, entries = store.read_session(session_id)
+    return info, len(entries), entries[offset : offset + limit]
+
+
+def read_transcript_page(
+    session_id: str, number: int, per_page: int
+) -> tuple[store.SessionInfo | None, TranscriptPage]:
+    """The session's metadata and its page ``number``: one round trip.
+
+    Raises Http404 for a page past the last one (page 1 of an empty session
+    exists).
     """
-    labels = {
-        "result": _("result of tool call %(id)s"),
-        "status": escape(_("status:")),
-        "tool call": escape(_("Tool call:")),
-        "usage": escape(_("Token usage")),
-        "details": escape(_("Details")),
-    }
-    # Safe: _message_html escapes every value it puts in.
-    return mark_safe("".join(_message_html(view, labels) for view in views))
+    offset = (number - 1) * per_page
+    if offset >= MAX_OFFSET:
+        raise Http404(_("No such page."))
+    info, count, entries = _read_range(session_id, offset, per_page)
+    if info is not None and number > 1 and offset >= count:
+        raise Http404(_("No such page."))
+    return info, transcript_page(entries, number=number, per_page=per_page, count=count)
 
 
-def _escape(value: str) -> str:
-    # django.utils.html.escape's escaping, without its lazy-string wrapper
-    # (a third of the cost of rendering a transcript).
-    return html.escape(value)
+def export_json(
+    session_id: str, *, batch: int | None = None
+) -> tuple[store.SessionInfo | None, Iterator[str]]:
+    """The session's metadata and its readable records as a JSON array, in pieces.
+
+    The first batch is read here, so a missing session or an unreachable
+    Redis shows before a response starts; the rest is read as the body is
+    sent, ``batch`` records per round trip.
+    """
+    batch = batch or EXPORT_BATCH
+    info, count, first = _read_range(session_id, 0, batch)
+    return info, _json_array(session_id, first, count, batch)
 
 
-def _message_html(m: MessageView, labels: dict[str, str]) -> str:
-    e = _escape
-    head = [f'<span class="chatmemory-role">{e(m.role)}</span>']
-    if m.name:
-        head.append(f"<span>{e(m.name)}</span>")
-    if m.tool_call_id:
-        head.append(
-            '<span class="chatmemory-quiet">'
-            + e(labels["result"] % {"id": m.tool_call_id})
-            + "</span>"
-        )
-    if m.status:
-        head.append(
-            f'<span class="chatmemory-quiet">{labels["status"]} {e(m.status)}</span>'
-        )
-    ident = f" · {e(m.message_id)}" if m.message_id else ""
-    head.append(f'<span class="chatmemory-quiet">#{m.position}{ident}</span>')
-    parts = [
-        f'<li class="{e(m.kind)}" id="message-{m.position}">',
-        f'<div class="chatmemory-head">{"".join(head)}</div>',
-    ]
-    if m.kind == "unreadable":
-        parts.append(f"<p>{e(m.unreadable_reason)}</p><pre>{e(m.raw)}</pre></li>")
-        return "".join(parts)
-    if m.collapsed:
-        parts.append(
-            f"<details><summary>{e(m.summary)}</summary>"
-            f'<p class="chatmemory-text">{e(m.text)}</p></details>'
-        )
-    elif m.text:
-        parts.append(f'<p class="chatmemory-text">{e(m.text)}</p>')
-    parts.extend(f"<pre>{e(block)}</pre>" for block in m.blocks)
-    for call in m.tool_calls:
-        call_id = (
-            f' <span class="chatmemory-quiet">{e(call.call_id)}</span>'
-            if call.call_id
-            else ""
-        )
-        parts.append(
-            f'<div class="chatmemory-tool-call"><strong>{labels["tool call"]} '
-            f"{e(call.name)}</strong>{call_id}<pre>{e(call.arguments)}</pre></div>"
-        )
-    if m.usage:
-        items = "".join(f"<li>{e(key)}: {e(value)}</li>" for key, value in m.usage)
-        parts.append(
-            '<ul class="chatmemory-usage chatmemory-quiet" '
-            f'aria-label="{labels["usage"]}">{items}</ul>'
-        )
-    if m.details:
-        parts.append(
-            f"<details><summary>{labels['details']}</summary>"
-            f"<pre>{e(m.details)}</pre></details>"
-        )
-    parts.append("</li>")
-    return "".join(parts)
+def _json_array(
+    session_id: str,
+    entries: list[store.Record | store.UnreadableEntry],
+    count: int,
+    batch: int,
+) -> Iterator[str]:
+    encode = json.JSONEncoder(ensure_ascii=False, indent=2).encode
+    separator = "\n"
+    yield "["
+    offset = 0
+    while True:
+        parts = []
+        for entry in entries:
+            if isinstance(entry, dict):
+                parts.append(separator + encode(entry))
+                separator = ",\n"
+        if parts:
+            yield "".join(parts)
+        offset += batch
+        if offset >= count or not entries:
+            break
+        # Appends made while the export runs are read too (the list only grows
+        # at its end); a session trimmed meanwhile may skip or repeat entries.
+        _, count, entries = _read_range(session_id, offset, batch)
+    yield "\n]\n"
+
+
+def transcript_page(
+    entries: list[store.Record | store.UnreadableEntry],
+    *,
+    number: int,
+    per_page: int,
+    count: int,
+) -> TranscriptPage:
+    """The page ``number`` made of ``entries``, the stored entries it holds."""
+    first = (number - 1) * per_page
+    return TranscriptPage(
+        messages=[message_view(first + i, entry) for i, entry in enumerate(entries)],
+        number=number,
+        per_page=per_page,
+        count=count,
+    )
