@@ -12,7 +12,8 @@ class ChatMemoryConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from .checks import check_chat_model, check_settings
+        from .checks import check_chat_model, check_redis_server, check_settings
 
         checks.register(check_settings)
         checks.register(check_chat_model)
+        checks.register(check_redis_server, deploy=True)

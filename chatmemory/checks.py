@@ -1,4 +1,7 @@
-"""Configuration checks (``manage.py check``); none of them talks to Redis."""
+"""Configuration checks (``manage.py check``).
+
+Only :func:`check_redis_server`, run by ``check --deploy``, talks to Redis.
+"""
 
 from __future__ import annotations
 
@@ -142,4 +145,33 @@ def check_chat_model(**kwargs: Any) -> list[CheckMessage]:
             ),
             id="chatmemory.W002",
         )
+    ]
+
+
+def check_redis_server(**kwargs: Any) -> list[CheckMessage]:
+    """Under ``check --deploy``: warn about a Redis that can lose or refuse chat data.
+
+    The only check that talks to Redis: it reads INFO and probes, on a scratch
+    key, every command family chatmemory needs (see
+    :func:`chatmemory.store.server_facts`).
+    """
+    if check_settings():
+        return []  # the alias itself is wrong: the E00x errors say so
+    from . import store
+    from .exceptions import ChatMemoryError
+
+    try:
+        facts = store.server_facts()
+    except (ChatMemoryError, ImproperlyConfigured) as exc:
+        return [
+            Warning(
+                f"Could not reach the chat data's Redis to check it: {exc}",
+                hint="Start Redis, or fix CACHES[CHATMEMORY_CACHE_ALIAS]; "
+                "'manage.py chatmemory_doctor' shows more.",
+                id="chatmemory.W100",
+            )
+        ]
+    return [
+        Warning(finding.message, hint=finding.hint, id=finding.id)
+        for finding in store.findings(facts)
     ]

@@ -92,3 +92,45 @@ def test_checks_are_registered() -> None:
     with override_settings(CHATMEMORY_TTL=-1):
         with pytest.raises(SystemCheckError, match="chatmemory.E003"):
             call_command("check")
+
+
+def test_deploy_check_reports_the_redis_findings() -> None:
+    from chatmemory.checks import check_redis_server
+
+    messages = check_redis_server()
+    # the tests' server runs without persistence
+    assert [m.id for m in messages] == ["chatmemory.W102"]
+    assert "append-only file is off" in messages[0].msg
+
+
+def test_deploy_check_runs_only_under_deploy() -> None:
+    from django.core import checks
+
+    assert "chatmemory.W102" not in {m.id for m in checks.run_checks()}
+    assert "chatmemory.W102" in {
+        m.id for m in checks.run_checks(include_deployment_checks=True)
+    }
+
+
+def test_deploy_check_when_redis_is_down() -> None:
+    from chatmemory.checks import check_redis_server
+    from tests.redis_server import free_port
+
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "chatmemory": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+        },
+    }
+    with override_settings(CACHES=caches):
+        messages = check_redis_server()
+    assert [m.id for m in messages] == ["chatmemory.W100"]
+    assert "Could not reach" in messages[0].msg
+
+
+def test_deploy_check_leaves_a_bad_alias_to_the_settings_check() -> None:
+    from chatmemory.checks import check_redis_server
+
+    with override_settings(CHATMEMORY_CACHE_ALIAS="nope"):
+        assert check_redis_server() == []

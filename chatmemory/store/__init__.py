@@ -10,7 +10,8 @@ the public face; the package's modules are:
 - :mod:`.client`: the sync and async clients of the CACHES alias;
 - :mod:`.operations`: each operation written once, run by :func:`run` (sync)
   and :func:`arun` (async); the functions below are those two entry points;
-- :mod:`.maintenance`: reindex and import.
+- :mod:`.maintenance`: reindex and import;
+- :mod:`.diagnostics`: server facts, permission probes, the consistency check.
 
 Every write is one Lua script, so it is atomic and one round trip (on Redis
 Cluster the index updates, which live in other slots, follow in the same
@@ -34,6 +35,15 @@ from .codec import (
     encode_record,
     shorten,
     title_from_records,
+)
+from .diagnostics import (
+    PROBLEMS,
+    ConsistencyReport,
+    Finding,
+    ServerFacts,
+    check_consistency_op,
+    findings,
+    server_facts_op,
 )
 from .keys import (
     ids_key,
@@ -255,8 +265,46 @@ async def aimport_sessions(
     return await arun(import_sessions_op(sessions, batch_size))
 
 
+def server_facts() -> ServerFacts:
+    """What the server says about itself (INFO) and which needed commands it refuses.
+
+    Writes and deletes one scratch key (see :func:`.keys.probe_key`).
+    """
+    return run(server_facts_op())
+
+
+async def aserver_facts() -> ServerFacts:
+    """Async :func:`server_facts`."""
+    return await arun(server_facts_op())
+
+
+def check_consistency(*, batch: int = 1000, sample: int = 20) -> ConsistencyReport:
+    """Compare the indexes, the metadata and the message lists of every session.
+
+    Proportional to the number of keys; no single command reads more than
+    ``batch`` entries.
+    """
+    return run(check_consistency_op(batch, sample))
+
+
+async def acheck_consistency(
+    *, batch: int = 1000, sample: int = 20
+) -> ConsistencyReport:
+    """Async :func:`check_consistency`."""
+    return await arun(check_consistency_op(batch, sample))
+
+
 __all__ = [
+    "PROBLEMS",
     "TITLE_LENGTH",
+    "ConsistencyReport",
+    "Finding",
+    "ServerFacts",
+    "acheck_consistency",
+    "aserver_facts",
+    "check_consistency",
+    "findings",
+    "server_facts",
     "ImportedSession",
     "Record",
     "SessionInfo",

@@ -120,6 +120,11 @@ def owner_key(owner: str) -> str:
     return owner_key_in(conf.KEY_PREFIX, owner)
 
 
+def probe_key() -> str:
+    """A scratch key (one slot) the doctor writes and deletes to test permissions."""
+    return f"{conf.KEY_PREFIX}:{{chatmemory-doctor}}:probe"
+
+
 def scan_pattern(kind: str) -> str:
     """A SCAN MATCH pattern for every key of one kind: "meta", "messages", "owner"."""
     prefix = re.sub(r"([*?\[\]\\])", r"\\\1", conf.KEY_PREFIX)

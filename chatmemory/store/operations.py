@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
+import redis.asyncio
+
 from ..conf import conf
 from ..exceptions import OwnerMismatch
 from . import keys
@@ -59,6 +62,34 @@ Request = Eval | Command | Batch
 type Operation[T] = Generator[Request, Any, T]
 
 
+def _execute(client: redis.Redis, request: Request) -> Any:
+    if type(request) is Eval:
+        return sync_script(client, request.name)(
+            keys=request.keys, args=request.args, client=client
+        )
+    if type(request) is Command:
+        return client.execute_command(*request.args)  # type: ignore[no-untyped-call]
+    assert type(request) is Batch
+    pipe = client.pipeline(transaction=request.transaction)
+    for command in request.commands:
+        pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+    return pipe.execute()
+
+
+async def _aexecute(client: redis.asyncio.Redis, request: Request) -> Any:
+    if type(request) is Eval:
+        return await async_script(client, request.name)(
+            keys=request.keys, args=request.args
+        )
+    if type(request) is Command:
+        return await client.execute_command(*request.args)  # type: ignore[no-untyped-call]
+    assert type(request) is Batch
+    pipe = client.pipeline(transaction=request.transaction)
+    for command in request.commands:
+        pipe.execute_command(*command)
+    return await pipe.execute()
+
+
 def run[T](operation: Operation[T]) -> T:
     """Run an operation on the sync client."""
     client = sync_client()
@@ -66,19 +97,14 @@ def run[T](operation: Operation[T]) -> T:
         try:
             request = next(operation)
             while True:
-                if type(request) is Eval:
-                    reply = sync_script(client, request.name)(
-                        keys=request.keys, args=request.args, client=client
-                    )
-                elif type(request) is Command:
-                    reply = client.execute_command(*request.args)  # type: ignore[no-untyped-call]
+                try:
+                    reply = _execute(client, request)
+                # Thrown into the operation, which may handle it (the doctor's
+                # probes do); uncaught, it comes back out of throw().
+                except redis.RedisError as exc:
+                    request = operation.throw(exc)
                 else:
-                    assert type(request) is Batch
-                    pipe = client.pipeline(transaction=request.transaction)
-                    for command in request.commands:
-                        pipe.execute_command(*command)  # type: ignore[no-untyped-call]
-                    reply = pipe.execute()
-                request = operation.send(reply)
+                    request = operation.send(reply)
         except StopIteration as done:
             result: T = done.value
             return result
@@ -91,19 +117,12 @@ async def arun[T](operation: Operation[T]) -> T:
         try:
             request = next(operation)
             while True:
-                if type(request) is Eval:
-                    reply = await async_script(client, request.name)(
-                        keys=request.keys, args=request.args
-                    )
-                elif type(request) is Command:
-                    reply = await client.execute_command(*request.args)  # type: ignore[no-untyped-call]
+                try:
+                    reply = await _aexecute(client, request)
+                except redis.RedisError as exc:
+                    request = operation.throw(exc)
                 else:
-                    assert type(request) is Batch
-                    pipe = client.pipeline(transaction=request.transaction)
-                    for command in request.commands:
-                        pipe.execute_command(*command)
-                    reply = await pipe.execute()
-                request = operation.send(reply)
+                    request = operation.send(reply)
         except StopIteration as done:
             result: T = done.value
             return result

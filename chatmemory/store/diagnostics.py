@@ -1,0 +1,298 @@
+"""What the operator should know about the chat data's Redis.
+
+:func:`server_facts_op` reads the server's own account of itself (INFO) and
+runs harmless probes of every command family chatmemory needs on a scratch
+key; :func:`findings` turns the facts into warnings. :func:`check_consistency_op`
+compares the indexes, the metadata and the message lists. The deploy check
+and ``manage.py chatmemory_doctor`` use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from ..conf import conf
+from . import keys
+from .operations import Batch, Command, Operation
+
+# Every command family chatmemory sends, probed on a scratch key. Each probe is
+# one Command or Eval; none touches a session.
+_SCRIPT_PROBE = "return redis.call('TYPE', KEYS[1])"
+
+
+def _probes(key: str) -> list[tuple[str, Any]]:
+    return [
+        ("scripts (EVAL/EVALSHA)", Command(("EVAL", _SCRIPT_PROBE, 1, key))),
+        ("lists (RPUSH/LRANGE)", Command(("RPUSH", key, "probe"))),
+        ("lists (RPUSH/LRANGE)", Command(("LRANGE", key, 0, -1))),
+        ("keys (DEL/PEXPIRE)", Command(("PEXPIRE", key, 60_000))),
+        ("keys (DEL/PEXPIRE)", Command(("DEL", key))),
+        ("hashes (HSET/HGETALL)", Command(("HSET", key, "probe", 1))),
+        ("hashes (HSET/HGETALL)", Command(("HGETALL", key))),
+        ("keys (DEL/PEXPIRE)", Command(("DEL", key))),
+        ("sorted sets (ZADD/ZRANGE)", Command(("ZADD", key, 1, "probe"))),
+        ("sorted sets (ZADD/ZRANGE)", Command(("ZREVRANGEBYSCORE", key, "+inf", 0))),
+        ("keys (DEL/PEXPIRE)", Command(("DEL", key))),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFacts:
+    """What the server says about itself, and what it refused."""
+
+    info: dict[str, Any]
+    refused: dict[str, str]
+    """Command family -> the error the server gave for it."""
+
+    @property
+    def version(self) -> str:
+        """The server's version."""
+        return str(self.info.get("redis_version", "unknown"))
+
+    @property
+    def mode(self) -> str:
+        """standalone, sentinel or cluster, as the server says."""
+        return str(self.info.get("redis_mode", "standalone"))
+
+    @property
+    def maxmemory(self) -> int:
+        """The memory limit in bytes; 0 is none."""
+        return int(self.info.get("maxmemory", 0))
+
+    @property
+    def policy(self) -> str:
+        """The eviction policy (maxmemory-policy)."""
+        return str(self.info.get("maxmemory_policy", "unknown"))
+
+    @property
+    def aof(self) -> bool:
+        """Whether the append-only file is on."""
+        return bool(int(self.info.get("aof_enabled", 0)))
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this node is a read-only replica."""
+        return self.info.get("role") == "slave" and bool(
+            int(self.info.get("slave_read_only", 1))
+        )
+
+    @property
+    def used_memory(self) -> int:
+        """Bytes in use."""
+        return int(self.info.get("used_memory", 0))
+
+
+def server_facts_op() -> Operation[ServerFacts]:
+    """INFO, then one probe of every command family chatmemory needs."""
+    info: dict[str, Any] = {}
+    for section in ("server", "memory", "persistence", "replication"):
+        reply = yield Command(("INFO", section))
+        info.update(reply)
+    refused: dict[str, str] = {}
+    key = keys.probe_key()
+    for family, probe in _probes(key):
+        if family in refused:
+            continue
+        try:
+            yield probe
+        except redis.ResponseError as exc:
+            refused[family] = str(exc)
+    return ServerFacts(info, refused)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing the operator should fix, with a stable id."""
+
+    id: str
+    message: str
+    hint: str
+
+
+def findings(facts: ServerFacts) -> list[Finding]:
+    """The warnings the facts call for."""
+    found: list[Finding] = []
+    ttl = bool(conf.TTL)
+    policy = facts.policy
+    evicts = policy.startswith("allkeys-") or (policy.startswith("volatile-") and ttl)
+    if evicts:
+        found.append(
+            Finding(
+                "chatmemory.W101",
+                f"Redis's eviction policy is {policy!r} (maxmemory "
+                f"{facts.maxmemory or 'unlimited'}): when memory runs out Redis "
+                "deletes chat keys, leaving sessions without messages and "
+                "indexes pointing at nothing.",
+                "Keep chat data on its own Redis instance with "
+                "'maxmemory-policy noeviction' (a separate database shares the "
+                "instance's memory limit and policy).",
+            )
+        )
+    if not facts.aof:
+        found.append(
+            Finding(
+                "chatmemory.W102",
+                "Redis's append-only file is off: a restart loses every chat "
+                "message written since the last snapshot (or all of them).",
+                "Turn on 'appendonly yes' (appendfsync everysec) on the chat "
+                "data's Redis.",
+            )
+        )
+    for family, error in facts.refused.items():
+        found.append(
+            Finding(
+                "chatmemory.W103",
+                f"Redis refused a command chatmemory needs, {family}: {error}",
+                "Grant the Redis user the scripting, list, hash, sorted-set and "
+                "key commands (e.g. ACL '+@scripting +@list +@hash +@sortedset "
+                "+@keyspace'), and do not rename EVAL/EVALSHA.",
+            )
+        )
+    if facts.read_only:
+        found.append(
+            Finding(
+                "chatmemory.W104",
+                "The chat data's Redis is a read-only replica: every write fails.",
+                "Point the CACHES alias at the primary (or use Sentinel, which "
+                "follows failovers).",
+            )
+        )
+    return found
+
+
+@dataclass(slots=True)
+class ConsistencyReport:
+    """What disagrees between the indexes, the metadata and the message lists.
+
+    Each list holds session ids (at most ``sample`` of them; the counts are
+    exact).
+    """
+
+    sessions: int = 0
+    """Sessions with metadata."""
+    counts: dict[str, int] = field(default_factory=dict)
+    samples: dict[str, list[str]] = field(default_factory=dict)
+    sample: int = 20
+
+    def add(self, problem: str, session_id: str) -> None:
+        """Record one problem of one session."""
+        self.counts[problem] = self.counts.get(problem, 0) + 1
+        found = self.samples.setdefault(problem, [])
+        if len(found) < self.sample:
+            found.append(session_id)
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing disagrees."""
+        return not self.counts
+
+
+PROBLEMS = {
+    "not_in_activity_index": "sessions missing from the activity index",
+    "not_in_ids_index": "sessions missing from the id index",
+    "not_in_owner_index": "sessions missing from their owner's index",
+    "index_ghost": "index entries whose session is gone",
+    "owner_index_ghost": "owner index entries whose session is gone or is another's",
+    "orphan_messages": "message lists without metadata",
+    "count_mismatch": "sessions whose message count disagrees with their list",
+}
+"""Problem key -> what it means, for reports."""
+
+
+def _scan_all(pattern: str, batch: int) -> Operation[list[str]]:
+    found: list[str] = []
+    cursor: int | bytes = 0
+    while True:
+        cursor, names = yield Command(
+            ("SCAN", cursor, "MATCH", pattern, "COUNT", batch)
+        )
+        found += (name.decode() for name in names)
+        if int(cursor) == 0:
+            return found
+
+
+def _zset_members(key: str, batch: int) -> Operation[list[tuple[str, float]]]:
+    members: list[tuple[str, float]] = []
+    start = 0
+    while True:
+        part = yield Command(("ZRANGE", key, start, start + batch - 1, "WITHSCORES"))
+        members += ((member.decode(), float(score)) for member, score in part)
+        if len(part) < batch:
+            return members
+        start += batch
+
+
+def check_consistency_op(
+    batch: int = 1000, sample: int = 20
+) -> Operation[ConsistencyReport]:
+    """Compare every index with the metadata and the message lists.
+
+    Reads the whole chat database in batches (SCAN and ranges of at most
+    ``batch`` entries, so no single command blocks Redis for long); what
+    writers change during the check can show up as a passing disagreement.
+    """
+    report = ConsistencyReport(sample=sample)
+    meta: dict[str, str] = {}  # session id -> owner ('' none)
+    counts: dict[str, int] = {}
+    meta_keys = yield from _scan_all(keys.scan_pattern("meta"), batch)
+    for start in range(0, len(meta_keys), batch):
+        chunk = [
+            (key, keys.session_id_from_key(key, "meta"))
+            for key in meta_keys[start : start + batch]
+        ]
+        chunk = [(key, sid) for key, sid in chunk if sid is not None]
+        commands: list[tuple[Any, ...]] = []
+        for key, sid in chunk:
+            assert sid is not None
+            commands += (("HMGET", key, "owner", "count"),)
+            commands += (("LLEN", keys.messages_key(sid)),)
+        replies = yield Batch(commands)
+        for i, (_, sid) in enumerate(chunk):
+            assert sid is not None
+            (owner, count), length = replies[2 * i], replies[2 * i + 1]
+            meta[sid] = "" if owner is None else owner.decode()
+            counts[sid] = int(count or 0)
+            if int(count or 0) != int(length):
+                report.add("count_mismatch", sid)
+    report.sessions = len(meta)
+    for key in (yield from _scan_all(keys.scan_pattern("messages"), batch)):
+        sid = keys.session_id_from_key(key, "messages")
+        if sid is not None and sid not in meta:
+            report.add("orphan_messages", sid)
+    activity = dict((yield from _zset_members(keys.sessions_key(), batch)))
+    ids = dict((yield from _zset_members(keys.ids_key(), batch)))
+    owned: dict[str, set[str]] = {}
+    for key in (yield from _scan_all(keys.scan_pattern("owner"), batch)):
+        owner = keys.owner_from_key(key)
+        if owner is None:
+            continue
+        members = yield from _zset_members(key, batch)
+        owned[owner] = {sid for sid, _ in members}
+        for sid, _ in members:
+            if meta.get(sid) != owner:
+                report.add("owner_index_ghost", sid)
+    for sid, owner in meta.items():
+        if sid not in activity:
+            report.add("not_in_activity_index", sid)
+        if sid not in ids:
+            report.add("not_in_ids_index", sid)
+        if owner and sid not in owned.get(owner, ()):
+            report.add("not_in_owner_index", sid)
+    for sid in activity.keys() | ids.keys():
+        if sid not in meta:
+            report.add("index_ghost", sid)
+    return report
+
+
+__all__ = [
+    "PROBLEMS",
+    "ConsistencyReport",
+    "Finding",
+    "ServerFacts",
+    "check_consistency_op",
+    "findings",
+    "server_facts_op",
+]
