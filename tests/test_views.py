@@ -608,10 +608,11 @@ def live_url(
         server_command(request.param, port), env=server_env, cwd=ROOT
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
+    # generous: a loaded 2-core machine takes seconds to boot the workers
+    deadline = time.monotonic() + 90
     while True:
         try:
-            httpx.get(url + "/accounts/login/", timeout=1)
+            httpx.get(url + "/accounts/login/", timeout=10)
             break
         except httpx.TransportError:
             if process.poll() is not None or time.monotonic() > deadline:
