@@ -21,7 +21,7 @@ from chatmemory.admin import changelist
 from chatmemory.history import DjangoRedisChatMessageHistory
 
 if TYPE_CHECKING:
-    pass
+    from django.test.client import _MonkeyPatchedWSGIResponse as Response
 
 from tests.admin_helpers import (
     LIST_URL,
@@ -162,6 +162,57 @@ def test_search_exact_id(admin_client: Client, searchable: dict[str, User]) -> N
     response = admin_client.get(LIST_URL, {"q": "support-1"})
     # the exact id first, then the other ids starting with it
     assert rows(response) == ["support-1", "support-10"]
+    assert count_line(response) == "2 results"
+
+
+def count_line(response: Response) -> str:
+    """The result count the page shows next to the search box."""
+    page = text(response)
+    start = page.index('<span class="small quiet">') + len('<span class="small quiet">')
+    return page[start : page.index(" (<a", start)]
+
+
+def test_exact_id_search_counts_its_one_row(
+    admin_client: Client, searchable: dict[str, User]
+) -> None:
+    # issue 10: "2 results" above 1 row
+    response = admin_client.get(LIST_URL, {"q": "other"})
+    assert rows(response) == ["other"]
+    assert response.context["total"] == 1
+    assert count_line(response) == "1 result"
+
+
+def test_search_with_owner_filter_says_its_count_is_an_upper_bound(
+    admin_client: Client, redis_client: redis.Redis
+) -> None:
+    # issue 10: "10 results" for 5 with a search and the owner filter
+    alice, bob = make_user("alice"), make_user("bob")
+    for i in range(10):
+        chat(f"team-{i}", HumanMessage("x"), owner=(alice, bob)[i % 2])
+    response = admin_client.get(LIST_URL, {"q": "team-", "owner": str(bob.pk)})
+    assert rows(response) == [f"team-{i}" for i in (1, 3, 5, 7, 9)]
+    assert count_line(response) == "at most 10 results"
+    assert "at most 10 results" in text(response).split('class="paginator"')[-1]
+    # without the filter the same search is counted exactly
+    response = admin_client.get(LIST_URL, {"q": "team-"})
+    assert response.context["total"] == 10
+    assert count_line(response) == "10 results"
+
+
+def test_search_counts_are_exact_when_one_kind_of_match_is_found(
+    admin_client: Client, searchable: dict[str, User]
+) -> None:
+    by_owner = admin_client.get(LIST_URL, {"q": "bob@example.com"})
+    assert count_line(by_owner) == "2 results"
+    by_prefix = admin_client.get(LIST_URL, {"q": "support-"})
+    assert count_line(by_prefix) == "3 results"
+    # "alice" is a username and an id prefix: a session could be both
+    both = admin_client.get(LIST_URL, {"q": "alice"})
+    assert count_line(both) == "at most 3 results"
+    alice = searchable["alice"]
+    mine = admin_client.get(LIST_URL, {"q": "alice", "owner": str(alice.pk)})
+    assert rows(mine) == ["support-1", "sales-1"]
+    assert count_line(mine) == "at most 3 results"
 
 
 def test_search_prefix(admin_client: Client, searchable: dict[str, User]) -> None:
@@ -175,8 +226,8 @@ def test_search_by_owner_username(
     admin_client: Client, searchable: dict[str, User]
 ) -> None:
     response = admin_client.get(LIST_URL, {"q": "alice"})
-    # alice's sessions by activity, then the ids starting with "alice"
-    assert rows(response) == ["support-1", "sales-1", "alice-notes"]
+    # the ids starting with "alice", then alice's sessions by activity
+    assert rows(response) == ["alice-notes", "support-1", "sales-1"]
     # usernames match in any case; session ids only as written
     assert rows(admin_client.get(LIST_URL, {"q": "ALICE"})) == ["support-1", "sales-1"]
 
@@ -200,7 +251,7 @@ def test_search_pages_through_every_source(
     admin_client: Client, searchable: dict[str, User]
 ) -> None:
     pages = [rows(admin_client.get(LIST_URL, {"q": "alice", "p": n})) for n in (1, 2)]
-    assert pages == [["support-1", "sales-1"], ["alice-notes"]]
+    assert pages == [["alice-notes", "support-1"], ["sales-1"]]
 
 
 def test_filter_by_owner(admin_client: Client, searchable: dict[str, User]) -> None:
@@ -316,11 +367,13 @@ def test_concatenate_pages_across_sources() -> None:
 
     sources = [source(["a", "b", "c"]), source([]), source(["d", "e"])]
     got = [
-        [s.session_id for s in changelist.concatenate(sources, off, 2).sessions]
+        [s.session_id for s in changelist.concatenate(sources, off, 2)[0].sessions]
         for off in (0, 2, 4, 6)
     ]
     assert got == [["a", "b"], ["c", "d"], ["e"], []]
-    assert changelist.concatenate(sources, 0, 2).total == 5
+    page, totals = changelist.concatenate(sources, 0, 2)
+    assert page.total == 5
+    assert totals == [3, 0, 2]
 
 
 def seed(count: int, users: list[User]) -> None:

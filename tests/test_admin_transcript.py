@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import redis
@@ -25,10 +25,6 @@ from chatmemory import store
 from chatmemory.admin import transcript
 from chatmemory.admin.options import ChatSessionAdmin
 from chatmemory.history import DjangoRedisChatMessageHistory
-
-if TYPE_CHECKING:
-    pass
-
 from tests.admin_helpers import (
     LIST_URL,
     chat,

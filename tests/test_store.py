@@ -188,10 +188,13 @@ def test_prefix_search() -> None:
     exact = store.search_session_ids("beta")
 
     assert [s.session_id for s in page.sessions] == ["alpha-1", "alpha-2"]
-    assert page.total == 3  # a lower bound: two found and more to come
+    assert page.total == 3  # counted, not guessed
     assert [s.session_id for s in rest.sessions] == ["alpha-3"]
     assert rest.total == 3
     assert [s.session_id for s in exact.sessions] == ["beta"]
+    assert exact.total == 1
+    assert store.search_session_ids("alpha").total == 4
+    assert store.search_session_ids("alp").total == 5
     assert [s.session_id for s in store.search_session_ids("alp\u00e9").sessions] == [
         "alp\u00e9"
     ]
@@ -310,6 +313,25 @@ def test_read_session_does_not_restart_the_ttl(redis_client: redis.Redis) -> Non
     assert store.read_session("missing") == (None, [])
 
 
+def test_read_session_range(redis_client: redis.Redis) -> None:
+    store.import_sessions(
+        [store.ImportedSession("long", [human(f"m{i}") for i in range(10)])]
+    )
+    redis_client.rpush(store.messages_key("long"), b"{broken")
+
+    info, count, entries = store.read_session_range("long", 4, 3)
+    tail_info, tail_count, tail = store.read_session_range("long", 9, 5)
+
+    assert info is not None and info.session_id == "long"
+    assert count == tail_count == 11  # the list's length, unreadable entries too
+    assert [e["data"]["content"] for e in entries] == ["m4", "m5", "m6"]  # type: ignore[index]
+    assert tail[0]["data"]["content"] == "m9"  # type: ignore[index]
+    assert isinstance(tail[1], store.UnreadableEntry)
+    assert store.read_session_range("long", 20, 5)[1:] == (11, [])
+    assert store.read_session_range("long", 0, 0)[1:] == (11, [])
+    assert store.read_session_range("missing", 0, 5) == (None, 0, [])
+
+
 def test_count_owner_sessions() -> None:
     store.append_records("a1", [human("x")], owner="11")
     store.append_records("a2", [human("x")], owner="11")
@@ -424,6 +446,8 @@ async def test_async_twins_match_the_sync_operations() -> None:
     assert await store.acount_owner_sessions(["5", "6"]) == {"5": 1}
     info, records = await store.aread_session("a")
     assert info is not None and records == []
+    info, count, records = await store.aread_session_range("a", 0, 10)
+    assert info is not None and count == 0 and records == []
     await store.acheck_connection()
     assert await store.arebuild_indexes() == 1
     assert await store.aimport_sessions([store.ImportedSession("b", [])]) == 1

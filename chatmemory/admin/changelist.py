@@ -9,6 +9,7 @@ to the number of sessions.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,19 @@ Fetch = Callable[[int, int], store.SessionPage]
 """One source of sessions: (offset, limit) -> a page of it."""
 
 Choice = tuple[str, str, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One source of the listed sessions."""
+
+    fetch: Fetch
+    kind: str
+    """What it matches ("all", "ids", "owner"); sources of one kind never overlap."""
+    filtered: bool = False
+    """Whether a filter drops rows its total counts (the total is then a bound)."""
+
+
 """(label, link, selected) of one filter choice."""
 
 
@@ -75,11 +89,17 @@ class SessionChangeList:
         offset = (self.page_number - 1) * self.per_page
         if offset >= MAX_OFFSET:  # past any index, and past Redis's integers
             raise Http404(_("No such page."))
-        page = concatenate(self.sources(), offset, self.per_page)
+        sources = self.sources()
+        page, totals = concatenate([s.fetch for s in sources], offset, self.per_page)
         if self.page_number > 1 and offset >= page.total:
             raise Http404(_("No such page."))
         self.total = page.total
-        self.total_is_lower_bound = bool(self.query)
+        found = [source for source, total in zip(sources, totals, strict=True) if total]
+        self.total_is_estimate = (
+            any(source.filtered for source in found)
+            or len({source.kind for source in found}) > 1
+        )
+        """True when ``total`` is an upper bound rather than an exact count."""
         self.users = users_by_owner(
             {s.owner for s in page.sessions if s.owner} | {self.owner}
         )
@@ -92,63 +112,67 @@ class SessionChangeList:
 
     # --- sources ---------------------------------------------------------------
 
-    def sources(self) -> list[Fetch]:
+    def sources(self) -> list[Source]:
         """Where the listed sessions come from, in the order they are listed."""
         owner, active_since = self.owner, self.active_since
         if self.query:
             return self.search_sources()
         return [
-            lambda off, lim: store.list_sessions(
-                owner=owner, offset=off, limit=lim, active_since=active_since
+            Source(
+                lambda off, lim: store.list_sessions(
+                    owner=owner, offset=off, limit=lim, active_since=active_since
+                ),
+                kind="all",
             )
         ]
 
-    def search_sources(self) -> list[Fetch]:
-        """The exact id, then the sessions of matching users, then id prefixes."""
+    def search_sources(self) -> list[Source]:
+        """Sessions whose id starts with the query (the exact id first), then
+        the sessions of the users whose username or email it is.
+
+        Each source is counted by its index. A count is only an upper bound
+        when a filter drops rows the index counted (the owner and activity
+        filters on an id search), or when both kinds of source found sessions
+        (a session may be in both; it is listed once).
+        """
         query, owner, active_since = self.query, self.owner, self.active_since
-
-        def keep(info: store.SessionInfo) -> bool:
-            if owner is not None and info.owner != owner:
-                return False
-            return active_since is None or info.last_activity >= active_since
-
         try:
             store.validate_session_id(query)
         except ValueError:
             valid_id = False
         else:
             valid_id = True
-        owners = [o for o in matching_owners(query) if owner is None or o == owner]
-        sources: list[Fetch] = []
+        sources: list[Source] = []
         if valid_id:
 
-            def exact(offset: int, limit: int) -> store.SessionPage:
-                info = store.get_session(query)
-                found = [info] if info is not None and keep(info) else []
-                return store.SessionPage(found[offset : offset + limit], len(found))
+            def by_id(offset: int, limit: int) -> store.SessionPage:
+                return store.search_session_ids(query, offset=offset, limit=limit)
 
-            sources.append(exact)
-        for owner_id in owners:
+            def keep(info: store.SessionInfo) -> bool:
+                if owner is not None and info.owner != owner:
+                    return False
+                return active_since is None or info.last_activity >= active_since
+
+            filtered = owner is not None or active_since is not None
             sources.append(
-                without(
-                    lambda off, lim, o=owner_id: store.list_sessions(  # type: ignore[misc]
-                        owner=o, offset=off, limit=lim, active_since=active_since
-                    ),
-                    lambda info: info.session_id != query,
-                )
+                Source(without(by_id, keep) if filtered else by_id, "ids", filtered)
             )
-        if valid_id:
-            matched = set(owners)
+        for owner_id in matching_owners(query):
+            if owner is not None and owner_id != owner:
+                continue
+
+            def owned(offset: int, limit: int, o: str = owner_id) -> store.SessionPage:
+                return store.list_sessions(
+                    owner=o, offset=offset, limit=limit, active_since=active_since
+                )
+
             sources.append(
-                without(
-                    lambda off, lim: store.search_session_ids(
-                        query, offset=off, limit=lim
-                    ),
-                    lambda info: (
-                        info.session_id != query
-                        and info.owner not in matched
-                        and keep(info)
-                    ),
+                Source(
+                    # Sessions the id search lists already are not listed twice.
+                    without(owned, lambda info: not info.session_id.startswith(query))
+                    if valid_id
+                    else owned,
+                    "owner",
                 )
             )
         return sources
@@ -260,7 +284,7 @@ class SessionChangeList:
         return {
             "rows": self.rows,
             "total": self.total,
-            "total_is_lower_bound": self.total_is_lower_bound,
+            "total_is_estimate": self.total_is_estimate,
             "page_number": self.page_number,
             "page_links": self.page_links(),
             "ellipsis": Paginator.ELLIPSIS,
@@ -293,20 +317,21 @@ def matching_owners(query: str) -> list[str]:
     return [str(pk) for pk in pks[:OWNER_SEARCH_LIMIT]]
 
 
-def concatenate(sources: Sequence[Fetch], offset: int, limit: int) -> store.SessionPage:
-    """One page of the sources listed one after the other.
+def concatenate(
+    sources: Sequence[Fetch], offset: int, limit: int
+) -> tuple[store.SessionPage, list[int]]:
+    """One page of the sources listed one after the other, and each one's total.
 
     Each source reports its total, so the page costs one call per source and
-    work proportional to ``limit``. The total is the sum of theirs (a lower
-    bound when the last one's is).
+    work proportional to ``limit``. The page's total is the sum of theirs.
     """
     sessions: list[store.SessionInfo] = []
-    total = 0
+    totals: list[int] = []
     for fetch in sources:
-        page = fetch(max(offset - total, 0), limit - len(sessions))
+        page = fetch(max(offset - sum(totals), 0), limit - len(sessions))
         sessions.extend(page.sessions)
-        total += page.total
-    return store.SessionPage(sessions, total)
+        totals.append(page.total)
+    return store.SessionPage(sessions, sum(totals)), totals
 
 
 def without(fetch: Fetch, keep: Callable[[store.SessionInfo], bool]) -> Fetch:

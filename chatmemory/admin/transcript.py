@@ -247,14 +247,6 @@ EXPORT_BATCH = 500
 """Records read from Redis per round trip while an export streams."""
 
 
-def _read_range(
-    session_id: str, offset: int, limit: int
-) -> tuple[store.SessionInfo | None, int, list[store.Record | store.UnreadableEntry]]:
-    # Stand-in until the store package reads a range of the list.
-    info, entries = store.read_session(session_id)
-    return info, len(entries), entries[offset : offset + limit]
-
-
 def read_transcript_page(
     session_id: str, number: int, per_page: int
 ) -> tuple[store.SessionInfo | None, TranscriptPage]:
@@ -266,7 +258,7 @@ def read_transcript_page(
     offset = (number - 1) * per_page
     if offset >= MAX_OFFSET:
         raise Http404(_("No such page."))
-    info, count, entries = _read_range(session_id, offset, per_page)
+    info, count, entries = store.read_session_range(session_id, offset, per_page)
     if info is not None and number > 1 and offset >= count:
         raise Http404(_("No such page."))
     return info, transcript_page(entries, number=number, per_page=per_page, count=count)
@@ -282,7 +274,7 @@ def export_json(
     sent, ``batch`` records per round trip.
     """
     batch = batch or EXPORT_BATCH
-    info, count, first = _read_range(session_id, 0, batch)
+    info, count, first = store.read_session_range(session_id, 0, batch)
     return info, _json_array(session_id, first, count, batch)
 
 
@@ -309,7 +301,7 @@ def _json_array(
             break
         # Appends made while the export runs are read too (the list only grows
         # at its end); a session trimmed meanwhile may skip or repeat entries.
-        _, count, entries = _read_range(session_id, offset, batch)
+        _, count, entries = store.read_session_range(session_id, offset, batch)
     yield "\n]\n"
 
 

@@ -175,9 +175,9 @@ async def alist_sessions(
 def search_session_ids(prefix: str, *, offset: int = 0, limit: int = 25) -> SessionPage:
     """Sessions whose id starts with ``prefix``, in id order.
 
-    Uses the lexicographic index: O(log N + limit). ``total`` is only a lower
-    bound (the index cannot count a prefix cheaply): it is ``offset`` plus the
-    sessions found, plus one when there is a further page.
+    Uses the lexicographic index: one round trip for the page and its count
+    (ZLEXCOUNT), O(log N + limit). ``total`` counts every session with that
+    prefix, less the expired ones met on this page.
     """
     return run(_ops.search_session_ids_op(prefix, offset, limit))
 
@@ -206,6 +206,26 @@ async def aread_session(
 ) -> tuple[SessionInfo | None, list[Record | UnreadableEntry]]:
     """Async :func:`read_session`."""
     return await arun(_ops.read_session_op(session_id))
+
+
+def read_session_range(
+    session_id: str, offset: int, limit: int
+) -> tuple[SessionInfo | None, int, list[Record | UnreadableEntry]]:
+    """The session's metadata, its message list's length, and up to ``limit``
+    records from position ``offset``, in one round trip.
+
+    A page of a long session costs what the page holds, whatever the
+    session's length. It never restarts the TTL. The metadata is None when the
+    session does not exist.
+    """
+    return run(_ops.read_session_range_op(session_id, offset, limit))
+
+
+async def aread_session_range(
+    session_id: str, offset: int, limit: int
+) -> tuple[SessionInfo | None, int, list[Record | UnreadableEntry]]:
+    """Async :func:`read_session_range`."""
+    return await arun(_ops.read_session_range_op(session_id, offset, limit))
 
 
 def count_owner_sessions(owners: Sequence[str]) -> dict[str, int]:
@@ -323,6 +343,7 @@ __all__ = [
     "append_records",
     "aread_records",
     "aread_session",
+    "aread_session_range",
     "arebuild_indexes",
     "asearch_session_ids",
     "aset_title",
@@ -343,6 +364,7 @@ __all__ = [
     "owner_key_prefix",
     "read_records",
     "read_session",
+    "read_session_range",
     "rebuild_indexes",
     "search_session_ids",
     "sessions_key",

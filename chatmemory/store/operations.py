@@ -443,16 +443,22 @@ def list_sessions_op(
 def search_session_ids_op(
     prefix: str, offset: int, limit: int
 ) -> Operation[SessionPage]:
-    """Sessions whose id starts with ``prefix``, in id order."""
+    """Sessions whose id starts with ``prefix``, in id order, and how many."""
     low = b"[" + prefix.encode()
+    # No UTF-8 text contains the byte 0xff, so it sorts after every id with
+    # the prefix.
     high = b"[" + prefix.encode() + b"\xff"
-    raw_ids = yield Command(
-        ("ZRANGEBYLEX", keys.ids_key(), low, high, "LIMIT", offset, limit + 1)
+    ids_key = keys.ids_key()
+    total, raw_ids = yield Batch(
+        [
+            ("ZLEXCOUNT", ids_key, low, high),
+            ("ZRANGEBYLEX", ids_key, low, high, "LIMIT", offset, limit),
+        ]
     )
-    more = len(raw_ids) > limit
-    ids = [raw.decode() for raw in raw_ids[:limit]]
+    ids = [raw.decode() for raw in raw_ids]
     infos = yield from get_sessions_op(ids)
-    return SessionPage(infos, offset + len(infos) + (1 if more else 0))
+    # Ghosts met on this page were just dropped from the index.
+    return SessionPage(infos, int(total) - (len(ids) - len(infos)))
 
 
 def read_session_op(
@@ -470,6 +476,28 @@ def read_session_op(
     )
     info = _parse_info(session_id, meta, pttl) if meta else None
     return info, decode_records(raw)
+
+
+def read_session_range_op(
+    session_id: str, offset: int, limit: int
+) -> Operation[tuple[SessionInfo | None, int, list[Record | UnreadableEntry]]]:
+    """The session's metadata, its list's length and ``limit`` records from
+    ``offset``: one round trip, work proportional to ``limit`` (no TTL change).
+    """
+    keys.validate_session_id(session_id)
+    prefix = conf.KEY_PREFIX
+    meta_key = keys.meta_key_in(prefix, session_id)
+    messages = keys.messages_key_in(prefix, session_id)
+    meta, pttl, length, raw = yield Batch(
+        [
+            ("HGETALL", meta_key),
+            ("PTTL", meta_key),
+            ("LLEN", messages),
+            ("LRANGE", messages, offset, offset + limit - 1),
+        ]
+    )
+    info = _parse_info(session_id, meta, pttl) if meta else None
+    return info, int(length), decode_records(raw) if limit > 0 else []
 
 
 def count_owner_sessions_op(owners: Sequence[str]) -> Operation[dict[str, int]]:
