@@ -88,10 +88,23 @@ def start_redis_server() -> tuple[subprocess.Popen[bytes], str]:
     return process, url
 
 
+# Which test process started the server in ENV: a pytest-xdist worker inherits
+# its controller's environment but needs a server of its own (tests count the
+# server's commands), while the servers a worker starts (gunicorn, uvicorn)
+# must share the worker's.
+OWNER_ENV = "CHATMEMORY_TEST_REDIS_OWNER"
+
+
+def _owner() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
 def test_redis_url() -> str:
     """The URL of the tests' Redis, starting a throwaway server if none is given."""
     url = os.environ.get(ENV)
-    if not url:
+    started_by = os.environ.get(OWNER_ENV)
+    if not url or (started_by is not None and started_by != _owner()):
         _, url = start_redis_server()
         os.environ[ENV] = url
+        os.environ[OWNER_ENV] = _owner()
     return url.rstrip("/")

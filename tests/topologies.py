@@ -38,7 +38,13 @@ import redis
 import redis.cluster
 import redis.sentinel
 
-from tests.redis_server import _die_with_parent, free_port, test_redis_url
+from tests.redis_server import (
+    OWNER_ENV,
+    _die_with_parent,
+    _owner,
+    free_port,
+    test_redis_url,
+)
 
 TOPOLOGY_ENV = "CHATMEMORY_TEST_TOPOLOGY"
 SPEC_ENV = "CHATMEMORY_TEST_TOPOLOGY_SPEC"
@@ -464,6 +470,10 @@ def test_topology() -> Topology:
         return _test_topology
     kind = selected_kind()
     spec = os.environ.get(SPEC_ENV)
+    # as in tests/redis_server.py: a pytest-xdist worker gets a topology of its own
+    started_by = os.environ.get(OWNER_ENV)
+    if spec and started_by is not None and started_by != _owner():
+        spec = None
     if spec:
         _test_topology = Topology.from_spec(spec)
     elif kind == "single":
@@ -472,4 +482,5 @@ def test_topology() -> Topology:
     else:
         _test_topology = start(kind)
         os.environ[SPEC_ENV] = _test_topology.spec()
+        os.environ[OWNER_ENV] = _owner()
     return _test_topology
