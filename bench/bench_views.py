@@ -2,22 +2,31 @@
 
 Run by hand (never a test), from the project root::
 
-    .venv/bin/python bench/bench_views.py                  # defaults below
-    .venv/bin/python bench/bench_views.py --turns 100 --seconds 5 --clients 4
+    bench/.venv/bin/python bench/bench_views.py           # defaults below
+    bench/.venv/bin/python bench/bench_views.py --turns 100 --seconds 5 --clients 4
 
+(``bench/run`` builds ``bench/.venv``; the project's ``.venv`` works as well.)
 The model is the offline demo model with no delay between tokens (it answers
 at once, about 40 tokens), so the figures are the cost of everything around
-the model.
+the model. The reference is a bare Django view (``bench/bare.py``): the same
+two round trips and the same model, streamed as Server-Sent Events, with
+nothing of chatmemory's view, turn or history code around them.
 
-1. In process (Django's test client, no network, one request at a time): the
-   median server time of a streamed turn (POST .../stream/, body read to the
-   end) and of the chat page (GET), and where it goes: Redis (every call into
+1. In process (Django's test client, no network, one request at a time):
+   where a streamed chat turn (POST .../stream/, body read to the end) and
+   the chat page (GET) spend their time: Redis (every call into
    chatmemory.store, timed), template rendering (Template.render, timed),
    LangChain and SSE (the event generator, minus its Redis calls), and
-   Django (the rest: middleware, session and user lookup, URL, form); and
-   the median of a streamed turn through Django's ASGI handler (AsyncClient).
+   Django (the rest: middleware, session and user lookup, URL, form). Then
+   chatmemory's streamed turn and the bare view's, each through Django's
+   WSGI handler (Client) and its ASGI handler (AsyncClient, on an event loop
+   that lives for the whole run), in rounds of ``--block`` turns per kind in
+   a shuffled order; the ratios are taken round by round and printed as the
+   median [min .. max] over rounds.
 2. Under load: gunicorn (WSGI, sync workers) and uvicorn (ASGI) each with
-   ``--workers`` processes on a loopback port, for ``--seconds`` with
+   ``--workers`` processes on a loopback port, both running for the whole
+   test, loaded in turn (``--rounds`` rounds of chatmemory's view and the
+   bare view on each server, in a shuffled order) for ``--seconds`` with
    ``--clients`` concurrent connections: turns per second and the median/p90
    latency seen by the client. Every turn comes on a new connection
    (``Connection: close``), as gunicorn's sync workers do anyway: uvicorn's
@@ -72,7 +81,11 @@ get_user_model().objects.create_user("bench", password="pw")
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--turns", type=int, default=300, help="in-process turns")
-    parser.add_argument("--seconds", type=float, default=10, help="load per server")
+    parser.add_argument(
+        "--block", type=int, default=30, help="in-process turns per kind per round"
+    )
+    parser.add_argument("--seconds", type=float, default=5, help="load per run")
+    parser.add_argument("--rounds", type=int, default=3, help="load runs per kind")
     parser.add_argument("--clients", type=int, default=8, help="load threads")
     parser.add_argument("--workers", type=int, default=2, help="server processes")
     return parser.parse_args()
@@ -89,7 +102,7 @@ def prepare_env() -> dict[str, str]:
     env = {
         **os.environ,
         "CHATMEMORY_TEST_REDIS_URL": url,
-        "DJANGO_SETTINGS_MODULE": "tests.settings_server",
+        "DJANGO_SETTINGS_MODULE": "bench.bare_settings",
         "CHATMEMORY_TEST_DB": str(Path(workdir) / "db.sqlite3"),
         "CHATMEMORY_TEST_KEY_PREFIX": PREFIX,
         "CHATMEMORY_TEST_TOKEN_DELAY": "0",
@@ -237,40 +250,135 @@ def in_process(turns: int) -> None:
             row += f"{statistics.median(values) * 1000:>{width}.2f}"
         print(row)
     views.sync_events = original_sync_events
-    print(f"{'streamed turn (ASGI)':22}{asgi_turns(turns) * 1000:>8.2f}  (total only)")
 
 
-def asgi_turns(turns: int) -> float:
-    """Median time of a streamed turn through Django's ASGI handler (AsyncClient)."""
+def block_mean(times: list[float]) -> float:
+    """A block's mean turn without its slowest tenth (time stolen by other work)."""
+    kept = sorted(times)[: max(1, len(times) - len(times) // 10)]
+    return sum(kept) / len(kept)
+
+
+def spread(values: list[float]) -> str:
+    """Median [min .. max]."""
+    return f"{statistics.median(values):.2f} [{min(values):.2f} .. {max(values):.2f}]"
+
+
+def compare_in_process(turns: int, block: int) -> None:
+    """chatmemory's turn against the bare view's, under WSGI and ASGI, in rounds."""
     import asyncio
+    import random
 
     from asgiref.sync import sync_to_async
     from django.contrib.auth import get_user_model
-    from django.test import AsyncClient
+    from django.test import AsyncClient, Client
 
-    from chatmemory import store
+    user = get_user_model().objects.get(username="bench")
+    client = Client()
+    client.force_login(user)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
 
-    async def run() -> float:
-        client = AsyncClient()
-        user = await sync_to_async(get_user_model().objects.get)(username="bench")
-        await client.aforce_login(user)
+    def on_loop(coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+    async def async_login() -> AsyncClient:
+        async_client = AsyncClient()
+        await async_client.aforce_login(
+            await sync_to_async(get_user_model().objects.get)(username="bench")
+        )
+        return async_client
+
+    async_client = on_loop(async_login())
+    paths = {"chatmemory": "/chat/{}/stream/", "bare": "/bench/bare/{}/stream/"}
+
+    def new_session() -> str:
+        return str(client.post("/chat/")["Location"].strip("/").split("/")[-1])
+
+    def wsgi_block(kind: str, count: int) -> list[float]:
         times = []
         session_id = ""
-        for run in range(turns + 20):
+        for run in range(count):
             if run % TURNS_PER_SESSION == 0:
-                location = (await client.post("/chat/"))["Location"]
-                session_id = location.strip("/").split("/")[-1]
+                session_id = new_session()
             start = time.perf_counter()
-            response = await client.post(
-                f"/chat/{session_id}/stream/", {"message": "hello"}
-            )
-            body = b"".join([part async for part in response.streaming_content])
+            response = client.post(paths[kind].format(session_id), {"message": "hello"})
+            body = b"".join(response.streaming_content)
             times.append(time.perf_counter() - start)
             assert b"event: done" in body, body[-200:]
-        await store.aclose_clients()
-        return statistics.median(times[20:])
+        return times
 
-    return asyncio.run(run())
+    def asgi_block(kind: str, count: int) -> list[float]:
+        sessions = [new_session() for _ in range(0, count, TURNS_PER_SESSION)]
+
+        async def run() -> list[float]:
+            times = []
+            for run in range(count):
+                session_id = sessions[run // TURNS_PER_SESSION]
+                start = time.perf_counter()
+                response = await async_client.post(
+                    paths[kind].format(session_id), {"message": "hello"}
+                )
+                body = b"".join([part async for part in response.streaming_content])
+                times.append(time.perf_counter() - start)
+                assert b"event: done" in body, body[-200:]
+            return times
+
+        result: list[float] = on_loop(run())
+        return result
+
+    kinds: dict[str, Callable[[], list[float]]] = {
+        "chatmemory WSGI": lambda: wsgi_block("chatmemory", block),
+        "bare WSGI": lambda: wsgi_block("bare", block),
+        "chatmemory ASGI": lambda: asgi_block("chatmemory", block),
+        "bare ASGI": lambda: asgi_block("bare", block),
+    }
+    for fn in kinds.values():  # warm-up
+        fn()
+    rounds = max(1, turns // block)
+    names = list(kinds)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    means: dict[str, list[float]] = {name: [] for name in names}
+    shuffle = random.Random(0).shuffle
+    for _ in range(rounds):
+        shuffle(names)
+        for name in names:
+            times = kinds[name]()
+            samples[name] += times
+            means[name].append(block_mean(times))
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+
+    print(
+        f"\nStreamed turn, chatmemory's view against the bare view: {rounds} rounds "
+        f"of {block} turns per kind; ms per turn: median [p10 .. p90], and the "
+        "median of block means (each without its slowest tenth)"
+    )
+    for name in kinds:
+        low, *_, high = statistics.quantiles(samples[name], n=10)
+        print(
+            f"  {name:<18}{statistics.median(samples[name]) * 1000:7.2f} "
+            f"[{low * 1000:.2f} .. {high * 1000:.2f}]"
+            f"{statistics.median(means[name]) * 1000:9.2f}"
+        )
+
+    def per_round(a: str, b: str) -> list[float]:
+        return [x / y for x, y in zip(means[a], means[b], strict=True)]
+
+    print("  ratios of block means, median [min .. max] over rounds:")
+    asgi_wsgi = per_round("chatmemory ASGI", "chatmemory WSGI")
+    for label, values in (
+        ("chatmemory / bare, WSGI", per_round("chatmemory WSGI", "bare WSGI")),
+        ("chatmemory / bare, ASGI", per_round("chatmemory ASGI", "bare ASGI")),
+        ("ASGI / WSGI, bare", per_round("bare ASGI", "bare WSGI")),
+        ("ASGI / WSGI, chatmemory", asgi_wsgi),
+    ):
+        print(f"    {label:<26}{spread(values)}")
+    met = statistics.median(asgi_wsgi) <= 1.2
+    print(
+        "  target: chatmemory's ASGI turn <= 1.2x its WSGI turn: "
+        f"{'MET' if met else 'MISSED'}"
+    )
 
 
 # --- 2. under load -------------------------------------------------------------
@@ -298,7 +406,7 @@ def running(kind: str, env: dict[str, str], workers: int) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(server_command(kind, port, workers), env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded machine starts slowly
     while True:
         try:
             httpx.get(url + "/accounts/login/", timeout=1)
@@ -312,7 +420,11 @@ def running(kind: str, env: dict[str, str], workers: int) -> Iterator[str]:
         yield url
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def log_in(url: str) -> tuple[httpx.Client, str]:
@@ -329,7 +441,12 @@ def log_in(url: str) -> tuple[httpx.Client, str]:
     return client, client.cookies["csrftoken"]
 
 
-def load(url: str, clients: int, seconds: float) -> tuple[list[float], float]:
+STREAM_PATHS = {"chatmemory": "/chat/{}/stream/", "bare": "/bench/bare/{}/stream/"}
+
+
+def load(
+    url: str, clients: int, seconds: float, view: str
+) -> tuple[list[float], float]:
     """Turn latencies (s) and the wall time they took, from ``clients`` threads."""
     latencies: list[float] = []
     lock = threading.Lock()
@@ -348,7 +465,7 @@ def load(url: str, clients: int, seconds: float) -> tuple[list[float], float]:
                 session_id = location.headers["Location"].strip("/").split("/")[-1]
             begin = time.perf_counter()
             response = client.post(
-                f"/chat/{session_id}/stream/",
+                STREAM_PATHS[view].format(session_id),
                 data={"message": "hello", "csrfmiddlewaretoken": token},
                 headers={"Connection": "close"},  # see the module docstring
             )
@@ -385,13 +502,16 @@ end
 """
 
 
-def wrk_load(url: str, clients: int, seconds: float) -> tuple[float, float, float, int]:
+def wrk_load(
+    url: str, clients: int, seconds: float, view: str
+) -> tuple[float, float, float, int]:
     """Turns/s, median and p90 latency (ms), turns: wrk against ``url``."""
     client, token = log_in(url)
     paths = []
     for _ in range(16):
         response = client.post("/chat/", data={"csrfmiddlewaretoken": token})
-        paths.append(response.headers["Location"] + "stream/")
+        session_id = response.headers["Location"].strip("/").split("/")[-1]
+        paths.append(STREAM_PATHS[view].format(session_id))
     cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
     client.close()
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
@@ -424,26 +544,88 @@ def wrk_load(url: str, clients: int, seconds: float) -> tuple[float, float, floa
 
 
 def under_load(env: dict[str, str], args: argparse.Namespace) -> None:
+    import random
+
     use_wrk = shutil.which("wrk") is not None
     generator = "wrk, 2 threads" if use_wrk else "Python/httpx threads"
     print(
-        f"\n2. Under load: {args.clients} connections for {args.seconds:.0f} s, "
-        f"{args.workers} server processes, loopback, load from {generator}"
+        f"\n2. Under load: {args.clients} connections, {args.rounds} runs of "
+        f"{args.seconds:.0f} s per server and view, {args.workers} server "
+        f"processes each, loopback, load from {generator}"
     )
-    print(f"{'':10}{'turns/s':>9}{'median ms':>11}{'p90 ms':>9}{'turns':>8}")
-    for kind in ("gunicorn", "uvicorn"):
-        with running(kind, env, args.workers) as url:
-            if use_wrk:
-                wrk_load(url, args.clients, 2)  # warm-up
-                rate, median, p90, turns = wrk_load(url, args.clients, args.seconds)
-            else:
-                load(url, args.clients, 1.0)  # warm-up
-                latencies, wall = load(url, args.clients, args.seconds)
-                latencies.sort()
-                rate, turns = len(latencies) / wall, len(latencies)
-                median = statistics.median(latencies) * 1000
-                p90 = latencies[int(len(latencies) * 0.9)] * 1000
-        print(f"{kind:10}{rate:>9.1f}{median:>11.2f}{p90:>9.2f}{turns:>8}")
+
+    def run(url: str, view: str, seconds: float) -> tuple[float, float, float, int]:
+        if use_wrk:
+            return wrk_load(url, args.clients, seconds, view)
+        latencies, wall = load(url, args.clients, seconds, view)
+        latencies.sort()
+        return (
+            len(latencies) / wall,
+            statistics.median(latencies) * 1000,
+            latencies[int(len(latencies) * 0.9)] * 1000,
+            len(latencies),
+        )
+
+    with (
+        running("gunicorn", env, args.workers) as gunicorn,
+        running("uvicorn", env, args.workers) as uvicorn,
+    ):
+        combos = [
+            (server, url, view)
+            for server, url in (("gunicorn", gunicorn), ("uvicorn", uvicorn))
+            for view in ("chatmemory", "bare")
+        ]
+        for _, url, view in combos:
+            run(url, view, 2)  # warm-up
+        found: dict[tuple[str, str], list[tuple[float, float, float, int]]] = (
+            defaultdict(list)
+        )
+        shuffle = random.Random(0).shuffle
+        for _ in range(args.rounds):
+            shuffle(combos)
+            for server, url, view in combos:
+                found[server, view].append(run(url, view, args.seconds))
+    print(f"{'':22}{'turns/s':>9}{'median ms':>11}{'p90 ms':>9}{'turns':>8}")
+    for server in ("gunicorn", "uvicorn"):
+        for view in ("chatmemory", "bare"):
+            runs = found[server, view]
+            print(
+                f"{server + ', ' + view:22}"
+                f"{statistics.median(r[0] for r in runs):>9.1f}"
+                f"{statistics.median(r[1] for r in runs):>11.2f}"
+                f"{statistics.median(r[2] for r in runs):>9.2f}"
+                f"{sum(r[3] for r in runs):>8}"
+            )
+
+    def rates(server: str, view: str) -> list[float]:
+        return [r[0] for r in found[server, view]]
+
+    def per_run(a: list[float], b: list[float]) -> list[float]:
+        return [x / y for x, y in zip(a, b, strict=True)]
+
+    print("  ratios of turns/s, median [min .. max] over runs:")
+    share = per_run(rates("uvicorn", "chatmemory"), rates("gunicorn", "chatmemory"))
+    for label, values in (
+        (
+            "chatmemory / bare, gunicorn",
+            per_run(rates("gunicorn", "chatmemory"), rates("gunicorn", "bare")),
+        ),
+        (
+            "chatmemory / bare, uvicorn",
+            per_run(rates("uvicorn", "chatmemory"), rates("uvicorn", "bare")),
+        ),
+        (
+            "uvicorn / gunicorn, bare",
+            per_run(rates("uvicorn", "bare"), rates("gunicorn", "bare")),
+        ),
+        ("uvicorn / gunicorn, chatmemory", share),
+    ):
+        print(f"    {label:<32}{spread(values)}")
+    met = statistics.median(share) >= 0.9
+    print(
+        "  target: uvicorn >= 90% of gunicorn's turns/s with chatmemory: "
+        f"{'MET' if met else 'MISSED'}"
+    )
 
 
 def cleanup() -> None:
@@ -460,11 +642,12 @@ def main() -> None:
     args = parse()
     env = prepare_env()
     print(
-        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; "
-        "model: offline demo model, no token delay"
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load "
+        f"{os.getloadavg()[0]:.1f}; model: offline demo model, no token delay"
     )
     try:
         in_process(args.turns)
+        compare_in_process(args.turns, args.block)
         under_load(env, args)
     finally:
         cleanup()
