@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import KeysView, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.chat_history import BaseChatMessageHistory
@@ -64,10 +64,120 @@ _REQUIRED: dict[type[BaseMessage], frozenset[str]] = {
     for cls in set(_CLASSES.values())
 }
 
+_NO_DEFAULT = object()
+_MUTABLE = (dict, list)
+
+
+class _Kind:
+    """How records of one message class are written and read back."""
+
+    __slots__ = (
+        "cls",
+        "defaults",
+        "extra",
+        "fast_read",
+        "fields",
+        "mutable",
+        "required",
+        "template",
+    )
+
+    def __init__(self, cls: type[BaseMessage]) -> None:
+        self.cls = cls
+        fields = cls.__pydantic_fields__
+        self.fields = fields.keys()
+        self.required = _REQUIRED[cls]
+        # Field -> its default value (a fresh one for a default factory).
+        self.defaults: dict[str, Any] = {
+            name: field.get_default(call_default_factory=True)
+            for name, field in fields.items()
+            if not field.is_required()
+        }
+        # Every field in order, required ones as None until a record sets them.
+        self.template = {name: self.defaults.get(name) for name in fields}
+        self.mutable = tuple(
+            (name, type(value))
+            for name, value in self.defaults.items()
+            if type(value) in _MUTABLE
+        )
+        # Building the message by hand is what model_construct does, unless it
+        # does more than set the values it is given (a post-init hook, aliases).
+        self.fast_read = not cls.__pydantic_post_init__ and not any(
+            f.alias is not None or f.validation_alias is not None
+            for f in fields.values()
+        )
+        self.extra = cls.model_config.get("extra") == "allow"
+
+    def compact(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` without the fields that hold their default value."""
+        get = self.defaults.get
+        # Same type too: 0 == False and 1 == 1.0, but they read back unlike.
+        return {
+            name: value
+            for name, value in data.items()
+            if type(value) is not type(default := get(name, _NO_DEFAULT))
+            or value != default
+        }
+
+    def restore(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Every field's value: ``data``'s, else a fresh default (in field order)."""
+        full = self.template.copy()
+        full.update(data)
+        # Mutable defaults ({} and []) must not be shared by messages.
+        for name, factory in self.mutable:
+            if name not in data:
+                full[name] = factory()
+        return full
+
+
+_KINDS: dict[str, _Kind] = {kind: _Kind(cls) for kind, cls in _CLASSES.items()}
+# Exactly these classes are written from their fields directly; subclasses and
+# anything else go through model_dump (message_to_dict).
+_WRITE_KINDS: dict[type[BaseMessage], tuple[str, _Kind]] = {
+    cls: (kind, _KINDS[kind]) for kind, cls in _CLASSES.items()
+}
+
+
+def message_to_record(message: BaseMessage) -> store.Record:
+    """A message in ``message_to_dict`` form, minus its default-valued fields.
+
+    Readers fill the missing fields with their defaults (LangChain's
+    ``messages_from_dict`` does too, so other tools still read the records).
+    """
+    if isinstance(message, BaseMessageChunk):
+        message = message_chunk_to_message(message)
+    spec = _WRITE_KINDS.get(type(message))
+    if spec is not None:
+        kind, how = spec
+        # The fields as they are, with their extras: what model_dump returns
+        # for plain JSON values. Whether the values are plain JSON is for the
+        # encoder to say (see messages_to_records).
+        data = how.compact(message.__dict__)
+        extra = message.__pydantic_extra__
+        if extra:
+            data.update(extra)
+        return {"type": kind, "data": data}
+    return _compacted(message_to_dict(message))
+
+
+def _compacted(record: store.Record) -> store.Record:
+    how = _KINDS.get(record["type"])
+    if how is None:
+        return record
+    return {"type": record["type"], "data": how.compact(record["data"])}
+
 
 def messages_to_records(messages: Sequence[BaseMessage]) -> list[store.Record]:
-    """Messages in storable form; chunks become the full message they stand for."""
-    records = []
+    """Messages in storable form; chunks become the full message they stand for.
+
+    Each record comes with its stored bytes when the fast form (the message's
+    own field values) is plain JSON that reads back equal; otherwise the
+    record is ``message_to_dict``'s (whose model_dump turns nested models,
+    dataclasses and the like into JSON-able values), and the store encodes it.
+    """
+    records: list[store.Record] = []
+    append = records.append
+    exact = store.encode_exact
     for message in messages:
         if not isinstance(message, BaseMessage):
             raise TypeError(
@@ -76,7 +186,14 @@ def messages_to_records(messages: Sequence[BaseMessage]) -> list[store.Record]:
             )
         if isinstance(message, BaseMessageChunk):
             message = message_chunk_to_message(message)
-        records.append(message_to_dict(message))
+        record = message_to_record(message)
+        if type(message) in _WRITE_KINDS:
+            data = exact(record)
+            if data is not None:
+                append(store.EncodedRecord(record, data))
+                continue
+            record = _compacted(message_to_dict(message))
+        append(record)
     return records
 
 
@@ -85,59 +202,50 @@ def records_to_messages(
 ) -> list[BaseMessage]:
     """Messages from stored records, skipping (and logging) unreadable entries.
 
-    Records written by :func:`messages_to_records` are complete model dumps, so
-    the fast path builds messages without re-validating them (validation is
-    most of the cost of reading a long history). A record that lacks a
-    required field, or whose content is not text or blocks, goes through full
+    A record holds some or all of its class's fields (written by
+    :func:`messages_to_records`, older chatmemory versions or other tools);
+    the fast path builds the message from them and the defaults of the rest,
+    without re-validating (validation is most of the cost of reading a long
+    history). A record that lacks a required field, has a field its class
+    does not know, or whose content is not text or blocks, goes through full
     validation instead.
     """
     messages: list[BaseMessage] = []
     append = messages.append
     setattr_ = object.__setattr__
-    # Per record type: the class and its field names when records of that type
-    # can take the fast path below, else None. Worked out once per call.
-    fast: dict[str, tuple[type[BaseMessage], KeysView[str], bool] | None] = {}
+    kinds = _KINDS
     gc_was_enabled = gc.isenabled()
     gc.disable()  # every object built here is kept: a GC pass finds nothing
     try:
         for position, entry in enumerate(entries):
-            # The common case, inlined: a record holding exactly one value per
-            # field of its class, as model_dump writes them. The message is
-            # what _to_message's model_construct(**data) builds (same __dict__,
-            # fields set, extras and private state), minus its per-field alias
-            # and default lookups, which cost more than the rest of reading a
-            # record.
+            # The common case, inlined: the message model_construct(**data)
+            # builds (same __dict__, fields set, extras and private state),
+            # minus its per-field alias and default lookups, which cost more
+            # than the rest of reading a record.
             if type(entry) is dict:
                 kind, data = entry.get("type"), entry.get("data")
                 if type(kind) is str and type(data) is dict:
-                    if kind in fast:
-                        spec = fast[kind]
-                    else:
-                        # Not when model_construct does more than set the values
-                        # it is given (a post-init hook, aliases).
-                        cls = _CLASSES.get(kind)
-                        spec = fast[kind] = (
-                            None
-                            if cls is None
-                            or cls.__pydantic_post_init__
-                            or any(
-                                f.alias is not None or f.validation_alias is not None
-                                for f in cls.__pydantic_fields__.values()
-                            )
-                            else (
-                                cls,
-                                cls.__pydantic_fields__.keys(),
-                                cls.model_config.get("extra") == "allow",
-                            )
-                        )
-                    if spec is not None and data.keys() == spec[1]:
+                    how = kinds.get(kind)
+                    if how is not None and how.fast_read:
+                        keys = data.keys()
                         content = data.get("content")
-                        if type(content) is str or type(content) is list:
-                            message = spec[0].__new__(spec[0])
-                            setattr_(message, "__dict__", dict(data))
+                        if (
+                            (type(content) is str or type(content) is list)
+                            and keys <= how.fields
+                            and keys >= how.required
+                        ):
+                            cls = how.cls
+                            message = cls.__new__(cls)
+                            setattr_(
+                                message,
+                                "__dict__",
+                                dict(data)
+                                if len(keys) == len(how.fields)
+                                else how.restore(data),
+                            )
                             setattr_(message, "__pydantic_fields_set__", set(data))
                             setattr_(
-                                message, "__pydantic_extra__", {} if spec[2] else None
+                                message, "__pydantic_extra__", {} if how.extra else None
                             )
                             setattr_(message, "__pydantic_private__", None)
                             append(message)

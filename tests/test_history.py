@@ -31,7 +31,11 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
 from chatmemory import store
 from chatmemory.exceptions import ChatMemoryError, OwnerMismatch, StoreUnavailable
-from chatmemory.history import DjangoRedisChatMessageHistory, records_to_messages
+from chatmemory.history import (
+    DjangoRedisChatMessageHistory,
+    message_to_record,
+    records_to_messages,
+)
 
 
 def every_kind_of_message() -> list[BaseMessage]:
@@ -141,6 +145,125 @@ def test_records_use_message_to_dict_form(redis_client: redis.Redis) -> None:
     assert messages_from_dict([json.loads(item) for item in raw]) == (
         every_kind_of_message()
     )
+
+
+def test_records_leave_out_default_valued_fields(redis_client: redis.Redis) -> None:
+    import json
+
+    history = DjangoRedisChatMessageHistory("compact")
+    history.add_messages(
+        [
+            HumanMessage("hi"),
+            AIMessage("yo", id="run-1", tool_calls=[], response_metadata={}),
+            ToolMessage("18", tool_call_id="c-1", status="error"),
+        ]
+    )
+
+    raw = redis_client.lrange(store.messages_key("compact"), 0, -1)
+    assert [json.loads(item) for item in raw] == [
+        {"type": "human", "data": {"content": "hi"}},
+        {"type": "ai", "data": {"content": "yo", "id": "run-1"}},
+        {
+            "type": "tool",
+            "data": {"content": "18", "tool_call_id": "c-1", "status": "error"},
+        },
+    ]
+
+
+def test_a_record_is_message_to_dict_without_its_defaults() -> None:
+    from langchain_core.messages import message_to_dict
+
+    for message in every_kind_of_message():
+        full = message_to_dict(message)
+        defaults = {
+            name: field.get_default(call_default_factory=True)
+            for name, field in type(message).model_fields.items()
+            if not field.is_required()
+        }
+        expected = {
+            name: value
+            for name, value in full["data"].items()
+            if name not in defaults or value != defaults[name]
+        }
+
+        assert message_to_record(message) == {"type": full["type"], "data": expected}
+
+
+def test_full_records_of_earlier_versions_and_other_tools_still_read(
+    redis_client: redis.Redis,
+) -> None:
+    import json
+
+    from langchain_core.messages import message_to_dict
+
+    key = store.messages_key("older")
+    written = every_kind_of_message()
+    for message in written:
+        # chatmemory before compact records; langchain_community's json.dumps.
+        record = message_to_dict(message)
+        redis_client.rpush(key, json.dumps(record, separators=(",", ":")))
+        redis_client.rpush(key, json.dumps(record))
+
+    read = DjangoRedisChatMessageHistory("older").messages
+
+    assert read == [message for message in written for _ in range(2)]
+
+
+def test_messages_read_from_compact_records_share_no_default() -> None:
+    history = DjangoRedisChatMessageHistory("fresh-defaults")
+    history.add_messages([AIMessage("one"), AIMessage("two")])
+    first, second = history.messages
+
+    first.additional_kwargs["k"] = 1
+    first.tool_calls.append({"name": "t", "args": {}, "id": "1", "type": "tool_call"})
+
+    assert second == AIMessage("two")
+    assert AIMessage("three").additional_kwargs == {}
+
+
+def test_values_only_model_dump_can_write_are_stored_as_before() -> None:
+    import dataclasses
+    import datetime
+    import uuid
+
+    from pydantic import BaseModel
+
+    class Point(BaseModel):
+        x: int
+
+    @dataclasses.dataclass
+    class Size:
+        w: int
+
+    history = DjangoRedisChatMessageHistory("dumped")
+    history.add_messages(
+        [
+            AIMessage("m", additional_kwargs={"p": Point(x=1), "s": Size(w=2)}),
+            AIMessage("t", response_metadata={"tuple": (1, 2)}),
+        ]
+    )
+
+    assert history.messages == [
+        AIMessage("m", additional_kwargs={"p": {"x": 1}, "s": {"w": 2}}),
+        AIMessage("t", response_metadata={"tuple": [1, 2]}),
+    ]
+    # What json cannot write is refused, as before, and nothing is written.
+    for value in (uuid.uuid4(), datetime.date(2026, 1, 1)):
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            history.add_messages(
+                [HumanMessage("x"), AIMessage("v", response_metadata={"v": value})]
+            )
+    assert len(history.messages) == 2
+
+
+def test_nan_is_written_as_json_writes_it(redis_client: redis.Redis) -> None:
+    history = DjangoRedisChatMessageHistory("nan")
+    history.add_messages([AIMessage("n", response_metadata={"score": float("nan")})])
+
+    (raw,) = redis_client.lrange(store.messages_key("nan"), 0, -1)
+    (message,) = history.messages
+    assert b'"score":NaN' in raw
+    assert message.response_metadata["score"] != message.response_metadata["score"]
 
 
 def test_order_is_kept_across_calls() -> None:

@@ -29,9 +29,11 @@ from .client import aclose_clients
 from .client import reset_async_clients as _reset_async_clients
 from .codec import (
     TITLE_LENGTH,
+    EncodedRecord,
     Record,
     UnreadableEntry,
     decode_records,
+    encode_exact,
     encode_record,
     shorten,
     title_from_records,
@@ -325,6 +327,7 @@ __all__ = [
     "check_consistency",
     "findings",
     "server_facts",
+    "EncodedRecord",
     "ImportedSession",
     "Record",
     "SessionInfo",
@@ -352,6 +355,7 @@ __all__ = [
     "create_session",
     "decode_records",
     "delete_session",
+    "encode_exact",
     "encode_record",
     "get_session",
     "get_sessions",

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 try:
-    # Optional, for writes only (see encode_records): langchain-core brings it in
-    # (through langsmith) on CPython; without it json does all the work.
+    # Optional: langchain-core brings it in (through langsmith) on CPython;
+    # without it json does all the work.
     import orjson
 
     _ORJSON = True
@@ -43,33 +43,66 @@ def encode_record(record: Record) -> bytes:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def encode_records(records: Sequence[Record]) -> list[bytes]:
-    """Serialise records for storage, as :func:`encode_record` would, faster."""
-    # One encoder for the whole call instead of one per record (json.dumps
-    # builds one per call).
-    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    if not _ORJSON:
-        return [encode(record).encode() for record in records]
-    # orjson writes the same compact UTF-8 JSON (floats may be spelt
-    # differently) more than ten times faster, but writes NaN and infinities
-    # as null: its bytes are kept only when they read back as the record.
-    # Whatever it refuses (ints past 64 bits, non-str keys, subclasses, dates,
-    # dataclasses) goes to json, which then writes or rejects it as before.
-    dumps, loads = orjson.dumps, orjson.loads
-    option = (
+class EncodedRecord(dict[str, Any]):
+    """A record that carries its stored bytes (worked out by :func:`encode_exact`).
+
+    Writers that already have the bytes (the history checks them while it
+    builds the record) hand this over, and the store does not encode twice.
+    """
+
+    __slots__ = ("encoded",)
+
+    def __init__(self, record: Record, encoded: bytes) -> None:
+        super().__init__(record)
+        self.encoded = encoded
+
+
+_ORJSON_OPTION = (
+    (
         orjson.OPT_PASSTHROUGH_SUBCLASS
         | orjson.OPT_PASSTHROUGH_DATETIME
         | orjson.OPT_PASSTHROUGH_DATACLASS
     )
+    if _ORJSON
+    else 0
+)
+
+
+def encode_exact(record: Record) -> bytes | None:
+    """orjson's bytes for the record, or None unless they read back as the record.
+
+    orjson writes the same compact UTF-8 JSON as :func:`encode_record` (floats
+    may be spelt differently) more than ten times faster, but writes NaN and
+    infinities as null, enums and UUIDs as their values, tuples as lists; it
+    refuses ints past 64 bits, non-str keys, subclasses, dates and
+    dataclasses. None too when orjson is not installed.
+    """
+    if not _ORJSON:
+        return None
+    try:
+        data = orjson.dumps(record, option=_ORJSON_OPTION)
+    except TypeError:  # orjson.JSONEncodeError: a value it will not write
+        return None
+    return data if orjson.loads(data) == record else None
+
+
+def encode_records(records: Sequence[Record]) -> list[bytes]:
+    """Serialise records for storage, as :func:`encode_record` would, faster.
+
+    orjson's bytes where they read back as the record (:func:`encode_exact`);
+    whatever it refuses goes to json, which then writes or rejects it as
+    :func:`encode_record` does.
+    """
+    # One encoder for the whole call instead of one per record (json.dumps
+    # builds one per call).
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     encoded = []
     for record in records:
-        try:
-            data = dumps(record, option=option)
-        except TypeError:  # orjson.JSONEncodeError: a value it will not write
-            data = None
-        if data is None or loads(data) != record:
-            data = encode(record).encode()
-        encoded.append(data)
+        if type(record) is EncodedRecord:
+            encoded.append(record.encoded)
+            continue
+        data = encode_exact(record)
+        encoded.append(encode(record).encode() if data is None else data)
     return encoded
 
 
