@@ -234,6 +234,41 @@ def test_decode_records_marks_unreadable_entries() -> None:
     assert store.decode_records([]) == []
 
 
+@pytest.mark.parametrize(
+    "entry",
+    [
+        b'{"n":123456789012345678901234567890}',  # past 64 bits: orjson says float
+        b'{"n":-9223372036854775809}',
+        b'{"n":NaN,"m":Infinity}',  # orjson refuses these; json reads them
+        b'{"s":"\\ud800"}',  # a lone surrogate
+        b'{"x":1E400}',
+        b'\xef\xbb\xbf{"bom":1}',
+    ],
+)
+def test_decode_records_reads_what_json_reads(entry: bytes) -> None:
+    import json
+
+    expected = json.loads(entry)
+
+    (decoded,) = store.decode_records([entry])
+    both = store.decode_records([store.encode_record(human("a")), entry])
+
+    assert repr(decoded) == repr(expected)  # repr: NaN != NaN, 1 == 1.0
+    assert repr(both[1]) == repr(expected)
+
+
+def test_encode_exact_only_when_orjson_reads_back_the_record() -> None:
+    import uuid
+
+    record = human("h\u00e9")
+
+    assert store.encode_exact(record) == store.encode_record(record)
+    assert store.encode_exact({"n": float("nan")}) is None  # orjson: null
+    assert store.encode_exact({"u": uuid.uuid4()}) is None  # orjson: a string
+    assert store.encode_exact({"big": 2**64}) is None  # orjson refuses it
+    assert store.encode_exact({1: "non-str key"}) is None
+
+
 def test_encode_record_keeps_unicode_readable() -> None:
     assert store.encode_record(human("h\u00e9")) == (
         '{"type":"human","data":{"content":"h\u00e9"}}'.encode()

@@ -106,23 +106,44 @@ def encode_records(records: Sequence[Record]) -> list[bytes]:
     return encoded
 
 
+# Digits -> "0", everything else -> " ": a run of 19 zeros in the translation
+# is a run of 19 digits in the JSON (see decode_records).
+_DIGITS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+_LONG_RUN = b"0" * 19
+
+
 def decode_records(raw: Sequence[bytes]) -> list[Record | UnreadableEntry]:
     """Decode stored entries; entries that are not JSON objects come back unreadable.
 
     Decoding is the cost of reading a long history, so the common case parses
-    all entries as one JSON array (one call instead of one per entry), with the
-    garbage collector paused: the objects it builds are all young and all kept.
+    all entries as one JSON array (one call instead of one per entry), by
+    orjson when it reads the input as json would, with the garbage collector
+    paused: the objects it builds are all young and all kept. Entries come
+    back as json reads them.
     """
     if not raw:
         return []
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        try:
-            decoded = json.loads(b"[" + b",".join(raw) + b"]")
-        # RecursionError: an entry nested deeper than the parser goes.
-        except (ValueError, RecursionError):
-            decoded = None
+        joined = b"[" + b",".join(raw) + b"]"
+        decoded = None
+        # orjson parses faster and fails where it reads JSON differently (NaN,
+        # Infinity, lone surrogates, numbers past a double, a byte-order
+        # mark), leaving those to json, but for one case: an integer past 64
+        # bits comes back as a float. Such a number has 19 digits or more, so
+        # json takes any input with a run that long (a cheap byte scan).
+        if _ORJSON and _LONG_RUN not in joined.translate(_DIGITS):
+            try:
+                decoded = orjson.loads(joined)
+            except ValueError:  # orjson.JSONDecodeError
+                decoded = None
+        if decoded is None:
+            try:
+                decoded = json.loads(joined)
+            # RecursionError: an entry nested deeper than the parser goes.
+            except (ValueError, RecursionError):
+                decoded = None
         # A corrupt entry can shift the array's boundaries; only trust the fast
         # parse when it yields one object per entry.
         if (
