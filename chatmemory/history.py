@@ -27,6 +27,7 @@ from langchain_core.messages import (
     message_chunk_to_message,
     message_to_dict,
 )
+from pydantic import BaseModel
 
 from . import store
 
@@ -102,9 +103,13 @@ class _Kind:
         )
         # Building the message by hand is what model_construct does, unless it
         # does more than set the values it is given (a post-init hook, aliases).
-        self.fast_read = not cls.__pydantic_post_init__ and not any(
-            f.alias is not None or f.validation_alias is not None
-            for f in fields.values()
+        self.fast_read = (
+            cls.__new__ is object.__new__
+            and not cls.__pydantic_post_init__
+            and not any(
+                f.alias is not None or f.validation_alias is not None
+                for f in fields.values()
+            )
         )
         self.extra = cls.model_config.get("extra") == "allow"
 
@@ -130,6 +135,14 @@ class _Kind:
         return full
 
 
+_SLOT_SETTERS = tuple(
+    BaseModel.__dict__[name].__set__
+    for name in (
+        "__pydantic_fields_set__",
+        "__pydantic_extra__",
+        "__pydantic_private__",
+    )
+)
 _KINDS: dict[str, _Kind] = {kind: _Kind(cls) for kind, cls in _CLASSES.items()}
 # Exactly these classes are written from their fields directly; subclasses and
 # anything else go through model_dump (message_to_dict).
@@ -213,6 +226,10 @@ def records_to_messages(
     messages: list[BaseMessage] = []
     append = messages.append
     setattr_ = object.__setattr__
+    # BaseModel's slots, set through their descriptors: half the cost of
+    # object.__setattr__, which looks the name up on the class first.
+    new = object.__new__
+    set_fields, set_extra, set_private = _SLOT_SETTERS
     kinds = _KINDS
     gc_was_enabled = gc.isenabled()
     gc.disable()  # every object built here is kept: a GC pass finds nothing
@@ -234,8 +251,7 @@ def records_to_messages(
                             and keys <= how.fields
                             and keys >= how.required
                         ):
-                            cls = how.cls
-                            message = cls.__new__(cls)
+                            message = new(how.cls)
                             setattr_(
                                 message,
                                 "__dict__",
@@ -243,11 +259,9 @@ def records_to_messages(
                                 if len(keys) == len(how.fields)
                                 else how.restore(data),
                             )
-                            setattr_(message, "__pydantic_fields_set__", set(data))
-                            setattr_(
-                                message, "__pydantic_extra__", {} if how.extra else None
-                            )
-                            setattr_(message, "__pydantic_private__", None)
+                            set_fields(message, set(data))
+                            set_extra(message, {} if how.extra else None)
+                            set_private(message, None)
                             append(message)
                             continue
             built = _to_message(entry)
