@@ -88,22 +88,24 @@ def _history(raw: list[bytes]) -> list[BaseMessage]:
     return messages_from_dict([loads(item) for item in raw])
 
 
-def _append_args(session_id: str, question: str, reply: str) -> list[Any]:
+def _append_args(session_id: str, owner: str, question: str, reply: str) -> list[Any]:
+    """EVALSHA's arguments for chatmemory's append script (see its header)."""
     session = f"{PREFIX}:{{{session_id}}}"
     return [
         SHA,
-        4,
+        5,
         f"{session}:messages",
         f"{session}:meta",
         f"{PREFIX}:sessions",
         f"{PREFIX}:session-ids",
+        f"{PREFIX}:owner:{owner}",
         session_id,
         time.time_ns() // 1_000_000,
         TTL_MS,
         CAP,
         question[:80],
-        "",
-        f"{PREFIX}:owner:",
+        owner,
+        owner,
         orjson.dumps(message_to_dict(HumanMessage(question))),
         orjson.dumps(message_to_dict(AIMessage(reply))),
     ]
@@ -113,7 +115,7 @@ def _event(token: str) -> bytes:
     return b"event: token\ndata: " + token.encode() + b"\n\n"
 
 
-def _sync_events(session_id: str, question: str) -> Iterator[bytes]:
+def _sync_events(session_id: str, owner: str, question: str) -> Iterator[bytes]:
     yield b": stream open\n\n"
     raw = _client.lrange(f"{PREFIX}:{{{session_id}}}:messages", 0, -1)
     prompt = [SYSTEM, *_history(raw), HumanMessage(question)]
@@ -122,11 +124,14 @@ def _sync_events(session_id: str, question: str) -> Iterator[bytes]:
         text = chunk.text
         tokens.append(text)
         yield _event(text)
-    count = _client.evalsha(*_append_args(session_id, question, "".join(tokens)))
+    reply = "".join(tokens)
+    count, _ = _client.evalsha(*_append_args(session_id, owner, question, reply))
     yield b'event: done\ndata: {"message_count": %d}\n\n' % count
 
 
-async def _async_events(session_id: str, question: str) -> AsyncIterator[bytes]:
+async def _async_events(
+    session_id: str, owner: str, question: str
+) -> AsyncIterator[bytes]:
     yield b": stream open\n\n"
     client = _aclient()
     raw = await client.lrange(f"{PREFIX}:{{{session_id}}}:messages", 0, -1)
@@ -136,7 +141,8 @@ async def _async_events(session_id: str, question: str) -> AsyncIterator[bytes]:
         text = chunk.text
         tokens.append(text)
         yield _event(text)
-    count = await client.evalsha(*_append_args(session_id, question, "".join(tokens)))
+    reply = "".join(tokens)
+    count, _ = await client.evalsha(*_append_args(session_id, owner, question, reply))
     yield b'event: done\ndata: {"message_count": %d}\n\n' % count
 
 
@@ -145,13 +151,14 @@ async def _async_events(session_id: str, question: str) -> AsyncIterator[bytes]:
 def stream(request: HttpRequest, session_id: str) -> StreamingHttpResponse:
     """A streamed chat turn, bare (see the module docstring)."""
     question = request.POST.get("message", "")
+    owner = str(request.user.pk)
     request.META.pop("HTTP_ACCEPT_ENCODING", None)
     if isinstance(request, ASGIRequest):
         events: Iterator[bytes] | AsyncIterator[bytes] = _async_events(
-            session_id, question
+            session_id, owner, question
         )
     else:
-        events = _sync_events(session_id, question)
+        events = _sync_events(session_id, owner, question)
     response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"

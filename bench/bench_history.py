@@ -462,7 +462,8 @@ def chatmemory_script(name: str) -> str:
 class Floor:
     """chatmemory's Redis work by hand: same script, keys, arguments; orjson.
 
-    The keys and arguments follow the append script's contract (its header);
+    The keys and arguments follow the append script's contract (the header of
+    ``chatmemory/store/lua/append.lua``; no owner, as in the cases here);
     :meth:`check` proves they leave Redis as chatmemory leaves it.
     """
 
@@ -475,7 +476,6 @@ class Floor:
         self.sha = client.script_load(chatmemory_script("append"))
         self.ttl_ms = ttl * 1000
         self.cap = cap
-        self.owner_prefix = f"{prefix}:owner:"
         self.sessions = f"{prefix}:sessions"
         self.ids = f"{prefix}:session-ids"
         self._dumps = orjson.dumps
@@ -501,8 +501,8 @@ class Floor:
             self.ttl_ms,
             self.cap,
             title,
-            "",
-            self.owner_prefix,
+            "",  # no owner given
+            "",  # the owner whose index is among the keys: none
             *[dumps(to_dict(message)) for message in messages],
         )
 
@@ -753,7 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 0,
                 session_title,
                 "",
-                floor.owner_prefix,
+                "",
                 *raw_orjson_items,
             )
             pipe.lpush(anchor(sid).key, *anchor_items)
