@@ -555,7 +555,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--block",
         type=int,
         default=100,
-        help="consecutive calls of one implementation in cases (a), (b), (b20)",
+        help="consecutive calls of one implementation in cases (a), (b), (b20) "
+        "(rounds: 2000 calls, or 500 with --quick, over the block)",
     )
     parser.add_argument(
         "--history", type=int, default=10_000, help="messages in case (c)"
@@ -644,7 +645,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     summary: dict[str, dict[str, tuple[float, float, float]]] = {}
     targets_met = True
-    rounds = 5 if quick else 20
+    # The same calls per implementation whatever the block: smaller blocks
+    # make more rounds, which sample a machine whose load swings more evenly.
+    rounds = max(2, (500 if quick else 2000) // args.block)
 
     # --- (a) add_messages of 10 messages -----------------------------------
     batch = conversation_messages(10, seed=1)
@@ -820,7 +823,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "raw": lambda i: raw_read("c"),
             "LRANGE only": lambda i: raw_client.lrange(cm_key, 0, -1),
         }
-        results = measure(cases_c, rounds=5 if quick else 12, block=3)
+        results = measure(cases_c, rounds=6 if quick else 12, block=2)
         summary["c"], met = report(
             f"(c) read a {len(long):,}-message history (floor: LRANGE of "
             "chatmemory's key, orjson.loads per entry, dicts)",
@@ -847,8 +850,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "chatmemory": threaded(cm_turn, "c"),
             },
             threads=threads,
-            seconds=1.0 if quick else 2.0,
-            rounds=3 if quick else 6,
+            seconds=0.5 if quick else 1.0,
+            rounds=6 if quick else 12,
         )
         print(
             f"\n(d) chat turns (sessions of 0 to 18 messages) from {threads} "
