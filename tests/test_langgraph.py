@@ -23,6 +23,7 @@ from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.report import CapabilityReport
 from langgraph.types import Command, interrupt
 
+from chatmemory import store
 from chatmemory.langgraph import DjangoRedisSaver
 
 
@@ -259,3 +260,152 @@ def test_parallel_tool_writes_survive_a_crash() -> None:
     result = agent.invoke(None, config_for("t4"))
     assert calls == {"a": 1, "b": 2}
     assert result["messages"][-1].text == "tools said: a done, b done"
+
+
+# ---------------------------------------------------------------------------
+# Threads are conversations: metadata, indexes, TTL, owner, prune
+
+
+def test_a_thread_is_listed_like_a_session(settings: Any) -> None:
+    agent = create_agent(ToolCallingModel(), [], checkpointer=DjangoRedisSaver())
+    agent.invoke(
+        {"messages": [("user", "Hi! I'm bob,   and this title is long " + "x" * 80)]},
+        config_for("t5", owner="42"),
+    )
+    info = store.get_session("t5")
+    assert info is not None
+    assert info.title.startswith("Hi! I'm bob, and this title is long x")
+    assert len(info.title) == 80 and info.title.endswith("\u2026")
+    assert info.owner == "42"
+    assert info.message_count == 2
+    assert info.created <= info.updated
+    assert [s.session_id for s in store.list_sessions().sessions] == ["t5"]
+    assert [s.session_id for s in store.list_sessions(owner="42").sessions] == ["t5"]
+    assert store.list_sessions(owner="7").sessions == []
+
+    # The next turn keeps the title and owner, counts the messages anew.
+    agent.invoke({"messages": [("user", "again")]}, config_for("t5"))
+    again = store.get_session("t5")
+    assert again is not None
+    assert (again.title, again.owner, again.message_count) == (info.title, "42", 4)
+    assert again.updated >= info.updated
+
+
+def test_another_owner_cannot_write_to_a_thread() -> None:
+    agent = create_agent(ToolCallingModel(), [], checkpointer=DjangoRedisSaver())
+    agent.invoke({"messages": [("user", "mine")]}, config_for("t6", owner="1"))
+    with pytest.raises(ValueError, match="belongs to owner '1'"):
+        agent.invoke({"messages": [("user", "yours?")]}, config_for("t6", owner="2"))
+    state = agent.get_state(config_for("t6"))
+    assert [m.text for m in state.values["messages"]] == ["mine", "you said: mine"]
+
+
+def test_a_history_session_id_is_not_a_thread() -> None:
+    store.append_records("s1", [{"type": "human", "data": {"content": "hello"}}])
+    agent = create_agent(ToolCallingModel(), [], checkpointer=DjangoRedisSaver())
+    with pytest.raises(ValueError, match="is a chat history session"):
+        agent.invoke({"messages": [("user", "hi")]}, config_for("s1"))
+    # Deleting a thread of that id leaves the session alone.
+    DjangoRedisSaver().delete_thread("s1")
+    assert [r for r in store.read_records("s1")] == [
+        {"type": "human", "data": {"content": "hello"}}
+    ]
+
+
+def test_an_empty_session_becomes_a_thread() -> None:
+    store.create_session("s2", owner="5", title="named first")
+    agent = create_agent(ToolCallingModel(), [], checkpointer=DjangoRedisSaver())
+    agent.invoke({"messages": [("user", "hi")]}, config_for("s2", owner="5"))
+    info = store.get_session("s2")
+    assert info is not None
+    assert (info.title, info.owner, info.message_count) == ("named first", "5", 2)
+
+
+def test_delete_thread_removes_it_from_the_indexes(redis_client: Any) -> None:
+    saver = DjangoRedisSaver()
+    agent = create_agent(ToolCallingModel(), [], checkpointer=saver)
+    agent.invoke({"messages": [("user", "hi")]}, config_for("t7", owner="9"))
+    saver.delete_thread("t7")
+    assert store.get_session("t7") is None
+    assert store.list_sessions().total == 0
+    assert store.list_sessions(owner="9").total == 0
+    prefix = store.sessions_key().rsplit(":", 1)[0]
+    assert sorted(redis_client.scan_iter(match=f"{prefix}:*")) == []
+
+
+def test_every_key_of_a_thread_shares_its_hash_tag(redis_client: Any) -> None:
+    agent = create_agent(ToolCallingModel(), [], checkpointer=DjangoRedisSaver())
+    agent.invoke({"messages": [("user", "hi")]}, config_for("a{b}c"))
+    prefix = store.sessions_key().rsplit(":", 1)[0]
+    thread_keys = {
+        key.decode()
+        for key in redis_client.scan_iter(match=f"{prefix}:*")
+        if b"%7B" in key
+    }
+    tag = f"{prefix}:{{a%7Bb%7Dc}}"
+    assert thread_keys == {
+        f"{tag}:meta",
+        f"{tag}:checkpoints",
+        f"{tag}:blobs",
+        f"{tag}:writes",
+    }
+
+
+def test_channel_values_are_stored_once_per_version(redis_client: Any) -> None:
+    saver = DjangoRedisSaver()
+    agent = create_agent(ToolCallingModel(), [], checkpointer=saver)
+    for text in ("one", "two", "three"):
+        agent.invoke({"messages": [("user", text)]}, config_for("t8"))
+    checkpoints = list(saver.list(config_for("t8")))
+    versions = {
+        (channel, version)
+        for c in checkpoints
+        for channel, version in c.checkpoint["channel_versions"].items()
+    }
+    tag = f"{store.sessions_key().rsplit(':', 1)[0]}:{{t8}}"
+    blobs = redis_client.hlen(f"{tag}:blobs")
+    assert blobs <= len(versions)
+    # A copy per checkpoint would be one per channel of every checkpoint.
+    assert blobs < sum(len(c.checkpoint["channel_versions"]) for c in checkpoints) / 2
+    assert redis_client.zcard(f"{tag}:checkpoints") == len(checkpoints) > 3
+
+
+def test_ttl_slides_with_every_write(settings: Any, redis_client: Any) -> None:
+    settings.CHATMEMORY_TTL = 100
+    saver = DjangoRedisSaver()
+    agent = create_agent(ToolCallingModel(), [], checkpointer=saver)
+    agent.invoke({"messages": [("user", "hi")]}, config_for("t9", owner="3"))
+    tag = f"{store.sessions_key().rsplit(':', 1)[0]}:{{t9}}"
+    keys = [f"{tag}:{name}" for name in ("meta", "checkpoints", "blobs", "writes")]
+    for key in keys:
+        redis_client.pexpire(key, 5000)
+    agent.invoke({"messages": [("user", "again")]}, config_for("t9"))
+    ttls = [redis_client.pttl(key) for key in keys]
+    assert all(95_000 < ttl <= 100_000 for ttl in ttls), ttls
+
+    settings.CHATMEMORY_TTL = None
+    agent.invoke({"messages": [("user", "forever")]}, config_for("t9"))
+    assert [redis_client.pttl(key) for key in keys] == [-1, -1, -1, -1]
+
+
+def test_prune_keeps_the_latest_n(redis_client: Any) -> None:
+    saver = DjangoRedisSaver()
+    agent = create_agent(ToolCallingModel(), [], checkpointer=saver)
+    for text in ("one", "two", "three"):
+        agent.invoke({"messages": [("user", text)]}, config_for("t10"))
+    before = [c.config for c in saver.list(config_for("t10"))]
+    tag = f"{store.sessions_key().rsplit(':', 1)[0]}:{{t10}}"
+    blobs_before = redis_client.hlen(f"{tag}:blobs")
+
+    saver.prune(["t10"], keep=2)
+    after = [c.config for c in saver.list(config_for("t10"))]
+    assert after == before[:2]
+    assert redis_client.hlen(f"{tag}:blobs") < blobs_before
+    # What is left still reads back whole, and the conversation goes on.
+    result = agent.invoke({"messages": [("user", "four")]}, config_for("t10"))
+    assert result["messages"][-1].text == "you said: one | two | three | four"
+
+    with pytest.raises(ValueError, match="keep must be at least 1"):
+        saver.prune(["t10"], keep=0)
+    with pytest.raises(ValueError, match="unknown prune strategy"):
+        saver.prune(["t10"], strategy="oldest")
