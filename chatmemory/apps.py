@@ -12,8 +12,14 @@ class ChatMemoryConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from .checks import check_chat_model, check_redis_server, check_settings
+        from .checks import (
+            check_agent_mode,
+            check_chat_model,
+            check_redis_server,
+            check_settings,
+        )
 
         checks.register(check_settings)
         checks.register(check_chat_model)
+        checks.register(check_agent_mode)
         checks.register(check_redis_server, deploy=True)

@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from .conf import conf
 
@@ -175,3 +176,53 @@ def check_redis_server(**kwargs: Any) -> list[CheckMessage]:
         Warning(finding.message, hint=finding.hint, id=finding.id)
         for finding in store.findings(facts)
     ]
+
+
+CHAT_MODES = ("chain", "agent")
+
+
+def check_agent_mode(**kwargs: Any) -> list[CheckMessage]:
+    """Check CHATMEMORY_CHAT_MODE, and what the agent mode needs when chosen."""
+    mode = getattr(settings, "CHATMEMORY_CHAT_MODE", "chain")
+    if mode not in CHAT_MODES:
+        return [
+            Error(
+                f"CHATMEMORY_CHAT_MODE must be 'chain' or 'agent', not {mode!r}.",
+                hint="'chain' answers with the chat model on the history; 'agent' "
+                "runs a LangChain agent with tools on the LangGraph checkpointer.",
+                id="chatmemory.E020",
+            )
+        ]
+    if mode != "agent":
+        return []
+    try:
+        import langchain.agents  # noqa: F401
+        import langgraph.checkpoint.base  # noqa: F401
+    except ImportError as exc:
+        return [
+            Error(
+                "CHATMEMORY_CHAT_MODE is 'agent', which needs LangGraph and "
+                f"LangChain's agents, but they cannot be imported: {exc}.",
+                hint="Install them with: pip install 'chatmemory[langgraph]' "
+                "(or set CHATMEMORY_CHAT_MODE = 'chain').",
+                id="chatmemory.E021",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    tools = getattr(settings, "CHATMEMORY_AGENT_TOOLS", [])
+    if isinstance(tools, str) or not isinstance(tools, list | tuple):
+        tools = [tools]
+    for path in tools:
+        try:
+            import_string(path)
+        except (ImportError, TypeError, ValueError) as exc:
+            errors.append(
+                Error(
+                    f"CHATMEMORY_AGENT_TOOLS names {path!r}, which cannot be "
+                    f"imported: {exc}",
+                    hint="List dotted paths of LangChain tools (functions "
+                    "decorated with @tool, or BaseTool instances).",
+                    id="chatmemory.E022",
+                )
+            )
+    return errors

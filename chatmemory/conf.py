@@ -111,5 +111,17 @@ class Settings:
         value: int = _setting("CHATMEMORY_SESSIONS_PER_PAGE", 25)
         return value
 
+    @property
+    def CHAT_MODE(self) -> str:
+        """What answers in the chat views: "chain" (prompt | model, on the
+        history) or "agent" (a LangChain agent on the LangGraph checkpointer)."""
+        return str(_setting("CHATMEMORY_CHAT_MODE", "chain"))
+
+    @property
+    def AGENT_TOOLS(self) -> list[str]:
+        """Dotted paths of the tools the agent mode's agent may call."""
+        value: list[str] = list(_setting("CHATMEMORY_AGENT_TOOLS", []))
+        return value
+
 
 conf = Settings()

@@ -32,18 +32,25 @@ from typing import Any, cast
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import (
-    WRITES_IDX_MAP,
-    BaseCheckpointSaver,
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
-    CheckpointTuple,
-    SerializerProtocol,
-    get_checkpoint_id,
-    get_checkpoint_metadata,
-    writes_sort_key,
-)
+
+try:
+    from langgraph.checkpoint.base import (
+        WRITES_IDX_MAP,
+        BaseCheckpointSaver,
+        ChannelVersions,
+        Checkpoint,
+        CheckpointMetadata,
+        CheckpointTuple,
+        SerializerProtocol,
+        get_checkpoint_id,
+        get_checkpoint_metadata,
+        writes_sort_key,
+    )
+except ImportError as exc:  # pragma: no cover - tested in a subprocess
+    raise ImportError(
+        f"chatmemory.langgraph needs LangGraph ({exc}): "
+        "pip install 'chatmemory[langgraph]'"
+    ) from exc
 
 from . import checkpoint_store as cps
 from .store_shim import arun, run

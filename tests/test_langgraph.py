@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from langchain.agents import create_agent
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -24,6 +30,7 @@ from langgraph.checkpoint.conformance.report import CapabilityReport
 from langgraph.types import Command, interrupt
 
 from chatmemory import store
+from chatmemory.checks import check_agent_mode
 from chatmemory.langgraph import DjangoRedisSaver
 
 
@@ -307,7 +314,7 @@ def test_a_history_session_id_is_not_a_thread() -> None:
         agent.invoke({"messages": [("user", "hi")]}, config_for("s1"))
     # Deleting a thread of that id leaves the session alone.
     DjangoRedisSaver().delete_thread("s1")
-    assert [r for r in store.read_records("s1")] == [
+    assert list(store.read_records("s1")) == [
         {"type": "human", "data": {"content": "hello"}}
     ]
 
@@ -412,3 +419,105 @@ def test_prune_keeps_the_latest_n(redis_client: Any) -> None:
         saver.prune(["t10"], keep=0)
     with pytest.raises(ValueError, match="unknown prune strategy"):
         saver.prune(["t10"], strategy="oldest")
+
+
+# ---------------------------------------------------------------------------
+# The optional dependency
+
+WITHOUT_LANGGRAPH = r"""
+import importlib.abc, os, sys
+
+class Uninstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("langgraph", "langchain"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Uninstalled())
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+import django
+django.setup()
+from django.conf import settings
+from django.core.management import call_command
+from django.test import Client, override_settings
+from django.contrib.auth.models import User
+
+with override_settings(CHATMEMORY_KEY_PREFIX=sys.argv[1]):
+    call_command("migrate", verbosity=0)
+    call_command("check")
+    from chatmemory.history import DjangoRedisChatMessageHistory
+    from langchain_core.messages import HumanMessage
+    history = DjangoRedisChatMessageHistory("s1")
+    history.add_messages([HumanMessage("hello")])
+    assert [m.text for m in history.messages] == ["hello"]
+    User.objects.create_superuser("admin", "a@example.com", "pw")
+    client = Client()
+    client.login(username="admin", password="pw")
+    page = client.get("/admin/chatmemory/chatsession/")
+    assert page.status_code == 200 and b"hello" in page.content, page.status_code
+    with override_settings(CHATMEMORY_CHAT_MODE="agent"):
+        from chatmemory.checks import check_agent_mode
+        print("check:", [(e.id, e.msg, e.hint) for e in check_agent_mode()])
+    try:
+        import chatmemory.langgraph
+    except ImportError as exc:
+        print("import:", exc)
+    assert "langgraph" not in sys.modules and "langchain" not in sys.modules
+"""
+
+
+def test_chatmemory_works_without_langgraph(
+    key_prefix: str, tmp_path: Any, redis_client: Any
+) -> None:
+    script = tmp_path / "without_langgraph.py"
+    script.write_text(WITHOUT_LANGGRAPH)
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-W", "error", str(script), key_prefix + "-sub"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    for key in redis_client.scan_iter(match=f"{key_prefix}-sub:*"):
+        redis_client.delete(key)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "System check identified no issues (0 silenced)."
+    check_line, import_line = lines[1:]
+    assert check_line.startswith("check: [('chatmemory.E021', ")
+    assert "pip install 'chatmemory[langgraph]'" in check_line
+    assert import_line.startswith("import: chatmemory.langgraph needs LangGraph")
+    assert "pip install 'chatmemory[langgraph]'" in import_line
+
+
+@pytest.mark.parametrize(
+    ("mode", "tools", "ids"),
+    [
+        ("chain", ["nowhere.tool"], []),
+        ("agent", [], []),
+        ("agent", ["tests.test_langgraph.lookup"], []),
+        ("agent", ["tests.test_langgraph.nothing_here"], ["chatmemory.E022"]),
+        ("agent", "not a list", ["chatmemory.E022"]),
+        ("robot", [], ["chatmemory.E020"]),
+    ],
+)
+def test_agent_mode_checks(
+    settings: Any, mode: str, tools: Any, ids: list[str]
+) -> None:
+    settings.CHATMEMORY_CHAT_MODE = mode
+    settings.CHATMEMORY_AGENT_TOOLS = tools
+    assert [e.id for e in check_agent_mode()] == ids
+
+
+def test_the_agent_mode_check_is_registered(settings: Any) -> None:
+    settings.CHATMEMORY_CHAT_MODE = "robot"
+    with pytest.raises(SystemCheckError, match="chatmemory.E020"):
+        call_command("check")
+
+
+@tool
+def lookup(word: str) -> str:
+    """Look a word up (a tool for the agent mode's tests)."""
+    return f"{word}: a word"
