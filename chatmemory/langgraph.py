@@ -20,7 +20,7 @@ A thread is a conversation like a chat session: it shares the session's id
 space, metadata hash and indexes (title from its first human message, owner
 from ``config["configurable"]["owner"]``, created and updated times), so the
 admin lists, searches, shows and deletes both. Its data lives in keys of its
-own (see :mod:`chatmemory.checkpoint_store`); one id is either a history
+own (see :mod:`chatmemory.store.checkpoints`); one id is either a history
 session or a thread, never both.
 """
 
@@ -41,25 +41,20 @@ try:
         Checkpoint,
         CheckpointMetadata,
         CheckpointTuple,
-        SerializerProtocol,
         get_checkpoint_id,
         get_checkpoint_metadata,
         writes_sort_key,
     )
+    from langgraph.checkpoint.serde.base import SerializerProtocol
 except ImportError as exc:  # pragma: no cover - tested in a subprocess
     raise ImportError(
         f"chatmemory.langgraph needs LangGraph ({exc}): "
         "pip install 'chatmemory[langgraph]'"
     ) from exc
 
-from . import checkpoint_store as cps
-from .store_shim import arun, run
-
-_TITLE_LENGTH = 80
-
-
-def _shorten(text: str, length: int) -> str:
-    return text if len(text) <= length else text[: length - 1].rstrip() + "\u2026"
+from .store import checkpoints as cps
+from .store.codec import TITLE_LENGTH, shorten
+from .store.operations import Operation, arun, run
 
 
 def title_from_messages(messages: Sequence[Any]) -> str:
@@ -68,7 +63,7 @@ def title_from_messages(messages: Sequence[Any]) -> str:
         if isinstance(message, BaseMessage) and message.type == "human":
             text = " ".join(message.text.split())
             if text:
-                return _shorten(text, _TITLE_LENGTH)
+                return shorten(text, TITLE_LENGTH)
     return ""
 
 
@@ -96,11 +91,11 @@ class DjangoRedisSaver(BaseCheckpointSaver[str]):
         checkpoint: Checkpoint,
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
-    ) -> tuple[RunnableConfig, cps.Operation[str]]:
+    ) -> tuple[RunnableConfig, Operation[str]]:
         configurable = config["configurable"]
         thread_id = configurable["thread_id"]
         namespace = configurable.get("checkpoint_ns", "")
-        saved = dict(checkpoint)
+        saved: dict[str, Any] = dict(checkpoint)
         values: dict[str, Any] = saved.pop("channel_values")
         dumps = self.serde.dumps_typed
         blobs = [
@@ -145,7 +140,7 @@ class DjangoRedisSaver(BaseCheckpointSaver[str]):
         writes: Sequence[tuple[str, Any]],
         task_id: str,
         task_path: str,
-    ) -> cps.Operation[None]:
+    ) -> Operation[None]:
         configurable = config["configurable"]
         dumps = self.serde.dumps_typed
         return cps.put_writes_op(
@@ -448,7 +443,7 @@ class DjangoRedisSaver(BaseCheckpointSaver[str]):
             else:
                 await arun(cps.prune_thread_op(str(thread_id), keep))
 
-    def get_next_version(self, current: str | None, channel: None) -> str:
+    def get_next_version(self, current: str | int | None, channel: None) -> str:
         """The next version of a channel: a counter and a random tiebreak.
 
         The random part keeps two branches of a thread (time travel) from

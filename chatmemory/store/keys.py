@@ -8,6 +8,14 @@
     P:owner:<owner>  zset    session id -> last activity, one owner's sessions
     P:session-ids    zset    session id (score 0): lexicographic index for prefix search
 
+A LangGraph thread (``chatmemory.langgraph``) is a conversation of the same id
+space: it has the same ``meta`` hash (with ``kind`` = ``thread``) and index
+entries, and its own data keys instead of ``messages``::
+
+    P:{S}:checkpoints  zset  one member per checkpoint (see store/checkpoints.py)
+    P:{S}:blobs        hash  one field per channel version
+    P:{S}:writes       zset  one member per pending write
+
 The braces are Redis Cluster hash tags: every key of one session lives in one
 slot, so one session's write is one script there. The escaping is injective,
 so no session id can reach another session's keys.
@@ -88,6 +96,22 @@ def ids_key_in(prefix: str) -> str:
 def owner_key_in(prefix: str, owner: str) -> str:
     """:func:`owner_key` under ``prefix``."""
     return f"{prefix}:owner:{owner}"
+
+
+def thread_keys_in(prefix: str, thread_id: str) -> tuple[str, str, str, str]:
+    """:func:`thread_keys` under ``prefix``."""
+    tag = f"{prefix}:{{{escape(thread_id)}}}"
+    return (
+        f"{tag}:meta",
+        f"{tag}:checkpoints",
+        f"{tag}:blobs",
+        f"{tag}:writes",
+    )
+
+
+def thread_keys(thread_id: str) -> tuple[str, str, str, str]:
+    """A LangGraph thread's keys: meta, checkpoints, blobs, writes."""
+    return thread_keys_in(conf.KEY_PREFIX, thread_id)
 
 
 def messages_key(session_id: str) -> str:

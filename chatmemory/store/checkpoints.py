@@ -17,13 +17,14 @@ session of the same id)::
     P:{E}:writes        zset  one member per pending write, sorted by namespace,
                               checkpoint id, task id, idx
 
-A checkpoint member is ``ns \\0 id \\0 manifest \\n\\n type \\0 payload``: the
-manifest names the blob of every channel (``channel \\0 version`` items
-separated by ``\\n``) so that one script finds the values of the latest
-checkpoint without a second round trip. Blobs are stored once per channel
-version, whichever checkpoint first had it. Writes are ``ns \\0 id \\0 task \\0
-idx \\0 channel \\0 path \\0 type \\0 value``. Names inside members are escaped
-(``\\0``, ``\\1`` and ``\\n`` never appear raw), so the encoding is injective.
+Key names are built in :mod:`.keys`. A checkpoint member is
+``ns \\0 id \\0 manifest \\n\\n type \\0 payload``: the manifest names the
+blob of every channel (``channel \\0 version`` items separated by ``\\n``) so
+that one script finds the values of the latest checkpoint without a second
+round trip. Blobs are stored once per channel version, whichever checkpoint
+first had it. Writes are ``ns \\0 id \\0 task \\0 idx \\0 channel \\0 path
+\\0 type \\0 value``. Names inside members are escaped (``\\0``, ``\\1`` and
+``\\n`` never appear raw), so the encoding is injective.
 """
 
 from __future__ import annotations
@@ -33,8 +34,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import store_shim as _s
-from .store_shim import Operation
+from ..conf import conf
+from ..exceptions import OwnerMismatch
+from . import keys
+from .client import is_cluster
+from .operations import (
+    _MISMATCH,
+    _RETRY,
+    Batch,
+    Command,
+    Eval,
+    Operation,
+    _index_batch,
+    _index_keys,
+    _known_owners,
+    _remember_owner,
+    now_ms,
+    ttl_ms,
+)
 
 Typed = tuple[str, bytes]
 """A serialized value: the serializer's type name and its bytes."""
@@ -169,7 +186,7 @@ def put_checkpoint_op(
     title: str,
     owner: str | None,
     message_count: int | None,
-) -> _s.Operation[str]:
+) -> Operation[str]:
     """Store a checkpoint and its new blobs atomically; return the thread's owner.
 
     Also marks the conversation as a thread, sets created/updated (and the
@@ -178,7 +195,7 @@ def put_checkpoint_op(
     :class:`~chatmemory.exceptions.OwnerMismatch` when ``owner`` is not the
     thread's owner, ``ValueError`` when the id is a chat history session's.
     """
-    _s.validate_session_id(thread_id)
+    keys.validate_session_id(thread_id)
     ns = escape(namespace)
     head = _head(namespace, checkpoint_id)
     manifest = "\n".join(
@@ -206,13 +223,13 @@ def _write_thread(
     title: str,
     owner: str | None,
     message_count: int | None,
-) -> _s.Operation[str]:
+) -> Operation[str]:
     given = "" if owner is None else str(owner)
-    indexed = given or _s.known_owner(thread_id)
+    indexed = given or _known_owners.get(thread_id, "")
     args: list[Any] = [
         thread_id,
         0,
-        _s.ttl_ms(),
+        ttl_ms(),
         head,
         member,
         title,
@@ -221,28 +238,28 @@ def _write_thread(
         "" if message_count is None else message_count,
         *blob_args,
     ]
-    cluster = _s.is_cluster()
-    thread_keys = _s.thread_keys(thread_id)
+    cluster = is_cluster()
+    thread_keys = keys.thread_keys(thread_id)
     for _ in range(3):
-        now = args[1] = _s.now_ms()
-        script_keys = [*thread_keys, _s.messages_key(thread_id)]
+        now = args[1] = now_ms()
+        script_keys = [*thread_keys, keys.messages_key(thread_id)]
         if not cluster:
-            script_keys += _s.index_keys(indexed)
-        status, effective = yield _s.Eval("checkpoint_put", script_keys, args)
+            script_keys += _index_keys(conf.KEY_PREFIX, indexed)
+        status, effective = yield Eval("checkpoint_put", script_keys, args)
         effective = effective.decode() if isinstance(effective, bytes) else effective
         if status == -3:
             raise ValueError(
                 f"{thread_id!r} is a chat history session, not a LangGraph thread: "
                 "use another thread id"
             )
-        if status == -1:
-            raise _s.OwnerMismatch(thread_id, given, effective)
-        _s.remember_owner(thread_id, effective)
-        if status == -2:
+        if status == _MISMATCH:
+            raise OwnerMismatch(thread_id, given, effective)
+        _remember_owner(thread_id, effective)
+        if status == _RETRY:
             indexed = args[7] = effective
             continue
         if cluster:
-            yield _s.index_batch(thread_id, effective, now)
+            yield _index_batch(thread_id, effective, now)
         return str(effective)
     raise RuntimeError(f"thread {thread_id!r} kept changing owner")
 
@@ -254,19 +271,19 @@ def put_writes_op(
     task_id: str,
     writes: Sequence[tuple[int, str, Typed]],
     task_path: str,
-) -> _s.Operation[None]:
+) -> Operation[None]:
     """Store a task's writes ``(idx, channel, value)`` on a checkpoint, atomically.
 
     A write whose task and idx are stored already is kept, unless its idx is
     negative (LangGraph's special channels: errors, interrupts), which
     replaces it.
     """
-    _s.validate_session_id(thread_id)
+    keys.validate_session_id(thread_id)
     if not writes:
         return
     head = _head(namespace, checkpoint_id) + escape(task_id).encode() + b"\0"
     path = escape(task_path).encode()
-    args: list[Any] = [_s.ttl_ms()]
+    args: list[Any] = [ttl_ms()]
     for idx, channel, (kind, data) in writes:
         prefix = head + str(idx).encode() + b"\0"
         args += (
@@ -285,26 +302,26 @@ def put_writes_op(
                 )
             ),
         )
-    meta, checkpoints, blobs, writes_key = _s.thread_keys(thread_id)
-    yield _s.Eval("checkpoint_put_writes", [writes_key, meta, checkpoints, blobs], args)
+    meta, checkpoints, blobs, writes_key = keys.thread_keys(thread_id)
+    yield Eval("checkpoint_put_writes", [writes_key, meta, checkpoints, blobs], args)
 
 
 def _data_keys(thread_id: str) -> list[str]:
-    _meta, checkpoints, blobs, writes = _s.thread_keys(thread_id)
+    _meta, checkpoints, blobs, writes = keys.thread_keys(thread_id)
     return [checkpoints, blobs, writes]
 
 
 def get_checkpoint_op(
     thread_id: str, namespace: str, checkpoint_id: str | None
-) -> _s.Operation[StoredCheckpoint | None]:
+) -> Operation[StoredCheckpoint | None]:
     """One checkpoint (the namespace's latest when no id is given), or None."""
-    _s.validate_session_id(thread_id)
+    keys.validate_session_id(thread_id)
     if checkpoint_id:
         args: list[Any] = ["exact", _head(namespace, checkpoint_id)]
     else:
         ns = escape(namespace).encode()
         args = ["range", b"(" + ns + b"\1", b"[" + ns + b"\0", 1, "1"]
-    reply = yield _s.Eval("checkpoint_read", _data_keys(thread_id), args)
+    reply = yield Eval("checkpoint_read", _data_keys(thread_id), args)
     if not reply:
         return None
     return _parse_full(reply, 0)[0]
@@ -316,28 +333,28 @@ def list_checkpoints_op(
     *,
     before: str | None = None,
     limit: int | None = None,
-) -> _s.Operation[list[StoredCheckpoint]]:
+) -> Operation[list[StoredCheckpoint]]:
     """A thread's checkpoints, newest first, with their blobs and writes.
 
     ``namespace`` None means every namespace (ordered by checkpoint id);
     ``before`` keeps checkpoints whose id sorts before it.
     """
-    _s.validate_session_id(thread_id)
+    keys.validate_session_id(thread_id)
     if limit is not None and limit <= 0:
         return []
-    keys = _data_keys(thread_id)
+    data_keys = _data_keys(thread_id)
     if namespace is not None:
         ns = escape(namespace).encode()
         high = b"(" + (_head(namespace, before) if before else ns + b"\1")
-        reply = yield _s.Eval(
+        reply = yield Eval(
             "checkpoint_read",
-            keys,
+            data_keys,
             ["range", high, b"[" + ns + b"\0", -1 if limit is None else limit, "1"],
         )
         return _parse_many(reply)
     # Across namespaces the id order is not the member order: sort the
     # members, then read the page.
-    members = yield _s.Eval("checkpoint_read", keys, ["range", "+", "-", -1, "0"])
+    members = yield Eval("checkpoint_read", data_keys, ["range", "+", "-", -1, "0"])
     heads = []
     for member in members:
         ns_raw, cid_raw, _rest = member.split(b"\0", 2)
@@ -349,26 +366,26 @@ def list_checkpoints_op(
         heads = heads[:limit]
     if not heads:
         return []
-    reply = yield _s.Eval("checkpoint_read", keys, ["exact", *(h for _, h in heads)])
+    reply = yield Eval("checkpoint_read", data_keys, ["exact", *(h for _, h in heads)])
     return _parse_many(reply)
 
 
 def list_checkpoint_heads_op(
     thread_id: str, namespace: str | None, *, before: str | None = None
-) -> _s.Operation[list[tuple[str, str, Typed]]]:
+) -> Operation[list[tuple[str, str, Typed]]]:
     """``(namespace, id, payload)`` of a thread's checkpoints, newest first.
 
     Without blobs or writes: for filtering on the metadata before reading
     the few checkpoints that match (:func:`get_checkpoints_op`).
     """
-    _s.validate_session_id(thread_id)
+    keys.validate_session_id(thread_id)
     if namespace is not None:
         ns = escape(namespace).encode()
         high = b"(" + (_head(namespace, before) if before else ns + b"\1")
         low = b"[" + ns + b"\0"
     else:
         high, low = b"+", b"-"
-    members = yield _s.Eval(
+    members = yield Eval(
         "checkpoint_read", _data_keys(thread_id), ["range", high, low, -1, "0"]
     )
     heads = []
@@ -383,12 +400,12 @@ def list_checkpoint_heads_op(
 
 def get_checkpoints_op(
     thread_id: str, wanted: Sequence[tuple[str, str]]
-) -> _s.Operation[list[StoredCheckpoint]]:
+) -> Operation[list[StoredCheckpoint]]:
     """The checkpoints ``(namespace, id)`` that exist, in the order given."""
-    _s.validate_session_id(thread_id)
+    keys.validate_session_id(thread_id)
     if not wanted:
         return []
-    reply = yield _s.Eval(
+    reply = yield Eval(
         "checkpoint_read",
         _data_keys(thread_id),
         ["exact", *(_head(ns, cid) for ns, cid in wanted)],
@@ -396,43 +413,49 @@ def get_checkpoints_op(
     return _parse_many(reply)
 
 
-def delete_thread_op(thread_id: str) -> _s.Operation[bool]:
+def delete_thread_op(thread_id: str) -> Operation[bool]:
     """Delete a thread's keys and index entries; False if there was none.
 
     When the id is a chat history session's, the session is left alone.
     """
-    _s.validate_session_id(thread_id)
-    indexed = _s.known_owner(thread_id)
-    cluster = _s.is_cluster()
-    thread_keys = _s.thread_keys(thread_id)
+    keys.validate_session_id(thread_id)
+    indexed = _known_owners.get(thread_id, "")
+    cluster = is_cluster()
+    thread_keys = keys.thread_keys(thread_id)
     for _ in range(3):
         script_keys = list(thread_keys)
         if not cluster:
-            script_keys += _s.index_keys(indexed)
-        status, owner = yield _s.Eval(
+            script_keys += _index_keys(conf.KEY_PREFIX, indexed)
+        status, owner = yield Eval(
             "checkpoint_delete", script_keys, [thread_id, indexed]
         )
         owner = owner.decode() if isinstance(owner, bytes) else owner
-        if status == -2:
+        if status == _RETRY:
             indexed = owner
             continue
-        _s.forget_owner(thread_id)
+        _known_owners.pop(thread_id, None)
         if cluster and status == 1:
-            yield _s.unindex_batch(thread_id, owner)
+            commands: list[tuple[Any, ...]] = [
+                ("ZREM", keys.sessions_key(), thread_id),
+                ("ZREM", keys.ids_key(), thread_id),
+            ]
+            if owner:
+                commands.append(("ZREM", keys.owner_key(owner), thread_id))
+            yield Batch(commands)
         return bool(status == 1)
     raise RuntimeError(f"thread {thread_id!r} kept changing owner")
 
 
-def prune_thread_op(thread_id: str, keep: int) -> _s.Operation[int]:
+def prune_thread_op(thread_id: str, keep: int) -> Operation[int]:
     """Keep the latest ``keep`` checkpoints per namespace; return how many went."""
-    _s.validate_session_id(thread_id)
+    keys.validate_session_id(thread_id)
     if keep < 1:
         raise ValueError(f"keep must be at least 1, not {keep!r}")
-    dropped = yield _s.Eval("checkpoint_prune", _data_keys(thread_id), [keep])
+    dropped = yield Eval("checkpoint_prune", _data_keys(thread_id), [keep])
     return int(dropped)
 
 
-def copy_thread_op(source_id: str, target_id: str) -> _s.Operation[bool]:
+def copy_thread_op(source_id: str, target_id: str) -> Operation[bool]:
     """Copy every checkpoint, blob and write of one thread to another.
 
     The target's checkpoint data is replaced; its metadata takes the source's
@@ -440,11 +463,11 @@ def copy_thread_op(source_id: str, target_id: str) -> _s.Operation[bool]:
     checkpoints. Works across Cluster slots (DUMP and RESTORE), so it is two
     round trips and not atomic.
     """
-    _s.validate_session_id(source_id)
-    _s.validate_session_id(target_id)
+    keys.validate_session_id(source_id)
+    keys.validate_session_id(target_id)
     source, target = _data_keys(source_id), _data_keys(target_id)
-    source_meta = _s.thread_keys(source_id)[0]
-    replies = yield _s.Batch(
+    source_meta = keys.thread_keys(source_id)[0]
+    replies = yield Batch(
         [("DUMP", key) for key in source]
         + [("HMGET", source_meta, "title", "owner", "count")]
     )
@@ -456,7 +479,7 @@ def copy_thread_op(source_id: str, target_id: str) -> _s.Operation[bool]:
         commands.append(("DEL", key))
         if dumped is not None:
             commands.append(("RESTORE", key, 0, dumped, "REPLACE"))
-    yield _s.Batch(commands, transaction=not _s.is_cluster())
+    yield Batch(commands, transaction=not is_cluster())
     # The metadata, TTL and indexes, as a put sets them.
     yield from _write_thread(
         target_id,
@@ -472,5 +495,5 @@ def copy_thread_op(source_id: str, target_id: str) -> _s.Operation[bool]:
 
 def conversation_ids_op() -> Operation[list[str]]:
     """Every conversation id in the activity index (sessions and threads)."""
-    raw = yield _s.Command(("ZRANGE", _s.index_keys("")[0], 0, -1))
+    raw = yield Command(("ZRANGE", keys.sessions_key(), 0, -1))
     return [item.decode() for item in raw]
