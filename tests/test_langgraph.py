@@ -521,3 +521,32 @@ def test_the_agent_mode_check_is_registered(settings: Any) -> None:
 def lookup(word: str) -> str:
     """Look a word up (a tool for the agent mode's tests)."""
     return f"{word}: a word"
+
+
+def test_a_thread_id_is_not_a_history_session() -> None:
+    agent = create_agent(ToolCallingModel(), [], checkpointer=DjangoRedisSaver())
+    agent.invoke({"messages": [("user", "hi")]}, config_for("t11"))
+    with pytest.raises(ValueError, match="is a LangGraph thread"):
+        store.append_records("t11", [{"type": "human", "data": {"content": "x"}}])
+    assert store.read_records("t11") == []
+    info = store.get_session("t11")
+    assert info is not None and info.kind == "thread"
+
+
+def test_deleting_the_session_deletes_the_thread(redis_client: Any) -> None:
+    saver = DjangoRedisSaver()
+    agent = create_agent(ToolCallingModel(), [], checkpointer=saver)
+    agent.invoke({"messages": [("user", "hi")]}, config_for("t12", owner="4"))
+    assert store.delete_session("t12") is True
+    assert saver.get_tuple(config_for("t12")) is None
+    assert store.list_sessions(owner="4").total == 0
+    prefix = store.sessions_key().rsplit(":", 1)[0]
+    assert list(redis_client.scan_iter(match=f"{prefix}:*")) == []
+
+
+def test_a_thread_is_consistent_for_the_doctor() -> None:
+    agent = create_agent(ToolCallingModel(), [], checkpointer=DjangoRedisSaver())
+    agent.invoke({"messages": [("user", "hi")]}, config_for("t13", owner="4"))
+    report = store.check_consistency()
+    assert report.ok, report.counts
+    assert report.sessions == 1

@@ -53,6 +53,9 @@ from .operations import (
     ttl_ms,
 )
 
+_SESSION = -3
+"""checkpoint_put's reply when the id is a chat history session's."""
+
 Typed = tuple[str, bytes]
 """A serialized value: the serializer's type name and its bytes."""
 
@@ -247,7 +250,7 @@ def _write_thread(
             script_keys += _index_keys(conf.KEY_PREFIX, indexed)
         status, effective = yield Eval("checkpoint_put", script_keys, args)
         effective = effective.decode() if isinstance(effective, bytes) else effective
-        if status == -3:
+        if status == _SESSION:
             raise ValueError(
                 f"{thread_id!r} is a chat history session, not a LangGraph thread: "
                 "use another thread id"

@@ -145,6 +145,9 @@ class SessionInfo:
     last_activity: datetime
     expires_in: timedelta | None
     """Time left before Redis expires the session; None when it has no TTL."""
+    kind: str = "session"
+    """"session" (a chat history) or "thread" (a LangGraph thread: its messages
+    are in its latest checkpoint, see :mod:`chatmemory.langgraph`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,7 @@ def _parse_info(session_id: str, meta: dict[bytes, bytes], pttl: int) -> Session
         updated=updated,
         last_activity=updated,
         expires_in=timedelta(milliseconds=pttl) if pttl >= 0 else None,
+        kind=meta.get(b"kind", b"session").decode(),
     )
 
 
@@ -212,6 +216,7 @@ def _remember_owner(session_id: str, owner: str) -> None:
 
 _RETRY = -2
 _MISMATCH = -1
+_THREAD = -3
 
 
 def _index_keys(prefix: str, owner: str) -> list[str]:
@@ -282,7 +287,8 @@ def append_records_op(
 
     Also trims to ``CHATMEMORY_MAX_MESSAGES``, sets the metadata (the title and
     owner only if not set yet), restarts the TTL and updates the indexes.
-    Raises :class:`OwnerMismatch` when ``owner`` is not the session's owner.
+    Raises :class:`OwnerMismatch` when ``owner`` is not the session's owner,
+    ``ValueError`` when the id is a LangGraph thread's.
     """
     keys.validate_session_id(session_id)
     if not records:
@@ -312,6 +318,11 @@ def append_records_op(
             script_keys = session_keys + _index_keys(prefix, indexed_owner)
         count, effective = yield Eval("append", script_keys, args)
         effective = effective.decode() if isinstance(effective, bytes) else effective
+        if count == _THREAD:
+            raise ValueError(
+                f"{session_id!r} is a LangGraph thread (chatmemory.langgraph), not "
+                "a chat history session: nothing was written"
+            )
         if count == _MISMATCH:
             raise OwnerMismatch(session_id, given, effective)
         _remember_owner(session_id, effective)
@@ -343,13 +354,24 @@ def create_session_op(
 
 
 def delete_session_op(session_id: str) -> Operation[bool]:
-    """Delete the session's messages, metadata and index entries; False if none."""
+    """Delete the session's messages, metadata and index entries; False if none.
+
+    A LangGraph thread's checkpoints, blobs and writes are deleted too.
+    """
     keys.validate_session_id(session_id)
     prefix = conf.KEY_PREFIX
     owner = _known_owners.get(session_id, "")
     cluster = is_cluster()
     for _ in range(3):
-        script_keys = [keys.messages_key(session_id), keys.meta_key(session_id)]
+        # A LangGraph thread of this id goes too: one id, one conversation.
+        meta, checkpoints, blobs, writes = keys.thread_keys_in(prefix, session_id)
+        script_keys = [
+            keys.messages_key_in(prefix, session_id),
+            meta,
+            checkpoints,
+            blobs,
+            writes,
+        ]
         if not cluster:
             script_keys += _index_keys(prefix, owner)
         existed, recorded = yield Eval("delete", script_keys, [session_id, owner])

@@ -6,8 +6,11 @@
 --       given owner ('' none), owner of KEYS[5] ('' when absent), records...
 -- Reply: {count, effective owner} on success;
 --        {-1, recorded owner} when the given owner is not the recorded one;
---        {-2, recorded owner} when KEYS[5] is not that owner's index (retry).
-local recorded = redis.call('HGET', KEYS[2], 'owner')
+--        {-2, recorded owner} when KEYS[5] is not that owner's index (retry);
+--        {-3, ''} when the id is a LangGraph thread's (nothing written).
+local meta = redis.call('HMGET', KEYS[2], 'owner', 'kind')
+if meta[2] == 'thread' then return {-3, ''} end
+local recorded = meta[1]
 local given = ARGV[6]
 if recorded and given ~= '' and given ~= recorded then return {-1, recorded} end
 local owner = recorded or given
