@@ -30,7 +30,7 @@ import random
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, cast
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, message_to_dict
 from langchain_core.runnables import RunnableConfig
 
 try:
@@ -53,7 +53,7 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess
     ) from exc
 
 from .store import checkpoints as cps
-from .store.codec import TITLE_LENGTH, shorten
+from .store.codec import TITLE_LENGTH, Record, shorten
 from .store.operations import Operation, arun, run
 
 
@@ -462,6 +462,23 @@ class DjangoRedisSaver(BaseCheckpointSaver[str]):
 _EMPTY: cps.Typed = ("empty", b"")
 
 
+def thread_records(thread_id: str) -> list[Record]:
+    """The messages of a thread's latest checkpoint, in ``message_to_dict`` form.
+
+    What the admin shows and exports of a thread (tool calls included): the
+    ``messages`` channel of its latest root checkpoint; [] when it has none.
+    """
+    latest = DjangoRedisSaver().get_tuple(
+        {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    )
+    if latest is None:
+        return []
+    messages = latest.checkpoint["channel_values"].get("messages")
+    if not isinstance(messages, list):
+        return []
+    return [message_to_dict(m) for m in messages if isinstance(m, BaseMessage)]
+
+
 def _check_strategy(strategy: str) -> None:
     if strategy not in ("keep_latest", "delete"):
         raise ValueError(
@@ -469,4 +486,4 @@ def _check_strategy(strategy: str) -> None:
         )
 
 
-__all__ = ["DjangoRedisSaver", "title_from_messages"]
+__all__ = ["DjangoRedisSaver", "thread_records", "title_from_messages"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,13 @@ from django.core.management.base import SystemCheckError
 from langchain.agents import create_agent
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+    messages_from_dict,
+)
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
@@ -32,6 +39,15 @@ from langgraph.types import Command, interrupt
 from chatmemory import store
 from chatmemory.checks import check_agent_mode
 from chatmemory.langgraph import DjangoRedisSaver
+from tests.admin_helpers import (
+    LIST_URL,
+    chat,
+    delete_url,
+    export_url,
+    rows,
+    text,
+    transcript_url,
+)
 
 
 class SyncDrivenSaver(DjangoRedisSaver):
@@ -361,8 +377,8 @@ def test_every_key_of_a_thread_shares_its_hash_tag(redis_client: Any) -> None:
 def test_channel_values_are_stored_once_per_version(redis_client: Any) -> None:
     saver = DjangoRedisSaver()
     agent = create_agent(ToolCallingModel(), [], checkpointer=saver)
-    for text in ("one", "two", "three"):
-        agent.invoke({"messages": [("user", text)]}, config_for("t8"))
+    for said in ("one", "two", "three"):
+        agent.invoke({"messages": [("user", said)]}, config_for("t8"))
     checkpoints = list(saver.list(config_for("t8")))
     versions = {
         (channel, version)
@@ -401,8 +417,8 @@ def test_ttl_slides_with_every_write(settings: Any, redis_client: Any) -> None:
 def test_prune_keeps_the_latest_n(redis_client: Any) -> None:
     saver = DjangoRedisSaver()
     agent = create_agent(ToolCallingModel(), [], checkpointer=saver)
-    for text in ("one", "two", "three"):
-        agent.invoke({"messages": [("user", text)]}, config_for("t10"))
+    for said in ("one", "two", "three"):
+        agent.invoke({"messages": [("user", said)]}, config_for("t10"))
     before = [c.config for c in saver.list(config_for("t10"))]
     tag = f"{store.sessions_key().rsplit(':', 1)[0]}:{{t10}}"
     blobs_before = redis_client.hlen(f"{tag}:blobs")
@@ -455,6 +471,15 @@ with override_settings(CHATMEMORY_KEY_PREFIX=sys.argv[1]):
     client.login(username="admin", password="pw")
     page = client.get("/admin/chatmemory/chatsession/")
     assert page.status_code == 200 and b"hello" in page.content, page.status_code
+    # A thread written elsewhere (where LangGraph is installed) is listed, and
+    # its transcript says what reading it needs.
+    from chatmemory.store import keys
+    from chatmemory.store.client import sync_client
+    meta = {"kind": "thread", "created": 1, "updated": 1}
+    sync_client().hset(keys.meta_key("t1"), mapping=meta)
+    transcript = client.get("/admin/chatmemory/chatsession/t1/change/")
+    assert transcript.status_code == 200, transcript.status_code
+    assert b"reading it needs LangGraph" in transcript.content
     with override_settings(CHATMEMORY_CHAT_MODE="agent"):
         from chatmemory.checks import check_agent_mode
         print("check:", [(e.id, e.msg, e.hint) for e in check_agent_mode()])
@@ -550,3 +575,50 @@ def test_a_thread_is_consistent_for_the_doctor() -> None:
     report = store.check_consistency()
     assert report.ok, report.counts
     assert report.sessions == 1
+
+
+# ---------------------------------------------------------------------------
+# Threads in the admin
+
+
+@pytest.mark.django_db
+def test_the_admin_lists_shows_exports_and_deletes_a_thread(admin_client: Any) -> None:
+    @tool
+    def weather(x: int) -> str:
+        """The weather."""
+        return f"sunny {x}"
+
+    agent = create_agent(ToolCallingModel(), [weather], checkpointer=DjangoRedisSaver())
+    agent.invoke({"messages": [("user", "use: weather")]}, config_for("t14", owner="1"))
+    chat("s14", HumanMessage("a plain session"))
+
+    listing = admin_client.get(LIST_URL)
+    assert rows(listing) == ["s14", "t14"]
+    row = text(listing).split("t14</a>", 1)[1].split("</tr>", 1)[0]
+    assert "use: weather" in row and "(LangGraph thread)" in row
+    assert '<td class="field-message_count">4</td>' in row
+
+    page = text(admin_client.get(transcript_url("t14")))
+    assert "a LangGraph thread: the messages of its latest checkpoint" in page
+    assert (
+        page.index("use: weather")
+        < page.index("sunny 0")
+        < page.index("tools said: sunny 0")
+    )
+    assert "weather" in page and "call-0" in page  # the tool call, shown
+
+    exported = b"".join(admin_client.get(export_url("t14")).streaming_content)
+    messages = messages_from_dict(json.loads(exported))
+    assert [type(m).__name__ for m in messages] == [
+        "HumanMessage",
+        "AIMessage",
+        "ToolMessage",
+        "AIMessage",
+    ]
+    assert isinstance(messages[1], AIMessage)
+    assert messages[1].tool_calls[0]["name"] == "weather"
+
+    response = admin_client.post(delete_url("t14"), {"post": "yes"})
+    assert response.status_code == 302
+    assert DjangoRedisSaver().get_tuple(config_for("t14")) is None
+    assert rows(admin_client.get(LIST_URL)) == ["s14"]

@@ -247,6 +247,34 @@ EXPORT_BATCH = 500
 """Records read from Redis per round trip while an export streams."""
 
 
+def _read_range(
+    session_id: str, offset: int, limit: int
+) -> tuple[store.SessionInfo | None, int, list[store.Record | store.UnreadableEntry]]:
+    info, count, entries = store.read_session_range(session_id, offset, limit)
+    if info is not None and info.kind == "thread":
+        # A thread's messages are one value of its latest checkpoint.
+        everything = thread_entries(session_id)
+        return info, len(everything), everything[offset : offset + limit]
+    return info, count, entries
+
+
+def thread_entries(thread_id: str) -> list[store.Record | store.UnreadableEntry]:
+    """A LangGraph thread's messages: those of its latest checkpoint.
+
+    Reading them takes LangGraph's serializer (chatmemory[langgraph]); without
+    it the transcript says so in one unreadable row.
+    """
+    try:
+        from ..langgraph import thread_records
+    except ImportError as exc:
+        reason = _(
+            "this is a LangGraph thread; reading it needs LangGraph "
+            "(pip install 'chatmemory[langgraph]'): %(error)s"
+        ) % {"error": exc}
+        return [store.UnreadableEntry(0, b"", reason)]
+    return list(thread_records(thread_id))
+
+
 def read_transcript_page(
     session_id: str, number: int, per_page: int
 ) -> tuple[store.SessionInfo | None, TranscriptPage]:
@@ -258,7 +286,7 @@ def read_transcript_page(
     offset = (number - 1) * per_page
     if offset >= MAX_OFFSET:
         raise Http404(_("No such page."))
-    info, count, entries = store.read_session_range(session_id, offset, per_page)
+    info, count, entries = _read_range(session_id, offset, per_page)
     if info is not None and number > 1 and offset >= count:
         raise Http404(_("No such page."))
     return info, transcript_page(entries, number=number, per_page=per_page, count=count)
@@ -274,7 +302,7 @@ def export_json(
     sent, ``batch`` records per round trip.
     """
     batch = batch or EXPORT_BATCH
-    info, count, first = store.read_session_range(session_id, 0, batch)
+    info, count, first = _read_range(session_id, 0, batch)
     return info, _json_array(session_id, first, count, batch)
 
 
@@ -301,7 +329,7 @@ def _json_array(
             break
         # Appends made while the export runs are read too (the list only grows
         # at its end); a session trimmed meanwhile may skip or repeat entries.
-        _, count, entries = store.read_session_range(session_id, offset, batch)
+        _, count, entries = _read_range(session_id, offset, batch)
     yield "\n]\n"
 
 
