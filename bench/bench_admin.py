@@ -11,7 +11,12 @@ Django's test client (middleware, view, template rendering; no network):
 - the session list at 1,000 and at 100,000 sessions, and their ratio (the
   list pages through the Redis indexes, so the target is at most 1.3);
 - a session id prefix search at 100,000 sessions;
-- the transcript of a 1,000-message session.
+- a transcript page (first and last) of a 1,000- and a 100,000-message
+  session, and their ratio (a page reads one range of the list, so the target
+  is at most 1.3);
+- the "No owner" filter at 100,000 sessions;
+- the JSON export (body streamed and read whole) of both sessions, with the
+  peak memory Python allocates for the 100,000-message one.
 
 It also prints the Redis commands one list page costs at each size (they must
 be equal). Requests of the two sizes are interleaved run by run, so drift in
@@ -188,9 +193,24 @@ def median_ms(samples: list[float]) -> float:
 def timed(get: Callable[[], Any]) -> float:
     started = time.perf_counter()
     response = get()
+    if response.streaming:
+        for _ in response.streaming_content:
+            pass
     elapsed = time.perf_counter() - started
     assert response.status_code == 200, response.status_code
     return elapsed
+
+
+def peak_kib(get: Callable[[], Any]) -> float:
+    """Peak memory Python allocates while ``get`` runs and its body is read."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        timed(get)
+        return tracemalloc.get_traced_memory()[1] / 1024
+    finally:
+        tracemalloc.stop()
 
 
 def list_commands(client: Any, redis_client: Any, params: dict[str, str]) -> int:
@@ -237,6 +257,22 @@ def main() -> None:
             DjangoRedisChatMessageHistory("long-session").add_messages(
                 long_conversation(1_000)
             )
+            from chatmemory import store
+
+            store.import_sessions(
+                [
+                    store.ImportedSession(
+                        "huge-session",
+                        [
+                            {
+                                "type": ("human", "ai")[i % 2],
+                                "data": {"content": f"message {i} " * 10},
+                            }
+                            for i in range(100_000)
+                        ],
+                    )
+                ]
+            )
 
         def list_page(name: str, params: dict[str, str]) -> float:
             with key_prefix(name):
@@ -261,16 +297,32 @@ def main() -> None:
         later_page = [list_page("big", {"p": "1000"}) for _ in range(options.runs)]
         owner_search = [list_page("big", {"q": "user7"}) for _ in range(options.runs)]
 
+        no_owner = [
+            list_page("big", {"owner__isnull": "1"}) for _ in range(options.runs)
+        ]
+
         with key_prefix("big"):
-            transcript_url = f"{LIST_URL}long-session/change/"
-            timed(lambda: client.get(transcript_url))
-            transcript = [
-                timed(lambda: client.get(transcript_url)) for _ in range(options.runs)
-            ]
+            pages: dict[str, list[float]] = {}
+            for name, last in (("long-session", 10), ("huge-session", 1000)):
+                for number in (1, last):
+                    url = f"{LIST_URL}{name}/change/?p={number}"
+                    timed(lambda url=url: client.get(url))  # type: ignore[misc]
+                    pages[f"{name} {number}"] = []
+            for _ in range(options.runs):  # interleaved, so drift hits all alike
+                for case in pages:
+                    name, number = case.split()
+                    url = f"{LIST_URL}{name}/change/?p={number}"
+                    pages[case].append(timed(lambda url=url: client.get(url)))  # type: ignore[misc]
             export = [
                 timed(lambda: client.get(f"{LIST_URL}long-session/export/"))
                 for _ in range(options.runs)
             ]
+            huge_export = [
+                timed(lambda: client.get(f"{LIST_URL}huge-session/export/"))
+                for _ in range(3)
+            ]
+            huge_peak = peak_kib(lambda: client.get(f"{LIST_URL}huge-session/export/"))
+            long_peak = peak_kib(lambda: client.get(f"{LIST_URL}long-session/export/"))
 
         ratio = statistics.median(big) / statistics.median(small)
         print()
@@ -285,8 +337,25 @@ def main() -> None:
         print(f"list page 1000 of 4000           {median_ms(later_page):8.1f} ms")
         print(f"prefix search, 100,000 sessions  {median_ms(search):8.1f} ms")
         print(f"owner search, 100,000 sessions   {median_ms(owner_search):8.1f} ms")
-        print(f"transcript, 1,000 messages       {median_ms(transcript):8.1f} ms")
+        print(f"'No owner' filter, 100,000       {median_ms(no_owner):8.1f} ms")
+        for case, samples in pages.items():
+            name, number = case.split()
+            size = "1,000" if name == "long-session" else "100,000"
+            label = f"transcript p{number}, {size} msgs"
+            print(f"{label:<33}{median_ms(samples):8.1f} ms")
+        worst = max(
+            statistics.median(pages[f"huge-session {n}"]) for n in (1, 1000)
+        ) / min(statistics.median(pages[f"long-session {n}"]) for n in (1, 10))
+        print(f"  ratio 100,000 / 1,000 (worst)  {worst:8.2f}   (target <= 1.3)")
         print(f"JSON export, 1,000 messages      {median_ms(export):8.1f} ms")
+        print(
+            f"JSON export, 100,000 messages    {median_ms(huge_export):8.1f} ms "
+            f"(median of 3)"
+        )
+        print(
+            f"  peak Python memory             {long_peak:8.0f} KiB at 1,000, "
+            f"{huge_peak:.0f} KiB at 100,000"
+        )
     finally:
         keys = list(redis_client.scan_iter(match=f"{PREFIX}:*", count=1000))
         for start in range(0, len(keys), 1000):

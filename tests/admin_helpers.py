@@ -88,3 +88,5 @@ def set_activity(redis_client: redis.Redis, session_id: str, when: datetime) -> 
     owner: bytes | None = redis_client.hget(meta, "owner")  # type: ignore[assignment]
     if owner is not None:
         redis_client.zadd(store.owner_key(owner.decode()), {session_id: millis})
+    else:
+        redis_client.zadd(store.no_owner_key(), {session_id: millis})

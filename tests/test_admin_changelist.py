@@ -259,8 +259,8 @@ def test_filter_by_owner(admin_client: Client, searchable: dict[str, User]) -> N
     response = admin_client.get(LIST_URL, {"owner": str(alice.pk)})
     assert rows(response) == ["support-1", "sales-1"]
     choices = response.context["owner_choices"]
-    assert [label for label, _, _ in choices] == ["All", "alice", "bob"]
-    assert [selected for _, _, selected in choices] == [False, True, False]
+    assert [label for label, _, _ in choices] == ["All", "No owner", "alice", "bob"]
+    assert [selected for _, _, selected in choices] == [False, False, True, False]
     page = text(response)
     assert "Clear all filters" in page
     assert f'href="?owner={alice.pk}"' in page
@@ -324,11 +324,35 @@ def test_filter_by_owner_and_activity(
     assert rows(admin_client.get(LIST_URL, params)) == ["recent"]
 
 
+def test_filter_sessions_without_an_owner(
+    admin_client: Client, searchable: dict[str, User]
+) -> None:
+    response = admin_client.get(LIST_URL, {"owner__isnull": "1"})
+    assert rows(response) == ["support-2", "other"]
+    assert response.context["total"] == 2
+    assert "2 chat sessions" in text(response)
+    choices = response.context["owner_choices"]
+    assert [(label, selected) for label, _, selected in choices][:2] == [
+        ("All", False),
+        ("No owner", True),
+    ]
+    assert "Clear all filters" in text(response)
+    # with a search: filtered on the page, the count labelled
+    searched = admin_client.get(LIST_URL, {"q": "support-", "owner__isnull": "1"})
+    assert rows(searched) == ["support-2"]
+    assert count_line(searched) == "at most 3 results"
+    assert rows(admin_client.get(LIST_URL, {"q": "alice", "owner__isnull": "1"})) == []
+    # picking an owner leaves the no-owner filter
+    alice = searchable["alice"]
+    link = next(link for label, link, _ in choices if label == "alice")
+    assert link == f"?owner={alice.pk}"
+
+
 def test_owner_filter_names_a_selected_unknown_owner(admin_client: Client) -> None:
     response = admin_client.get(LIST_URL, {"owner": "4242"})
     assert rows(response) == []
     labels = [label for label, _, _ in response.context["owner_choices"]]
-    assert labels == ["All", "#4242 (no such user)"]
+    assert labels == ["All", "No owner", "#4242 (no such user)"]
 
 
 def test_ghost_sessions_disappear(
@@ -416,6 +440,7 @@ def test_list_page_costs_the_same_at_100_and_100000_sessions(
         {},
         {"p": "3"},
         {"owner": str(users[1].pk)},
+        {"owner__isnull": "1"},
         {"active": "today"},
         {"q": "session-0000"},
         {"q": "user1"},

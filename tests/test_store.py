@@ -348,6 +348,52 @@ def test_read_session_does_not_restart_the_ttl(redis_client: redis.Redis) -> Non
     assert store.read_session("missing") == (None, [])
 
 
+def test_sessions_without_an_owner_have_their_own_index(
+    redis_client: redis.Redis,
+) -> None:
+    store.append_records("anon-1", [human("x")])
+    store.create_session("anon-2")
+    store.import_sessions([store.ImportedSession("anon-3", [human("y")])])
+    store.append_records("owned", [human("z")], owner="5")
+    store.import_sessions([store.ImportedSession("owned-2", [human("y")], owner="5")])
+
+    def ownerless() -> list[str]:
+        return sorted(
+            s.session_id for s in store.list_sessions(ownerless=True).sessions
+        )
+
+    assert ownerless() == ["anon-1", "anon-2", "anon-3"]
+    assert store.list_sessions(ownerless=True).total == 3
+    # a first owner moves the session to its owner's index
+    store.append_records("anon-1", [human("mine now")], owner="6")
+    assert ownerless() == ["anon-2", "anon-3"]
+    assert [s.session_id for s in store.list_sessions(owner="6").sessions] == ["anon-1"]
+    # deleting removes it; rebuilding the indexes brings the index back
+    store.delete_session("anon-2")
+    assert ownerless() == ["anon-3"]
+    redis_client.delete(store.no_owner_key())
+    assert ownerless() == []
+    assert store.rebuild_indexes() == 4
+    assert ownerless() == ["anon-3"]
+    # a stale entry (a session with an owner) is dropped when listing meets it
+    redis_client.zadd(store.no_owner_key(), {"owned": 1})
+    page = store.list_sessions(ownerless=True)
+    assert [s.session_id for s in page.sessions] == ["anon-3"] and page.total == 1
+    assert redis_client.zscore(store.no_owner_key(), "owned") is None
+
+
+def test_reading_refreshes_the_no_owner_index(redis_client: redis.Redis) -> None:
+    with override_settings(CHATMEMORY_TTL=100, CHATMEMORY_REFRESH_TTL_ON_READ=True):
+        store.append_records("anon", [human("x")])
+        redis_client.zadd(store.no_owner_key(), {"anon": 1})
+        store.read_records("anon")
+        score = redis_client.zscore(store.no_owner_key(), "anon")
+        assert score is not None and score > 1
+        assert [s.session_id for s in store.list_sessions(ownerless=True).sessions] == [
+            "anon"
+        ]
+
+
 def test_read_session_range(redis_client: redis.Redis) -> None:
     store.import_sessions(
         [store.ImportedSession("long", [human(f"m{i}") for i in range(10)])]
@@ -481,6 +527,7 @@ async def test_async_twins_match_the_sync_operations() -> None:
     assert await store.acount_owner_sessions(["5", "6"]) == {"5": 1}
     info, records = await store.aread_session("a")
     assert info is not None and records == []
+    assert (await store.alist_sessions(ownerless=True)).total == 0
     info, count, records = await store.aread_session_range("a", 0, 10)
     assert info is not None and count == 0 and records == []
     await store.acheck_connection()

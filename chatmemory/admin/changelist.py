@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 SEARCH_VAR = "q"
 PAGE_VAR = "p"
 OWNER_VAR = "owner"
+NO_OWNER_VAR = "owner__isnull"
 ACTIVE_VAR = "active"
 
 ACTIVITY_CHOICES: tuple[tuple[str, StrPromise], ...] = (
@@ -79,12 +80,13 @@ class SessionChangeList:
         self.request = request
         self.model_admin = model_admin
         self.query = request.GET.get(SEARCH_VAR, "").strip()
-        self.owner = request.GET.get(OWNER_VAR) or None
+        self.ownerless = request.GET.get(NO_OWNER_VAR) == "1"
+        self.owner = None if self.ownerless else request.GET.get(OWNER_VAR) or None
         self.active = request.GET.get(ACTIVE_VAR, "")
         self.active_since = activity_start(self.active)
         self.page_number = page_number_or_404(request.GET.get(PAGE_VAR))
         self.per_page = max(1, conf.SESSIONS_PER_PAGE)
-        self.has_filters = bool(self.owner or self.active_since)
+        self.has_filters = bool(self.owner or self.ownerless or self.active_since)
 
         offset = (self.page_number - 1) * self.per_page
         if offset >= MAX_OFFSET:  # past any index, and past Redis's integers
@@ -114,13 +116,17 @@ class SessionChangeList:
 
     def sources(self) -> list[Source]:
         """Where the listed sessions come from, in the order they are listed."""
-        owner, active_since = self.owner, self.active_since
+        owner, ownerless, active_since = self.owner, self.ownerless, self.active_since
         if self.query:
             return self.search_sources()
         return [
             Source(
                 lambda off, lim: store.list_sessions(
-                    owner=owner, offset=off, limit=lim, active_since=active_since
+                    owner=owner,
+                    ownerless=ownerless,
+                    offset=off,
+                    limit=lim,
+                    active_since=active_since,
                 ),
                 kind="all",
             )
@@ -136,6 +142,7 @@ class SessionChangeList:
         (a session may be in both; it is listed once).
         """
         query, owner, active_since = self.query, self.owner, self.active_since
+        ownerless = self.ownerless
         try:
             store.validate_session_id(query)
         except ValueError:
@@ -151,13 +158,15 @@ class SessionChangeList:
             def keep(info: store.SessionInfo) -> bool:
                 if owner is not None and info.owner != owner:
                     return False
+                if ownerless and info.owner is not None:
+                    return False
                 return active_since is None or info.last_activity >= active_since
 
-            filtered = owner is not None or active_since is not None
+            filtered = owner is not None or ownerless or active_since is not None
             sources.append(
                 Source(without(by_id, keep) if filtered else by_id, "ids", filtered)
             )
-        for owner_id in matching_owners(query):
+        for owner_id in [] if ownerless else matching_owners(query):
             if owner is not None and owner_id != owner:
                 continue
 
@@ -223,15 +232,22 @@ class SessionChangeList:
         choices = [
             (
                 _("All"),
-                self.get_query({OWNER_VAR: None, PAGE_VAR: None}),
-                selected is None,
-            )
+                self.get_query({OWNER_VAR: None, NO_OWNER_VAR: None, PAGE_VAR: None}),
+                selected is None and not self.ownerless,
+            ),
+            (
+                _("No owner"),
+                self.get_query({OWNER_VAR: None, NO_OWNER_VAR: "1", PAGE_VAR: None}),
+                self.ownerless,
+            ),
         ]
         for owner_id, label in sorted(labels.items(), key=lambda item: item[1]):
             choices.append(
                 (
                     label,
-                    self.get_query({OWNER_VAR: owner_id, PAGE_VAR: None}),
+                    self.get_query(
+                        {OWNER_VAR: owner_id, NO_OWNER_VAR: None, PAGE_VAR: None}
+                    ),
                     owner_id == selected,
                 )
             )
@@ -261,14 +277,18 @@ class SessionChangeList:
         """The filters the search form carries along."""
         return [
             (name, value)
-            for name, value in ((OWNER_VAR, self.owner), (ACTIVE_VAR, self.active))
+            for name, value in (
+                (OWNER_VAR, self.owner),
+                (NO_OWNER_VAR, "1" if self.ownerless else None),
+                (ACTIVE_VAR, self.active),
+            )
             if value
         ]
 
     def get_query(self, changes: dict[str, Any]) -> str:
         """The list's query string with ``changes`` applied (None drops a key)."""
         params: dict[str, str] = {}
-        for key in (SEARCH_VAR, PAGE_VAR, OWNER_VAR, ACTIVE_VAR):
+        for key in (SEARCH_VAR, PAGE_VAR, OWNER_VAR, NO_OWNER_VAR, ACTIVE_VAR):
             value = self.request.GET.get(key)
             if value:
                 params[key] = value
@@ -297,7 +317,7 @@ class SessionChangeList:
             "activity_choices": self.activity_choices(),
             "has_active_filters": self.has_filters,
             "clear_filters_url": self.get_query(
-                {OWNER_VAR: None, ACTIVE_VAR: None, PAGE_VAR: None}
+                {OWNER_VAR: None, NO_OWNER_VAR: None, ACTIVE_VAR: None, PAGE_VAR: None}
             ),
         }
 

@@ -51,6 +51,7 @@ from .keys import (
     ids_key,
     messages_key,
     meta_key,
+    no_owner_key,
     owner_key,
     owner_key_prefix,
     sessions_key,
@@ -154,13 +155,15 @@ def list_sessions(
     offset: int = 0,
     limit: int = 25,
     active_since: datetime | None = None,
+    ownerless: bool = False,
 ) -> SessionPage:
-    """Sessions by last activity, newest first: all of them, or one owner's.
+    """Sessions by last activity, newest first: all of them, one owner's, or
+    with ``ownerless=True`` those without an owner (from their own index).
 
     Costs two round trips and work proportional to ``limit``, whatever the
     number of sessions (plus removing entries that expired since last time).
     """
-    return run(_ops.list_sessions_op(owner, offset, limit, active_since))
+    return run(_ops.list_sessions_op(owner, offset, limit, active_since, ownerless))
 
 
 async def alist_sessions(
@@ -169,9 +172,12 @@ async def alist_sessions(
     offset: int = 0,
     limit: int = 25,
     active_since: datetime | None = None,
+    ownerless: bool = False,
 ) -> SessionPage:
     """Async :func:`list_sessions`."""
-    return await arun(_ops.list_sessions_op(owner, offset, limit, active_since))
+    return await arun(
+        _ops.list_sessions_op(owner, offset, limit, active_since, ownerless)
+    )
 
 
 def search_session_ids(prefix: str, *, offset: int = 0, limit: int = 25) -> SessionPage:
@@ -364,6 +370,7 @@ __all__ = [
     "list_sessions",
     "messages_key",
     "meta_key",
+    "no_owner_key",
     "owner_key",
     "owner_key_prefix",
     "read_records",

@@ -442,8 +442,7 @@ def delete_thread_op(thread_id: str) -> Operation[bool]:
                 ("ZREM", keys.sessions_key(), thread_id),
                 ("ZREM", keys.ids_key(), thread_id),
             ]
-            if owner:
-                commands.append(("ZREM", keys.owner_key(owner), thread_id))
+            commands.append(("ZREM", keys.owner_index_key(owner), thread_id))
             yield Batch(commands)
         return bool(status == 1)
     raise RuntimeError(f"thread {thread_id!r} kept changing owner")

@@ -193,7 +193,7 @@ class ConsistencyReport:
 PROBLEMS = {
     "not_in_activity_index": "sessions missing from the activity index",
     "not_in_ids_index": "sessions missing from the id index",
-    "not_in_owner_index": "sessions missing from their owner's index",
+    "not_in_owner_index": "sessions missing from their owner's (or the no-owner) index",
     "index_ghost": "index entries whose session is gone",
     "owner_index_ghost": "owner index entries whose session is gone or is another's",
     "orphan_messages": "message lists without metadata",
@@ -275,12 +275,17 @@ def check_consistency_op(
         for sid, _ in members:
             if meta.get(sid) != owner:
                 report.add("owner_index_ghost", sid)
+    no_owner = yield from _zset_members(keys.no_owner_key(), batch)
+    owned[""] = {sid for sid, _ in no_owner}
+    for sid, _ in no_owner:
+        if meta.get(sid) != "":
+            report.add("owner_index_ghost", sid)
     for sid, owner in meta.items():
         if sid not in activity:
             report.add("not_in_activity_index", sid)
         if sid not in ids:
             report.add("not_in_ids_index", sid)
-        if owner and sid not in owned.get(owner, ()):
+        if sid not in owned.get(owner, ()):
             report.add("not_in_owner_index", sid)
     for sid in activity.keys() | ids.keys():
         if sid not in meta:

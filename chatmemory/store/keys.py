@@ -6,6 +6,7 @@
     P:{S}:meta       hash    created, updated (epoch ms), count, title, owner
     P:sessions       zset    session id -> last activity (epoch ms), every session
     P:owner:<owner>  zset    session id -> last activity, one owner's sessions
+    P:no-owner       zset    session id -> last activity, sessions without an owner
     P:session-ids    zset    session id (score 0): lexicographic index for prefix search
 
 A LangGraph thread (``chatmemory.langgraph``) is a conversation of the same id
@@ -114,6 +115,16 @@ def thread_keys(thread_id: str) -> tuple[str, str, str, str]:
     return thread_keys_in(conf.KEY_PREFIX, thread_id)
 
 
+def no_owner_key_in(prefix: str) -> str:
+    """:func:`no_owner_key` under ``prefix``."""
+    return f"{prefix}:no-owner"
+
+
+def owner_index_key_in(prefix: str, owner: str) -> str:
+    """The index a session of ``owner`` is in: its owner's, or the no-owner one."""
+    return owner_key_in(prefix, owner) if owner else no_owner_key_in(prefix)
+
+
 def messages_key(session_id: str) -> str:
     """The list holding the session's messages."""
     return messages_key_in(conf.KEY_PREFIX, session_id)
@@ -147,6 +158,16 @@ def owner_key(owner: str) -> str:
 def probe_key() -> str:
     """A scratch key (one slot) the doctor writes and deletes to test permissions."""
     return f"{conf.KEY_PREFIX}:{{chatmemory-doctor}}:probe"
+
+
+def no_owner_key() -> str:
+    """The sorted set of the sessions without an owner, by last activity."""
+    return no_owner_key_in(conf.KEY_PREFIX)
+
+
+def owner_index_key(owner: str) -> str:
+    """:func:`owner_index_key_in` under the configured prefix."""
+    return owner_index_key_in(conf.KEY_PREFIX, owner)
 
 
 def scan_pattern(kind: str) -> str:

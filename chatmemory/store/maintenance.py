@@ -35,8 +35,8 @@ def rebuild_indexes_op(batch: int = 1000) -> Operation[int]:
                 if session_id is None or updated is None:
                     continue
                 activity[session_id] = int(updated)
-                if owner is not None:
-                    owners.setdefault(owner.decode(), {})[session_id] = int(updated)
+                owner_id = "" if owner is None else owner.decode()
+                owners.setdefault(owner_id, {})[session_id] = int(updated)
         if int(cursor) == 0:
             break
     old_owner_keys: list[bytes] = []
@@ -49,7 +49,13 @@ def rebuild_indexes_op(batch: int = 1000) -> Operation[int]:
         if int(cursor) == 0:
             break
     commands: list[tuple[Any, ...]] = [
-        ("DEL", keys.sessions_key(), keys.ids_key(), *old_owner_keys)
+        (
+            "DEL",
+            keys.sessions_key(),
+            keys.ids_key(),
+            keys.no_owner_key(),
+            *old_owner_keys,
+        )
     ]
     items = list(activity.items())
     for start in range(0, len(items), batch):
@@ -64,7 +70,7 @@ def rebuild_indexes_op(batch: int = 1000) -> Operation[int]:
         commands.append(
             (
                 "ZADD",
-                keys.owner_key(owner),
+                keys.owner_index_key(owner),
                 *(x for sid, t in sessions.items() for x in (t, sid)),
             )
         )
@@ -116,7 +122,7 @@ def _batches(
         script_keys += (
             keys.messages_key_in(prefix, session_id),
             keys.meta_key_in(prefix, session_id),
-            keys.owner_key_in(prefix, owner) if owner else sessions_key,
+            keys.owner_index_key_in(prefix, owner),
         )
         args += (session_id, created, updated, title, owner, left, len(records))
         args += encode_records(records)

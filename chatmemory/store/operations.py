@@ -220,10 +220,14 @@ _THREAD = -3
 
 
 def _index_keys(prefix: str, owner: str) -> list[str]:
-    index = [keys.sessions_key_in(prefix), keys.ids_key_in(prefix)]
-    if owner:
-        index.append(keys.owner_key_in(prefix, owner))
-    return index
+    # The owner's index (the no-owner one for ''), then the no-owner index, which
+    # a session leaves when a write gives it its first owner.
+    return [
+        keys.sessions_key_in(prefix),
+        keys.ids_key_in(prefix),
+        keys.owner_index_key_in(prefix, owner),
+        keys.no_owner_key_in(prefix),
+    ]
 
 
 def _index_batch(session_id: str, owner: str, score: int) -> Batch:
@@ -232,8 +236,9 @@ def _index_batch(session_id: str, owner: str, score: int) -> Batch:
         ("ZADD", keys.sessions_key(), "GT", score, session_id),
         ("ZADD", keys.ids_key(), "NX", 0, session_id),
     ]
+    commands.append(("ZADD", keys.owner_index_key(owner), "GT", score, session_id))
     if owner:
-        commands.append(("ZADD", keys.owner_key(owner), "GT", score, session_id))
+        commands.append(("ZREM", keys.no_owner_key(), session_id))
     return Batch(commands)
 
 
@@ -257,8 +262,7 @@ def read_records_op(session_id: str) -> Operation[list[Record | UnreadableEntry]
         script_keys = [messages, keys.meta_key_in(prefix, session_id)]
         if not cluster:
             script_keys.append(keys.sessions_key_in(prefix))
-            if owner:
-                script_keys.append(keys.owner_key_in(prefix, owner))
+            script_keys.append(keys.owner_index_key_in(prefix, owner))
         items, recorded = yield Eval(
             "read_refresh", script_keys, [session_id, now, ttl, owner]
         )
@@ -271,10 +275,9 @@ def read_records_op(session_id: str) -> Operation[list[Record | UnreadableEntry]
             commands: list[tuple[Any, ...]] = [
                 ("ZADD", keys.sessions_key(), "XX", "GT", now, session_id)
             ]
-            if recorded:
-                commands.append(
-                    ("ZADD", keys.owner_key(recorded), "XX", "GT", now, session_id)
-                )
+            commands.append(
+                ("ZADD", keys.owner_index_key(recorded), "XX", "GT", now, session_id)
+            )
             yield Batch(commands)
         return decode_records(items)
     raise RuntimeError(f"session {session_id!r} kept changing owner")
@@ -385,8 +388,7 @@ def delete_session_op(session_id: str) -> Operation[bool]:
                 ("ZREM", keys.sessions_key(), session_id),
                 ("ZREM", keys.ids_key(), session_id),
             ]
-            if recorded:
-                commands.append(("ZREM", keys.owner_key(recorded), session_id))
+            commands.append(("ZREM", keys.owner_index_key(recorded), session_id))
             yield Batch(commands)
         return bool(existed)
     raise RuntimeError(f"session {session_id!r} kept changing owner")
@@ -441,14 +443,23 @@ def get_sessions_op(session_ids: Sequence[str]) -> Operation[list[SessionInfo]]:
 
 
 def list_sessions_op(
-    owner: str | None, offset: int, limit: int, active_since: datetime | None
+    owner: str | None,
+    offset: int,
+    limit: int,
+    active_since: datetime | None,
+    ownerless: bool = False,
 ) -> Operation[SessionPage]:
-    """Sessions by last activity, newest first: all of them, or one owner's."""
-    index = keys.sessions_key() if owner is None else keys.owner_key(str(owner))
+    """Sessions by last activity, newest first: all of them, one owner's, or
+    (``ownerless``) those without an owner."""
+    everyone = owner is None and not ownerless
+    if ownerless:
+        index = keys.no_owner_key()
+    else:
+        index = keys.sessions_key() if owner is None else keys.owner_key(str(owner))
     low: int | str = "-inf" if active_since is None else ms(active_since)
     ttl = ttl_ms()
     script_keys = [index]
-    if owner is None and not is_cluster():
+    if everyone and not is_cluster():
         script_keys.append(keys.ids_key())
     reply = yield Eval(
         "page", script_keys, [now_ms() - ttl if ttl else 0, low, offset, limit]
@@ -456,7 +467,11 @@ def list_sessions_op(
     total, *raw_ids = reply
     ids = [raw.decode() for raw in raw_ids]
     infos = yield from get_sessions_op(ids)
-    if owner is not None and len(infos) < len(ids):
+    if ownerless:
+        # A session that got an owner while a crash kept it here (Cluster's
+        # second step), or that an import replaced: not ownerless any more.
+        infos = [info for info in infos if info.owner is None]
+    if not everyone and len(infos) < len(ids):
         alive = {info.session_id for info in infos}
         yield Command(("ZREM", index, *(sid for sid in ids if sid not in alive)))
     return SessionPage(infos, int(total) - (len(ids) - len(infos)))

@@ -1,9 +1,10 @@
 -- Append records to one session, atomically.
--- KEYS: messages, meta, [sessions, ids, [owner index]]
+-- KEYS: messages, meta, [sessions, ids, owner index, no-owner index]
 --   With only the two session keys (Redis Cluster: the indexes live in other
 --   slots) the caller updates the indexes itself, from the reply.
 -- ARGV: session id, now ms, ttl ms (0: none), cap (0: none), title,
---       given owner ('' none), owner of KEYS[5] ('' when absent), records...
+--       given owner ('' none), owner of KEYS[5] ('' when it is the no-owner
+--       index), records...
 -- Reply: {count, effective owner} on success;
 --        {-1, recorded owner} when the given owner is not the recorded one;
 --        {-2, recorded owner} when KEYS[5] is not that owner's index (retry);
@@ -15,7 +16,7 @@ local given = ARGV[6]
 if recorded and given ~= '' and given ~= recorded then return {-1, recorded} end
 local owner = recorded or given
 local indexed = #KEYS >= 4
-if indexed and owner ~= '' and owner ~= ARGV[7] then return {-2, owner} end
+if indexed and owner ~= ARGV[7] then return {-2, owner} end
 local now = ARGV[2]
 local ttl = tonumber(ARGV[3])
 local cap = tonumber(ARGV[4])
@@ -46,6 +47,7 @@ end
 if indexed then
   redis.call('ZADD', KEYS[3], now, ARGV[1])
   redis.call('ZADD', KEYS[4], 0, ARGV[1])
-  if owner ~= '' then redis.call('ZADD', KEYS[5], now, ARGV[1]) end
+  redis.call('ZADD', KEYS[5], now, ARGV[1])
+  if owner ~= '' and not recorded then redis.call('ZREM', KEYS[6], ARGV[1]) end
 end
 return {count, owner}

@@ -1,7 +1,8 @@
 -- Delete a LangGraph thread: its checkpoints, blobs and writes, and, when the
 -- metadata is a thread's, the metadata and the index entries.
 -- KEYS: 1 meta, 2 checkpoints, 3 blobs, 4 writes, then, off Cluster,
---       5 sessions, 6 ids, 7 the owner index (when an owner is indexed)
+--       5 sessions, 6 ids, 7 the owner index (the no-owner index for ''),
+--       8 the no-owner index
 -- ARGV: 1 thread id, 2 owner indexed
 -- Returns {status, owner}: 1 deleted, 0 nothing there, -2 call again with
 -- that owner's index key.
@@ -13,7 +14,7 @@ if info[1] == 'thread' then
   if #KEYS > 4 then
     redis.call('ZREM', KEYS[5], ARGV[1])
     redis.call('ZREM', KEYS[6], ARGV[1])
-    if owner ~= '' then redis.call('ZREM', KEYS[7], ARGV[1]) end
+    redis.call('ZREM', KEYS[7], ARGV[1])
   end
 else
   owner = ''

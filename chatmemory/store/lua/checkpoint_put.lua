@@ -1,7 +1,7 @@
 -- Store one LangGraph checkpoint, its new channel blobs and the thread's metadata.
 -- KEYS: 1 meta, 2 checkpoints, 3 blobs, 4 writes, 5 messages (a history
 --       session's list: only read), then, off Cluster, 6 sessions, 7 ids,
---       8 the owner index (when an owner is indexed)
+--       8 the owner index (the no-owner index for ''), 9 the no-owner index
 -- ARGV: 1 thread id, 2 now ms, 3 ttl ms (0: none), 4 the checkpoint's member
 --       prefix (ns \0 id \0; '' to only write the metadata), 5 the member, 6 title ('' none), 7 owner given
 --       ('' none), 8 owner indexed, 9 message count ('' unchanged),
@@ -44,6 +44,7 @@ end
 if #KEYS > 5 then
   redis.call('ZADD', KEYS[6], now, ARGV[1])
   redis.call('ZADD', KEYS[7], 0, ARGV[1])
-  if effective ~= '' then redis.call('ZADD', KEYS[8], now, ARGV[1]) end
+  redis.call('ZADD', KEYS[8], now, ARGV[1])
+  if effective ~= '' and not owner then redis.call('ZREM', KEYS[9], ARGV[1]) end
 end
 return {1, effective}

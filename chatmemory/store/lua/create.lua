@@ -1,5 +1,5 @@
 -- Create an empty session (no-op when it exists).
--- KEYS: meta, [sessions, ids, [owner index]]
+-- KEYS: meta, [sessions, ids, owner index (the no-owner one for ''), no-owner]
 -- ARGV: session id, now ms, ttl ms (0: none), title, owner ('' none)
 -- Reply: 1 created, 0 existed.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -13,6 +13,6 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 if #KEYS >= 3 then
   redis.call('ZADD', KEYS[2], now, ARGV[1])
   redis.call('ZADD', KEYS[3], 0, ARGV[1])
-  if KEYS[4] then redis.call('ZADD', KEYS[4], now, ARGV[1]) end
+  redis.call('ZADD', KEYS[4], now, ARGV[1])
 end
 return 1

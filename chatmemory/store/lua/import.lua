@@ -1,6 +1,6 @@
 -- Write whole sessions (see maintenance.import_sessions).
 -- KEYS: sessions, ids, then per session: messages, meta, owner index (the
---       sessions key again when the session has no owner, unused then)
+--       no-owner index when the session has no owner)
 -- ARGV: per session: session id, created, updated, title, owner ('' none),
 --       ttl ms left (0 none), record count n, n records
 local function zadd_all(key, pairs)
@@ -27,13 +27,13 @@ while i <= #ARGV do
   if owner ~= '' then
     redis.call('HSET', hkey, 'created', ARGV[i + 1], 'updated', updated,
                'count', n, 'title', ARGV[i + 3], 'owner', owner)
-    local scores = owners[okey]
-    if not scores then scores = {}; owners[okey] = scores end
-    table.insert(scores, updated); table.insert(scores, sid)
   else
     redis.call('HSET', hkey, 'created', ARGV[i + 1], 'updated', updated,
                'count', n, 'title', ARGV[i + 3])
   end
+  local scores = owners[okey]
+  if not scores then scores = {}; owners[okey] = scores end
+  table.insert(scores, updated); table.insert(scores, sid)
   if ttl > 0 then
     if n > 0 then redis.call('PEXPIRE', mkey, ttl) end
     redis.call('PEXPIRE', hkey, ttl)

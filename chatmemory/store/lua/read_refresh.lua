@@ -1,19 +1,19 @@
 -- Read every message and restart the session's TTL.
--- KEYS: messages, meta, [sessions, [owner index]]
--- ARGV: session id, now ms, ttl ms, owner of KEYS[4] ('' when absent)
+-- KEYS: messages, meta, [sessions, owner index]
+-- ARGV: session id, now ms, ttl ms, owner of KEYS[4] ('' for the no-owner index)
 -- Reply: {items, recorded owner or ''}; {-2, owner} when KEYS[4] is not
 -- that owner's index (retry).
 local owner = ''
 if redis.call('EXISTS', KEYS[2]) == 1 then
   owner = redis.call('HGET', KEYS[2], 'owner') or ''
   local indexed = #KEYS >= 3
-  if indexed and owner ~= '' and owner ~= ARGV[4] then return {-2, owner} end
+  if indexed and owner ~= ARGV[4] then return {-2, owner} end
   local ttl = tonumber(ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   if indexed then
     redis.call('ZADD', KEYS[3], 'XX', ARGV[2], ARGV[1])
-    if owner ~= '' then redis.call('ZADD', KEYS[4], 'XX', ARGV[2], ARGV[1]) end
+    redis.call('ZADD', KEYS[4], 'XX', ARGV[2], ARGV[1])
   end
 end
 return {redis.call('LRANGE', KEYS[1], 0, -1), owner}
