@@ -93,12 +93,13 @@ def _append_args(session_id: str, owner: str, question: str, reply: str) -> list
     session = f"{PREFIX}:{{{session_id}}}"
     return [
         SHA,
-        5,
+        6,
         f"{session}:messages",
         f"{session}:meta",
         f"{PREFIX}:sessions",
         f"{PREFIX}:session-ids",
         f"{PREFIX}:owner:{owner}",
+        f"{PREFIX}:no-owner",
         session_id,
         time.time_ns() // 1_000_000,
         TTL_MS,
