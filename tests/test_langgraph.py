@@ -305,6 +305,7 @@ def test_a_thread_is_listed_like_a_session(settings: Any) -> None:
     assert [s.session_id for s in store.list_sessions().sessions] == ["t5"]
     assert [s.session_id for s in store.list_sessions(owner="42").sessions] == ["t5"]
     assert store.list_sessions(owner="7").sessions == []
+    assert store.list_sessions(ownerless=True).sessions == []
 
     # The next turn keeps the title and owner, counts the messages anew.
     agent.invoke({"messages": [("user", "again")]}, config_for("t5"))
@@ -312,6 +313,17 @@ def test_a_thread_is_listed_like_a_session(settings: Any) -> None:
     assert again is not None
     assert (again.title, again.owner, again.message_count) == (info.title, "42", 4)
     assert again.updated >= info.updated
+
+
+def test_a_thread_without_an_owner_is_in_the_no_owner_index() -> None:
+    saver = DjangoRedisSaver()
+    agent = create_agent(ToolCallingModel(), [], checkpointer=saver)
+    agent.invoke({"messages": [("user", "hi")]}, config_for("anon-thread"))
+    ownerless = store.list_sessions(ownerless=True)
+    assert [s.session_id for s in ownerless.sessions] == ["anon-thread"]
+    assert store.check_consistency().ok
+    saver.delete_thread("anon-thread")
+    assert store.list_sessions(ownerless=True).total == 0
 
 
 def test_another_owner_cannot_write_to_a_thread() -> None:
