@@ -126,7 +126,7 @@ def check_chat_model(**kwargs: Any) -> list[CheckMessage]:
     Building a model only constructs the client object; nothing is sent.
     """
     try:
-        from .chains import build_chat_model
+        from .llm import build_chat_model
     # A broken LangChain install is reported, not raised: checks must not crash.
     except ImportError as exc:
         reason = f"the chat chain cannot be imported: {exc}"

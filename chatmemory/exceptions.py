@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from django.utils.translation import gettext_lazy as _
+
+STORE_DOWN = _(
+    "The chat history store is not reachable right now, so nothing can be "
+    "loaded or saved. Please try again in a minute."
+)
+"""What the chat pages say when Redis is down."""
+
 
 class ChatMemoryError(Exception):
     """Base class of every error chatmemory raises on purpose."""
@@ -46,3 +54,14 @@ class OwnerMismatch(ChatMemoryError, ValueError):
             f"Chat session {session_id!r} belongs to owner {recorded!r}, "
             f"not {given!r}: nothing was written"
         )
+
+
+class ModelFailed(ChatMemoryError):
+    """The chat model raised, timed out or was refused; nothing was saved.
+
+    ``user_message`` says what happened in words fit for the chat page.
+    """
+
+    def __init__(self, user_message: str) -> None:
+        self.user_message = user_message
+        super().__init__(user_message)

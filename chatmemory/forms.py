@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 
 from .conf import conf
-from .store import TITLE_LENGTH
+from .records import TITLE_LENGTH
 
 
 class MessageForm(forms.Form):

@@ -4,21 +4,16 @@ Every view needs a logged-in user and only shows that user's sessions: any
 other session id is a 404, whether it belongs to someone else or to no one.
 Redis being down gives a 503 page (an ``error`` event on the stream).
 
-The stream is Server-Sent Events on a POST. Django serves a streaming body
-incrementally only when its iterator matches the server: a sync generator
-under WSGI, an async one under ASGI (a mismatch is consumed whole, then sent).
-So :func:`stream` hands the response the iterator that fits the request it got.
+The stream is Server-Sent Events on a POST (:mod:`chatmemory.sse`), run by
+the sync or the async iterator that fits the server the request came from.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import aclosing, closing
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any
@@ -31,22 +26,19 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBase,
-    StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import chains, store
+from . import llm, records, sse, store
 from .conf import conf
-from .exceptions import StoreUnavailable
+from .exceptions import STORE_DOWN, ModelFailed, StoreUnavailable
 from .forms import MessageForm, RenameForm
+from .turn import ChatTurn
 
 logger = logging.getLogger("chatmemory")
 
-STORE_DOWN = (
-    "The chat history store is not reachable right now, so nothing can be "
-    "loaded or saved. Please try again in a minute."
-)
+UNREADABLE = "(an unreadable entry was skipped)"
 MODEL_MISCONFIGURED = (
     "The chat model is not configured correctly (see 'manage.py check'); "
     "nothing was saved."
@@ -105,60 +97,39 @@ class Entry:
     """human, ai, system, other or unreadable."""
     text: str
     interrupted: bool = False
+    tool_calls: tuple[records.ToolCall, ...] = ()
 
 
-_ROLES = {
-    "human": "human",
-    "HumanMessageChunk": "human",
-    "ai": "ai",
-    "AIMessageChunk": "ai",
-    "system": "system",
-    "SystemMessageChunk": "system",
-}
+_ROLES = {"human": "human", "ai": "ai", "system": "system", "unreadable": "unreadable"}
 
 
 def transcript(
-    records: list[store.Record | store.UnreadableEntry],
+    entries: list[store.Record | store.UnreadableEntry],
 ) -> list[Entry]:
     """The entries to show for a session's stored records."""
-    entries = []
-    for record in records:
-        if isinstance(record, store.UnreadableEntry):
-            entries.append(Entry("unreadable", "(an unreadable entry was skipped)"))
+    shown = []
+    for entry in entries:
+        if isinstance(entry, store.UnreadableEntry):
+            shown.append(Entry("unreadable", UNREADABLE))
             continue
-        data = record.get("data")
-        data = data if isinstance(data, dict) else {}
-        metadata = data.get("response_metadata")
-        interrupted = isinstance(metadata, dict) and bool(
-            metadata.get(chains.INTERRUPTED)
-        )
-        role = _ROLES.get(str(record.get("type")), "other")
-        entries.append(Entry(role, content_text(data.get("content")), interrupted))
-    return entries
-
-
-def content_text(content: object) -> str:
-    """The text of a message's content (a string, or a list of blocks)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            block if isinstance(block, str) else str(block.get("text", ""))
-            for block in content
-            if isinstance(block, (str, dict))
-        )
-    return "" if content is None else str(content)
+        record = records.read(entry)
+        role = _ROLES.get(record.kind, "other")
+        if role == "unreadable":
+            shown.append(Entry(role, UNREADABLE))
+            continue
+        shown.append(Entry(role, record.text, record.interrupted, record.tool_calls))
+    return shown
 
 
 def model_context() -> dict[str, Any]:
     """What the chat page says about the model that answers."""
     try:
-        model = chains.get_chat_model()
+        model = llm.get_chat_model()
     except ImproperlyConfigured as exc:
         return {"model_name": "", "demo_model": False, "model_error": str(exc)}
     return {
-        "model_name": chains.model_name(model),
-        "demo_model": chains.is_demo_model(model),
+        "model_name": llm.model_name(model),
+        "demo_model": llm.is_demo_model(model),
         "model_error": "",
     }
 
@@ -178,65 +149,6 @@ def render_chat(
         **model_context(),
     }
     return render(request, "chatmemory/chat.html", context)
-
-
-# ---------------------------------------------------------------------------
-# Server-Sent Events
-
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-
-
-def sse_event(event: str, data: str) -> bytes:
-    """One Server-Sent Event; every line of ``data`` gets its own ``data:`` field."""
-    lines = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(data))
-    return f"event: {event}\n{lines}\n".encode()
-
-
-def _done(turn: chains.ChatTurn) -> bytes:
-    return sse_event("done", json.dumps({"message_count": turn.message_count}))
-
-
-def sync_events(turn: chains.ChatTurn) -> Iterator[bytes]:
-    """The turn as SSE, for WSGI servers."""
-    yield b": stream open\n\n"  # sends the headers before the model starts
-    try:
-        with closing(turn.stream()) as tokens:
-            for token in tokens:
-                yield sse_event("token", token)
-    except chains.ModelFailed as exc:
-        yield sse_event("error", exc.user_message)
-        return
-    except StoreUnavailable:
-        logger.exception("chatmemory: Redis unavailable during a turn")
-        yield sse_event("error", STORE_DOWN)
-        return
-    yield _done(turn)
-
-
-async def async_events(turn: chains.ChatTurn) -> AsyncIterator[bytes]:
-    """The turn as SSE, for ASGI servers (native async Redis and model calls)."""
-    yield b": stream open\n\n"
-    try:
-        async with aclosing(turn.astream()) as tokens:
-            async for token in tokens:
-                yield sse_event("token", token)
-    except chains.ModelFailed as exc:
-        yield sse_event("error", exc.user_message)
-        return
-    except StoreUnavailable:
-        logger.exception("chatmemory: Redis unavailable during a turn")
-        yield sse_event("error", STORE_DOWN)
-        return
-    yield _done(turn)
-
-
-def sse_error(message: str, status: int) -> HttpResponse:
-    """A complete event stream holding one ``error`` event."""
-    response = HttpResponse(
-        sse_event("error", message), status=status, content_type="text/event-stream"
-    )
-    response["Cache-Control"] = "no-cache"
-    return response
 
 
 # ---------------------------------------------------------------------------
@@ -294,7 +206,7 @@ def send(request: HttpRequest, session_id: str) -> HttpResponse:
     if not form.is_valid():
         return render_chat(request, info, form)
     try:
-        turn = chains.ChatTurn(
+        turn = ChatTurn(
             session_id, form.cleaned_data["message"], owner=owner_of(request)
         )
         turn.run()
@@ -302,7 +214,7 @@ def send(request: HttpRequest, session_id: str) -> HttpResponse:
         logger.exception("chatmemory: the chat model cannot be built")
         form.add_error(None, MODEL_MISCONFIGURED)
         return render_chat(request, info, form)
-    except chains.ModelFailed as exc:
+    except ModelFailed as exc:
         form.add_error(None, exc.user_message)
         return render_chat(request, info, form)
     return redirect("chatmemory:chat", session_id)
@@ -317,27 +229,24 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
         get_owned_session(request, session_id)
     except StoreUnavailable:
         logger.exception("chatmemory: Redis unavailable in %s", request.path)
-        return sse_error(STORE_DOWN, 503)
+        return sse.error_response(str(STORE_DOWN), 503)
     if not form.is_valid():
-        return sse_error(" ".join(str(error) for error in form.errors["message"]), 400)
+        return sse.error_response(
+            " ".join(str(error) for error in form.errors["message"]), 400
+        )
     try:
-        turn = chains.ChatTurn(
+        turn = ChatTurn(
             session_id, form.cleaned_data["message"], owner=owner_of(request)
         )
     except ImproperlyConfigured:
         logger.exception("chatmemory: the chat model cannot be built")
-        return sse_error(MODEL_MISCONFIGURED, 500)
+        return sse.error_response(MODEL_MISCONFIGURED, 500)
     # GZipMiddleware only compresses for clients that accept gzip; a
     # compressed stream would reach the browser in lumps.
     request.META.pop("HTTP_ACCEPT_ENCODING", None)
     if isinstance(request, ASGIRequest):
-        events: Iterator[bytes] | AsyncIterator[bytes] = async_events(turn)
-    else:
-        events = sync_events(turn)
-    response = StreamingHttpResponse(events, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
-    return response
+        return sse.response(sse.async_events(turn))
+    return sse.response(sse.sync_events(turn))
 
 
 @login_required

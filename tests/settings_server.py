@@ -19,9 +19,7 @@ DATABASES = {
 }
 CHATMEMORY_KEY_PREFIX = os.environ["CHATMEMORY_TEST_KEY_PREFIX"]
 CHATMEMORY_CHAT_MODEL = {
-    "factory": os.environ.get(
-        "CHATMEMORY_TEST_MODEL", "chatmemory.chains.DemoChatModel"
-    ),
+    "factory": os.environ.get("CHATMEMORY_TEST_MODEL", "chatmemory.llm.DemoChatModel"),
     "token_delay": float(os.environ.get("CHATMEMORY_TEST_TOKEN_DELAY", "0.05")),
 }
 # The benchmark caps histories, so thousands of turns keep a constant cost.

@@ -209,7 +209,11 @@ def test_message_view_of_odd_records() -> None:
         0, {"type": "chat", "data": {"content": "x", "role": "critic"}}
     ).role == ("critic")
     assert view(0, {"type": "AIMessageChunk", "data": {"content": "x"}}).kind == "ai"
-    assert view(0, {"type": "human", "data": {"content": 42}}).blocks == ["42"]
+    # Content that is neither text nor blocks cannot be a message: shown raw.
+    odd = view(0, {"type": "human", "data": {"content": 42}})
+    assert odd.kind == "unreadable" and "content is a int" in odd.unreadable_reason
+    assert odd.raw == '{"data": {"content": 42}, "type": "human"}'
+    assert view(0, {"type": "human", "data": {"content": [7]}}).blocks == ["7"]
     assert view(0, {"type": "human", "data": {"content": ["a", "b"]}}).text == "a\n\nb"
     assert view(0, {"type": 3, "data": {}}).kind == "unreadable"
     lines = view(0, {"type": "human", "data": {"content": "l\n" * 20}})
@@ -222,7 +226,11 @@ def test_message_view_of_odd_records() -> None:
 
 def test_message_view_skips_malformed_tool_calls_and_no_content() -> None:
     view = transcript.message_view(
-        0, {"type": "ai", "data": {"tool_calls": ["junk", {"args": {"a": 1}}]}}
+        0,
+        {
+            "type": "ai",
+            "data": {"content": "", "tool_calls": ["junk", {"args": {"a": 1}}]},
+        },
     )
     assert view.text == "" and view.blocks == []
     assert [(c.name, c.arguments) for c in view.tool_calls] == [("?", '{"a": 1}')]

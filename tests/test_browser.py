@@ -32,7 +32,7 @@ ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-SLOW_DEMO = {"factory": "chatmemory.chains.DemoChatModel", "token_delay": 0.06}
+SLOW_DEMO = {"factory": "chatmemory.llm.DemoChatModel", "token_delay": 0.06}
 
 
 @pytest.fixture(autouse=True)

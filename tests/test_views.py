@@ -19,13 +19,15 @@ from django.test import AsyncClient, Client, override_settings
 from django.urls import reverse
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from chatmemory import chains, store, views
+from chatmemory import llm, store, views
 from chatmemory.conf import conf
+from chatmemory.exceptions import STORE_DOWN
+from chatmemory.records import INTERRUPTED
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.django_db
 
-FAST_DEMO = {"factory": "chatmemory.chains.DemoChatModel", "token_delay": 0}
+FAST_DEMO = {"factory": "chatmemory.llm.DemoChatModel", "token_delay": 0}
 FAILING = {"factory": "tests.chat_models.failing_model", "fail_after": 3}
 DOWN = {
     **settings.CACHES,
@@ -243,7 +245,7 @@ def test_the_chat_page_shows_the_transcript_escaped(
     html = page.content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script>alert(1)" not in html
-    assert "&lt;b&gt;bold&lt;/b&gt; tail" in html
+    assert "&lt;b&gt;bold&lt;/b&gt;\n\n tail" in html  # text blocks: a blank line apart
     assert "cm-interrupted" in html and ">stopped<" in html
     assert "cm-system" in html and "cm-other" in html
     assert "Offline demo model" in html
@@ -261,20 +263,22 @@ def test_the_page_names_another_model(alice_client: Client, session_id: str) -> 
 def test_transcript_of_odd_records() -> None:
     raw = store.UnreadableEntry(0, b"{", "not JSON")
     entries = views.transcript(
-        [raw, {"type": "ai"}, {"type": "human", "data": {"content": 7}}]
+        [
+            raw,
+            {"type": "ai"},
+            {"type": "human", "data": {"content": 7}},
+            {
+                "type": "human",
+                "data": {"content": ["Hello", {"type": "text", "text": "world"}]},
+            },
+        ]
     )
     assert [(e.role, e.text) for e in entries] == [
-        ("unreadable", "(an unreadable entry was skipped)"),
-        ("ai", ""),
-        ("human", "7"),
+        ("unreadable", views.UNREADABLE),
+        ("unreadable", views.UNREADABLE),
+        ("unreadable", views.UNREADABLE),
+        ("human", "Hello\n\nworld"),
     ]
-
-
-def test_sse_events_split_lines() -> None:
-    assert views.sse_event("token", "a\nb\r\nc") == (
-        b"event: token\ndata: a\ndata: b\ndata: c\n\n"
-    )
-    assert events(views.sse_event("token", " lead")) == [("token", " lead")]
 
 
 # --- sending without JavaScript ------------------------------------------------
@@ -528,7 +532,7 @@ def test_redis_going_down_mid_turn_is_an_error_event(
     response = alice_client.post(f"/chat/{session_id}/stream/", {"message": "x"})
     with override_settings(CACHES=DOWN, CHATMEMORY_CACHE_ALIAS="down"):
         got = events(body_of(response))
-    assert got == [("error", views.STORE_DOWN)]
+    assert got == [("error", str(STORE_DOWN))]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -541,7 +545,7 @@ async def test_redis_going_down_mid_async_turn_is_an_error_event(
     with override_settings(CACHES=DOWN, CHATMEMORY_CACHE_ALIAS="down"):
         store._reset_async_clients()
         got = events(b"".join([part async for part in response.streaming_content]))
-    assert got == [("error", views.STORE_DOWN)]
+    assert got == [("error", str(STORE_DOWN))]
 
 
 # --- real servers: gunicorn (WSGI) and uvicorn (ASGI) ------------------------------
@@ -701,10 +705,10 @@ def test_a_client_that_stops_reading_gets_its_reply_saved_as_interrupted(
             saved = records(session_id)
     assert [r["type"] for r in saved] == ["human", "ai"]
     reply = saved[1]["data"]
-    assert reply["response_metadata"][chains.INTERRUPTED] is True
+    assert reply["response_metadata"][INTERRUPTED] is True
     seen = "".join(data for name, data in events(received) if name == "token")
     assert reply["content"].startswith(seen)  # the server got at least that far
-    full = chains.demo_reply([SystemMessage("s"), HumanMessage("stop me")])
+    full = llm.demo_reply([SystemMessage("s"), HumanMessage("stop me")])
     assert len(reply["content"]) < len(full)
 
 

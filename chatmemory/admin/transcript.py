@@ -18,7 +18,7 @@ from django.core.paginator import Paginator
 from django.http import Http404
 from django.utils.translation import gettext as _
 
-from .. import store
+from .. import records, store
 from .changelist import MAX_OFFSET
 
 logger = logging.getLogger("chatmemory")
@@ -41,14 +41,6 @@ _ROLES = {
     "chat": "Chat",
     "remove": "Remove",
 }
-_CHUNK_TYPES = {
-    "HumanMessageChunk": "human",
-    "AIMessageChunk": "ai",
-    "SystemMessageChunk": "system",
-    "ToolMessageChunk": "tool",
-    "FunctionMessageChunk": "function",
-    "ChatMessageChunk": "chat",
-}
 # Message fields shown on their own; the rest of a record goes under "Details".
 _SHOWN_FIELDS = frozenset(
     {
@@ -65,13 +57,8 @@ _SHOWN_FIELDS = frozenset(
 )
 
 
-@dataclass(slots=True)
-class ToolCall:
-    """A tool call an AI message asked for."""
-
-    name: str
-    call_id: str
-    arguments: str
+ToolCall = records.ToolCall
+"""A tool call an AI message asked for."""
 
 
 @dataclass(slots=True)
@@ -86,6 +73,7 @@ class MessageView:
     summary: str = ""
     blocks: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
+    interrupted: bool = False
     tool_call_id: str = ""
     status: str = ""
     usage: list[tuple[str, str]] = field(default_factory=list)
@@ -116,56 +104,27 @@ def _message_view(
 ) -> MessageView:
     if isinstance(entry, store.UnreadableEntry):
         return _unreadable(position, entry.reason, entry.raw.decode(errors="replace"))
-    kind = entry.get("type")
-    data = entry.get("data")
-    if not isinstance(kind, str) or not isinstance(data, dict):
-        return _unreadable(position, _("not a message record"), _dumps(entry))
-    kind = _CHUNK_TYPES.get(kind, kind)
-    role = _ROLES.get(kind, kind)
-    if kind == "chat" and data.get("role"):
-        role = str(data["role"])
+    record = records.read(entry)
+    if record.kind == "unreadable":
+        return _unreadable(position, record.problem, records.dumps(entry))
+    data = record.data
     view = MessageView(
         position=position,
-        kind=kind if kind in _ROLES else "other",
-        role=role,
+        kind=record.kind,
+        role=_ROLES.get(record.role, record.role),
+        text=record.text,
+        blocks=list(record.blocks),
+        tool_calls=list(record.tool_calls),
+        interrupted=record.interrupted,
         message_id=str(data.get("id") or ""),
         name=str(data.get("name") or ""),
         tool_call_id=str(data.get("tool_call_id") or ""),
         status=str(data.get("status") or ""),
     )
-    content = data.get("content")
-    if isinstance(content, str):
-        view.text = content
-    elif isinstance(content, list):
-        texts = []
-        for block in content:
-            if isinstance(block, str):
-                texts.append(block)
-            elif (
-                isinstance(block, dict)
-                and block.get("type") == "text"
-                and isinstance(block.get("text"), str)
-            ):
-                texts.append(block["text"])
-            else:
-                view.blocks.append(_dumps(block))
-        view.text = "\n\n".join(texts)
-    elif content is not None:
-        view.blocks.append(_dumps(content))
     if len(view.text) > COLLAPSE_AFTER or view.text.count("\n") >= COLLAPSE_LINES:
         view.collapsed = True
         first = " ".join(view.text[:300].split())
         view.summary = first[:160].rstrip() + "\u2026"
-    calls = data.get("tool_calls")
-    for call in calls if isinstance(calls, list) else ():
-        if isinstance(call, dict):
-            view.tool_calls.append(
-                ToolCall(
-                    name=str(call.get("name") or "?"),
-                    call_id=str(call.get("id") or ""),
-                    arguments=_dumps(call.get("args", {})),
-                )
-            )
     usage = data.get("usage_metadata")
     if isinstance(usage, dict):
         view.usage = [
@@ -177,7 +136,7 @@ def _message_view(
         if key not in _SHOWN_FIELDS and value not in (None, {}, [], "")
     }
     if extra:
-        view.details = _dumps(extra)
+        view.details = records.dumps(extra)
     return view
 
 
@@ -202,12 +161,6 @@ def _unreadable(position: int, reason: str, raw: str) -> MessageView:
         unreadable_reason=reason,
         raw=raw,
     )
-
-
-def _dumps(value: object) -> str:
-    # No indent: json's C encoder only runs without one (a 1,000-message
-    # transcript dumps hundreds of values); the page wraps long lines.
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True, slots=True)

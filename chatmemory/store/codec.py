@@ -22,11 +22,10 @@ try:
 except ImportError:  # pragma: no cover - e.g. on PyPy
     _ORJSON = False
 
-Record = dict[str, Any]
-"""One message in ``langchain_core.messages.message_to_dict`` form."""
-
-TITLE_LENGTH = 80
-"""Titles are the first human message, cut to this many characters."""
+from ..records import TITLE_LENGTH as TITLE_LENGTH
+from ..records import Record as Record
+from ..records import shorten as shorten
+from ..records import title as records_title
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,23 +172,4 @@ def _decode_one(position: int, raw: bytes) -> Record | UnreadableEntry:
 
 def title_from_records(records: Sequence[Record]) -> str:
     """The session title: the first human message's text, cut to TITLE_LENGTH."""
-    for record in records:
-        if record.get("type") not in ("human", "HumanMessageChunk"):
-            continue
-        content = record.get("data", {}).get("content", "")
-        if isinstance(content, list):
-            content = " ".join(
-                block if isinstance(block, str) else str(block.get("text", ""))
-                for block in content
-                if isinstance(block, str)
-                or (isinstance(block, dict) and block.get("type") == "text")
-            )
-        text = " ".join(str(content).split())
-        if text:
-            return shorten(text, TITLE_LENGTH)
-    return ""
-
-
-def shorten(text: str, length: int) -> str:
-    """Cut ``text`` to ``length`` characters, marking a cut with an ellipsis."""
-    return text if len(text) <= length else text[: length - 1].rstrip() + "\u2026"
+    return records_title(records)

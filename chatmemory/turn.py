@@ -1,0 +1,257 @@
+"""One chat turn on a Redis-backed history: load, trim, stream, save.
+
+I have a session id and a question, and I want the answer, with both saved::
+
+    from chatmemory.turn import ChatTurn
+
+    turn = ChatTurn("foo", "What did I say first?", owner="42")
+    for token in turn.stream():  # or: async for token in turn.astream()
+        print(token, end="")
+    turn.message_count  # the session's messages after the save
+
+A turn loads the history (one round trip), trims it to
+``CHATMEMORY_PROMPT_MAX_TOKENS``, streams ``prompt | model``, and saves the
+human and AI messages together in one atomic write when the reply completes.
+A model failure saves nothing (:class:`ModelFailed`); a reply whose consumer
+stops early is saved as far as it got, with ``response_metadata["interrupted"]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Generator
+from contextlib import aclosing, closing
+from typing import Any, cast
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    message_chunk_to_message,
+    trim_messages,
+)
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.runnables import Runnable
+
+from . import store
+from .conf import conf
+from .exceptions import ModelFailed, StoreUnavailable
+from .history import messages_to_records, records_to_messages
+from .llm import describe_failure, get_chat_model
+from .records import INTERRUPTED
+
+logger = logging.getLogger("chatmemory")
+
+
+def build_prompt() -> ChatPromptTemplate:
+    """The system prompt, the (trimmed) history, then the question."""
+    return ChatPromptTemplate.from_messages(
+        [
+            # A message, not a template: braces in the setting stay as typed.
+            SystemMessage(content=conf.SYSTEM_PROMPT),
+            MessagesPlaceholder(variable_name="history"),
+            ("human", "{question}"),
+        ]
+    )
+
+
+class ChatTurn:
+    """One question and its reply on one session: load, trim, stream, save.
+
+    Iterate :meth:`stream` (or :meth:`astream`) once; the text tokens come as
+    the model produces them. After the loop, :attr:`message` is the saved reply
+    and :attr:`message_count` the session's size. Raises :class:`ModelFailed`
+    (nothing saved) or ``StoreUnavailable``.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        question: str,
+        *,
+        owner: str | None = None,
+        model: BaseChatModel | None = None,
+    ) -> None:
+        self.session_id = store.validate_session_id(session_id)
+        self.question = question
+        self.owner = owner
+        self.model = get_chat_model() if model is None else model
+        self.reply = ""
+        """The reply's text so far."""
+        self.message: AIMessage | None = None
+        """The saved reply (None until it is saved)."""
+        self.message_count: int | None = None
+        """The session's message count after the save."""
+        self._chunks: list[AIMessageChunk] = []
+
+    def chain(self) -> Runnable[dict[str, Any], BaseMessage]:
+        """``prompt | model``."""
+        return build_prompt() | self.model
+
+    def prompt_input(self, history: list[BaseMessage]) -> dict[str, Any]:
+        """The chain's input: the history trimmed to the budget, and the question."""
+        trimmed = trim_messages(
+            history,
+            max_tokens=conf.PROMPT_MAX_TOKENS,
+            token_counter="approximate",
+            strategy="last",
+            start_on="human",
+            include_system=True,
+        )
+        return {"history": trimmed, "question": self.question}
+
+    def stream(self) -> Generator[str]:
+        """Run the turn, yielding the reply's text as it comes (sync)."""
+        history = records_to_messages(
+            store.read_records(self.session_id), session_id=self.session_id
+        )
+        chunks = self.chain().stream(self.prompt_input(history))
+        try:
+            with closing(cast(Any, chunks)):
+                for chunk in chunks:
+                    text = self._take(chunk)
+                    if text:
+                        yield text
+        except GeneratorExit:
+            self._save_interrupted()
+            raise
+        # Any chat model may raise anything (HTTP errors, timeouts, bugs in a
+        # custom model): the user gets words, the log the traceback.
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        self.message_count = store.append_records(
+            self.session_id, self._records(interrupted=False), owner=self.owner
+        )
+
+    async def astream(self) -> AsyncGenerator[str]:
+        """Run the turn, yielding the reply's text as it comes (async)."""
+        history = records_to_messages(
+            await store.aread_records(self.session_id), session_id=self.session_id
+        )
+        chunks = self.chain().astream(self.prompt_input(history))
+        try:
+            async with aclosing(cast(Any, chunks)):
+                async for chunk in chunks:
+                    text = self._take(chunk)
+                    if text:
+                        yield text
+        # The consumer closed the stream (GeneratorExit) or the server cancelled
+        # the task because the client went away (CancelledError).
+        except (GeneratorExit, asyncio.CancelledError):
+            await self._asave_interrupted()
+            raise
+        # Any chat model may raise anything: see stream().
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        self.message_count = await store.aappend_records(
+            self.session_id, self._records(interrupted=False), owner=self.owner
+        )
+
+    def run(self) -> AIMessage:
+        """Run the turn to the end and return the saved reply."""
+        for _ in self.stream():
+            pass
+        assert self.message is not None
+        return self.message
+
+    async def arun(self) -> AIMessage:
+        """Async :meth:`run`."""
+        async for _ in self.astream():
+            pass
+        assert self.message is not None
+        return self.message
+
+    def _take(self, chunk: BaseMessage) -> str:
+        if not isinstance(chunk, AIMessageChunk):
+            # A model without streaming hands over its whole answer at once.
+            chunk = AIMessageChunk(
+                content=chunk.content,
+                additional_kwargs=chunk.additional_kwargs,
+                response_metadata=chunk.response_metadata,
+                id=chunk.id,
+            )
+        self._chunks.append(chunk)
+        text = chunk.text
+        self.reply += text
+        return text
+
+    def _records(self, *, interrupted: bool) -> list[store.Record]:
+        if self._chunks:
+            # One merge of all the chunks: adding them one by one built a new
+            # message per token (about 0.8 ms for a 45-token reply).
+            merged = self._chunks[0] + self._chunks[1:]
+            reply = cast(AIMessage, message_chunk_to_message(merged))
+        else:
+            reply = AIMessage(content="")
+        if interrupted:
+            reply.response_metadata[INTERRUPTED] = True
+        self.message = reply
+        return messages_to_records([HumanMessage(content=self.question), reply])
+
+    def _failed(self, exc: Exception) -> ModelFailed:
+        logger.warning(
+            "chatmemory: the chat model failed on session %r; nothing saved",
+            self.session_id,
+            exc_info=exc,
+        )
+        return ModelFailed(describe_failure(exc))
+
+    def _save_interrupted(self) -> None:
+        try:
+            self.message_count = store.append_records(
+                self.session_id, self._records(interrupted=True), owner=self.owner
+            )
+        except StoreUnavailable:
+            logger.warning(
+                "chatmemory: could not save the stopped reply of session %r",
+                self.session_id,
+                exc_info=True,
+            )
+
+    async def _asave_interrupted(self) -> None:
+        try:
+            self.message_count = await store.aappend_records(
+                self.session_id, self._records(interrupted=True), owner=self.owner
+            )
+        except StoreUnavailable:
+            logger.warning(
+                "chatmemory: could not save the stopped reply of session %r",
+                self.session_id,
+                exc_info=True,
+            )
+
+
+def chat(
+    session_id: str,
+    question: str,
+    *,
+    owner: str | None = None,
+    model: BaseChatModel | None = None,
+) -> AIMessage:
+    """Ask ``question`` on the session, save the turn, return the reply."""
+    return ChatTurn(session_id, question, owner=owner, model=model).run()
+
+
+async def achat(
+    session_id: str,
+    question: str,
+    *,
+    owner: str | None = None,
+    model: BaseChatModel | None = None,
+) -> AIMessage:
+    """Async :func:`chat`."""
+    return await ChatTurn(session_id, question, owner=owner, model=model).arun()
+
+
+__all__ = [
+    "INTERRUPTED",
+    "ChatTurn",
+    "ModelFailed",
+    "achat",
+    "build_prompt",
+    "chat",
+]

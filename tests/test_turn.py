@@ -1,0 +1,406 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.test import override_settings
+from langchain_core.language_models.fake_chat_models import (
+    GenericFakeChatModel,
+)
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    HumanMessage,
+    SystemMessage,
+)
+from langchain_core.outputs import ChatGenerationChunk
+from langchain_openai import ChatOpenAI
+
+from chatmemory import store
+from chatmemory.exceptions import StoreUnavailable
+from chatmemory.turn import (
+    INTERRUPTED,
+    ChatTurn,
+    ModelFailed,
+    achat,
+    build_prompt,
+    chat,
+)
+from tests.chat_models import HistoryModel, WholeAnswerModel
+from tests.openai_server import openai_server
+
+DOWN = {
+    **settings.CACHES,
+    "down": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        # Port 1 on loopback: nothing listens, so connecting fails at once.
+        "LOCATION": "redis://127.0.0.1:1/0",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+    },
+}
+
+
+def stored(session_id: str) -> list[dict[str, Any]]:
+    records = store.read_records(session_id)
+    assert all(isinstance(record, dict) for record in records)
+    return records  # type: ignore[return-value]
+
+
+def texts(session_id: str) -> list[tuple[str, str]]:
+    return [(r["type"], r["data"]["content"]) for r in stored(session_id)]
+
+
+# --- the prompt -------------------------------------------------------------
+
+
+def test_prompt_puts_system_history_question_in_order() -> None:
+    history = [HumanMessage("hi"), AIMessage("hello")]
+    with override_settings(CHATMEMORY_SYSTEM_PROMPT="Be brief, {not a variable}."):
+        messages = build_prompt().invoke(
+            {"history": history, "question": "and {this}?"}
+        )
+    assert messages.to_messages() == [
+        SystemMessage("Be brief, {not a variable}."),
+        HumanMessage("hi"),
+        AIMessage("hello"),
+        HumanMessage("and {this}?"),
+    ]
+
+
+# --- a turn -----------------------------------------------------------------
+
+
+def test_turn_streams_tokens_and_saves_both_messages_once(
+    redis_client: redis.Redis,
+) -> None:
+    model = GenericFakeChatModel(messages=iter([AIMessage("Paris is the capital")]))
+    turn = ChatTurn("s1", "Capital of France?", owner="7", model=model)
+    tokens = []
+    for token in turn.stream():
+        tokens.append(token)
+        assert store.read_records("s1") == []  # nothing saved before the end
+    assert len(tokens) > 2
+    assert "".join(tokens) == "Paris is the capital" == turn.reply
+    assert texts("s1") == [
+        ("human", "Capital of France?"),
+        ("ai", "Paris is the capital"),
+    ]
+    assert turn.message_count == 2
+    info = store.get_session("s1")
+    assert info is not None and info.owner == "7"
+    assert info.title == "Capital of France?"
+    assert turn.message is not None
+    assert not turn.message.response_metadata.get(INTERRUPTED)
+
+
+async def test_async_turn_streams_and_saves() -> None:
+    model = GenericFakeChatModel(messages=iter([AIMessage("one two three")]))
+    turn = ChatTurn("a1", "count", model=model)
+    tokens = [token async for token in turn.astream()]
+    assert len(tokens) == 5  # words and the spaces between them
+    assert texts("a1") == [("human", "count"), ("ai", "one two three")]
+    assert turn.message_count == 2
+
+
+class MetadataModel(GenericFakeChatModel):
+    """Streams chunks carrying usage and response metadata, as providers do."""
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        for position, word in enumerate(["one", " two", " three"]):
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content=word,
+                    usage_metadata={
+                        "input_tokens": 5 if position == 0 else 0,
+                        "output_tokens": 1,
+                        "total_tokens": 6 if position == 0 else 1,
+                    },
+                    response_metadata={"model_name": "m"} if position == 2 else {},
+                )
+            )
+
+
+def test_the_saved_reply_merges_every_chunk() -> None:
+    turn = ChatTurn("m1", "count", model=MetadataModel(messages=iter([])))
+    assert "".join(turn.stream()) == "one two three"
+    assert turn.message is not None
+    assert turn.message.text == "one two three"
+    assert turn.message.usage_metadata == {
+        "input_tokens": 5,
+        "output_tokens": 3,
+        "total_tokens": 8,
+    }
+    assert turn.message.response_metadata["model_name"] == "m"
+    saved = stored("m1")[-1]["data"]
+    assert saved["content"] == "one two three"
+    assert saved["usage_metadata"]["output_tokens"] == 3
+
+
+def test_the_model_gets_the_history_and_remembers() -> None:
+    model = HistoryModel()
+    chat("h1", "my name is Ada", model=model)
+    reply = chat("h1", "what is my name?", model=model)
+    # system, first question, first answer, second question
+    assert reply.text.startswith("4 messages; you said: my name is Ada | what is")
+    assert [m.type for m in model.seen[-1]] == ["system", "human", "ai", "human"]
+    assert len(stored("h1")) == 4
+
+
+async def test_async_chat_gets_the_history() -> None:
+    model = HistoryModel()
+    await achat("h2", "first", model=model)
+    reply = await achat("h2", "second", model=model)
+    assert "first | second" in reply.text
+    assert len(await store.aread_records("h2")) == 4
+
+
+def test_history_is_trimmed_to_the_prompt_budget() -> None:
+    model = HistoryModel()
+    for number in range(6):
+        chat("t1", f"question {number} " + "word " * 40, model=model)
+    with override_settings(CHATMEMORY_PROMPT_MAX_TOKENS=600):
+        chat("t1", "last", model=model)
+    prompt = model.seen[-1]
+    assert prompt[0].type == "system"
+    assert prompt[1].type == "human"  # trimming starts on a human message
+    assert 3 <= len(prompt) < 14  # some history kept, not all of it
+    assert prompt[-1].text == "last"
+    assert len(stored("t1")) == 14  # trimming never touches what is stored
+
+
+def test_a_model_without_streaming_still_works() -> None:
+    reply = chat("w1", "hi", model=WholeAnswerModel(reply="in one go"))
+    assert reply.text == "in one go"
+    assert texts("w1")[-1] == ("ai", "in one go")
+
+
+def test_a_model_failure_saves_nothing() -> None:
+    turn = ChatTurn("f1", "hello", model=HistoryModel(fail_after=2))
+    tokens = []
+    with pytest.raises(ModelFailed, match="RuntimeError") as info:
+        for token in turn.stream():
+            tokens.append(token)
+    assert len(tokens) == 2  # it failed mid-stream
+    assert "nothing was saved" in info.value.user_message
+    assert store.read_records("f1") == []
+    assert store.get_session("f1") is None
+
+
+async def test_an_async_model_failure_saves_nothing() -> None:
+    turn = ChatTurn("f2", "hello", model=HistoryModel(fail_after=0))
+    with pytest.raises(ModelFailed):
+        await turn.arun()
+    assert await store.aread_records("f2") == []
+
+
+def test_a_stopped_reply_is_saved_as_far_as_it_got() -> None:
+    turn = ChatTurn("x1", "tell me", model=HistoryModel())
+    stream = turn.stream()
+    got = [next(stream), next(stream), next(stream)]
+    stream.close()
+    records = stored("x1")
+    assert [r["type"] for r in records] == ["human", "ai"]
+    assert records[1]["data"]["content"] == "".join(got)
+    assert records[1]["data"]["response_metadata"][INTERRUPTED] is True
+    assert turn.message_count == 2
+
+
+def test_a_reply_stopped_before_any_token_keeps_the_question() -> None:
+    turn = ChatTurn("x2", "tell me", model=HistoryModel())
+    stream = turn.stream()
+    stream.close()  # never started: nothing to save
+    assert store.read_records("x2") == []
+    stream = turn.stream()
+    next(stream)
+    turn._chunks.clear()  # as if the model had produced nothing yet
+    stream.close()
+    records = stored("x2")
+    assert [r["data"]["content"] for r in records] == ["tell me", ""]
+    assert records[1]["data"]["response_metadata"][INTERRUPTED] is True
+
+
+async def test_an_async_stopped_reply_is_saved() -> None:
+    turn = ChatTurn("x3", "tell me", model=HistoryModel())
+    stream = turn.astream()
+    first = await anext(stream)
+    await stream.aclose()
+    records = await store.aread_records("x3")
+    assert records[1]["data"]["content"] == first  # type: ignore[index]
+    assert records[1]["data"]["response_metadata"][INTERRUPTED]  # type: ignore[index]
+
+
+async def test_a_cancelled_async_turn_is_saved_as_interrupted() -> None:
+    turn = ChatTurn("x4", "slowly", model=HistoryModel(token_delay=0.05))
+    received: list[str] = []
+
+    async def consume() -> None:
+        async for token in turn.astream():
+            received.append(token)
+
+    task = asyncio.create_task(consume())
+    while len(received) < 2:
+        await asyncio.sleep(0.01)
+    task.cancel()  # what an ASGI server does when the client goes away
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    records = await store.aread_records("x4")
+    assert records[1]["data"]["content"] == "".join(received)  # type: ignore[index]
+    assert records[1]["data"]["response_metadata"][INTERRUPTED]  # type: ignore[index]
+
+
+def test_a_stopped_reply_that_cannot_be_saved_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    turn = ChatTurn("x5", "tell me", model=HistoryModel())
+    stream = turn.stream()
+    next(stream)
+    with override_settings(CACHES=DOWN, CHATMEMORY_CACHE_ALIAS="down"):
+        stream.close()
+    assert "could not save the stopped reply" in caplog.text
+    assert store.read_records("x5") == []
+
+
+async def test_an_async_stopped_reply_that_cannot_be_saved_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    turn = ChatTurn("x6", "tell me", model=HistoryModel())
+    stream = turn.astream()
+    await anext(stream)
+    with override_settings(CACHES=DOWN, CHATMEMORY_CACHE_ALIAS="down"):
+        await stream.aclose()
+    assert "could not save the stopped reply" in caplog.text
+
+
+def test_redis_down_before_the_turn_raises_store_unavailable() -> None:
+    with (
+        override_settings(CACHES=DOWN, CHATMEMORY_CACHE_ALIAS="down"),
+        pytest.raises(StoreUnavailable),
+    ):
+        chat("d1", "hello", model=HistoryModel())
+
+
+def test_bad_session_ids_fail_at_construction() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        ChatTurn("", "hi", model=HistoryModel())
+
+
+def pairs_intact(records: list[dict[str, Any]]) -> bool:
+    """Each human message is followed by the answer to exactly it."""
+    if len(records) % 2:
+        return False
+    for human, ai in zip(records[::2], records[1::2], strict=True):
+        if human["type"] != "human" or ai["type"] != "ai":
+            return False
+        if human["data"]["content"] not in ai["data"]["content"]:
+            return False
+    return True
+
+
+def test_concurrent_turns_on_one_session_never_interleave() -> None:
+    model = HistoryModel(token_delay=0.005)
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def run(number: int) -> None:
+        try:
+            barrier.wait()
+            chat("c1", f"question-{number}", model=model)
+        except BaseException as exc:  # reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    records = stored("c1")
+    assert len(records) == 8
+    assert pairs_intact(records)
+    # They really overlapped: some turn did not see the others' messages.
+    assert min(len(prompt) for prompt in model.seen) < 8
+
+
+async def test_concurrent_async_turns_never_interleave() -> None:
+    model = HistoryModel(token_delay=0.005)
+    await asyncio.gather(*(achat("c2", f"question-{n}", model=model) for n in range(4)))
+    records = await store.aread_records("c2")
+    assert pairs_intact(records)  # type: ignore[arg-type]
+    assert len(records) == 8
+
+
+# --- the real ChatOpenAI client against a loopback server --------------------
+
+
+def openai_model(base_url: str, **kwargs: Any) -> ChatOpenAI:
+    return ChatOpenAI(
+        model="fake-model",
+        base_url=base_url,
+        api_key="test",  # type: ignore[arg-type]
+        max_retries=0,
+        **kwargs,
+    )
+
+
+def test_chatopenai_streams_a_reply_over_http() -> None:
+    with openai_server() as server:
+        model = openai_model(server.base_url, timeout=5)
+        chat("o1", "first", model=model)
+        turn = ChatTurn("o1", "second question", model=model)
+        tokens = list(turn.stream())
+    assert len(tokens) > 3
+    assert turn.reply == "I got 4 messages. You said: second question"
+    request = server.requests[-1]
+    assert request["stream"] is True
+    assert request["model"] == "fake-model"
+    assert [m["role"] for m in request["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert texts("o1")[-1] == ("ai", turn.reply)
+
+
+async def test_chatopenai_streams_async() -> None:
+    with openai_server() as server:
+        model = openai_model(server.base_url, timeout=5)
+        reply = await achat("o2", "hi there", model=model)
+    assert reply.text == "I got 2 messages. You said: hi there"
+    assert len(await store.aread_records("o2")) == 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [
+        ("429", "HTTP 429"),
+        ("500", "HTTP 500"),
+        ("slow", "did not answer in time"),
+        ("break", "nothing was saved"),
+    ],
+)
+def test_chatopenai_failures_save_nothing(mode: str, words: str) -> None:
+    with openai_server() as server:
+        server.mode = mode
+        server.delay = 2.0
+        model = openai_model(server.base_url, timeout=0.5)
+        with pytest.raises(ModelFailed) as info:
+            chat("o3", "hello", model=model)
+    assert words in info.value.user_message
+    assert store.read_records("o3") == []
+    assert len(server.requests) == 1  # max_retries=0: one request, no retry
+
+
+@pytest.mark.parametrize("mode", ["429", "500", "slow"])
+async def test_chatopenai_failures_save_nothing_async(mode: str) -> None:
+    with openai_server() as server:
+        server.mode = mode
+        model = openai_model(server.base_url, timeout=0.5)
+        with pytest.raises(ModelFailed):
+            await achat("o4", "hello", model=model)
+    assert await store.aread_records("o4") == []
