@@ -123,27 +123,43 @@ def _is_int(value: object) -> bool:
 def check_chat_model(**kwargs: Any) -> list[CheckMessage]:
     """Warn when the chat views' model (CHATMEMORY_CHAT_MODEL) cannot be built.
 
-    Building a model only constructs the client object; nothing is sent.
+    Building a model only constructs the client object; nothing is sent. Any
+    error is reported, never raised: ``check``, ``migrate`` and ``runserver``
+    must start whatever the setting holds.
     """
+    hint = (
+        'Set CHATMEMORY_CHAT_MODEL to {"factory": "<dotted path to a '
+        'chat model class or factory>", **kwargs}, or to None for '
+        "ChatOpenAI (with OPENAI_API_KEY) or the offline demo model."
+    )
     try:
-        from .llm import build_chat_model
+        from . import llm
     # A broken LangChain install is reported, not raised: checks must not crash.
-    except ImportError as exc:
-        reason = f"the chat chain cannot be imported: {exc}"
+    except Exception as exc:
+        reason = f"the chat model code cannot be imported: {exc}"
     else:
         try:
-            build_chat_model(conf.CHAT_MODEL)
-            return []
-        except ImproperlyConfigured as exc:
+            llm.build_chat_model(conf.CHAT_MODEL)
+            unknown = llm.unknown_arguments(conf.CHAT_MODEL)
+        except Exception as exc:
             reason = str(exc)
+        else:
+            if not unknown:
+                return []
+            return [
+                Warning(
+                    "CHATMEMORY_CHAT_MODEL passes arguments its factory does not "
+                    f"know: {', '.join(unknown)}.",
+                    hint="Check their spelling against the chat model's "
+                    "documentation: unknown names may be sent on to the provider, "
+                    "which then refuses every turn.",
+                    id="chatmemory.W002",
+                )
+            ]
     return [
         Warning(
             f"The chat views cannot build their chat model: {reason}",
-            hint=(
-                'Set CHATMEMORY_CHAT_MODEL to {"factory": "<dotted path to a '
-                'chat model class or factory>", **kwargs}, or to None for '
-                "ChatOpenAI (with OPENAI_API_KEY) or the offline demo model."
-            ),
+            hint=hint,
             id="chatmemory.W002",
         )
     ]

@@ -106,6 +106,16 @@ class Settings:
         return value
 
     @property
+    def TURN_TIME_LIMIT(self) -> float | None:
+        """Seconds a reply may stream before it is stopped and saved as stopped.
+
+        None: no limit. Checked as each token arrives; a model that sends
+        nothing at all is bounded by its own client's timeout.
+        """
+        value: float | None = _setting("CHATMEMORY_TURN_TIME_LIMIT", 300)
+        return value
+
+    @property
     def SESSIONS_PER_PAGE(self) -> int:
         """Sessions per page in the "My sessions" view and the admin list."""
         value: int = _setting("CHATMEMORY_SESSIONS_PER_PAGE", 25)

@@ -14,6 +14,7 @@ and no weights and answers from the history it is given.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import re
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext as _
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
@@ -53,18 +55,16 @@ def build_chat_model(spec: object = None) -> BaseChatModel:
         )
     kwargs = dict(spec)
     path = kwargs.pop("factory")
-    try:
-        factory = import_string(path)
-    except ImportError as exc:
-        raise ImproperlyConfigured(
-            f"CHATMEMORY_CHAT_MODEL factory {path!r} cannot be imported: {exc}"
-        ) from exc
+    factory = _import_factory(path)
     try:
         model = factory(**kwargs)
-    # A TypeError is a wrong keyword; pydantic's ValidationError is a ValueError.
-    except (TypeError, ValueError) as exc:
+    # Any error: a wrong keyword (TypeError), pydantic's ValidationError, or a
+    # client that wants its API key (openai.OpenAIError). Start-up must not
+    # crash on it: the check and the chat page report it.
+    except Exception as exc:
         raise ImproperlyConfigured(
-            f"CHATMEMORY_CHAT_MODEL factory {path!r} failed: {exc}"
+            f"CHATMEMORY_CHAT_MODEL factory {path!r} failed: "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
     if not isinstance(model, BaseChatModel):
         raise ImproperlyConfigured(
@@ -72,6 +72,50 @@ def build_chat_model(spec: object = None) -> BaseChatModel:
             f"{type(model).__name__}, not a LangChain chat model (BaseChatModel)"
         )
     return model
+
+
+def _import_factory(path: str) -> Any:
+    try:
+        return import_string(path)
+    # ImportError, or whatever the module raises while it is imported.
+    except Exception as exc:
+        raise ImproperlyConfigured(
+            f"CHATMEMORY_CHAT_MODEL factory {path!r} cannot be imported: {exc}"
+        ) from exc
+
+
+def unknown_arguments(spec: object) -> list[str]:
+    """The keyword arguments of ``spec`` that its factory does not know.
+
+    A pydantic model (every LangChain chat model) knows its fields and their
+    aliases; a function knows its parameters, unless it takes ``**kwargs``.
+    Chat models such as ``ChatOpenAI`` quietly pass unknown names on to the
+    provider, so a misspelled ``temprature`` would only fail at the first turn.
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("factory"), str):
+        return []
+    factory = _import_factory(spec["factory"])
+    names = [name for name in spec if name != "factory"]
+    fields = getattr(factory, "model_fields", None)
+    if isinstance(factory, type) and isinstance(fields, dict):
+        known = set(fields)
+        for field in fields.values():
+            for alias in (field.alias, field.validation_alias):
+                if isinstance(alias, str):
+                    known.add(alias)
+        return [name for name in names if name not in known]
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return []
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return []
+    known = {
+        p.name
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    return [name for name in names if name not in known]
 
 
 def _openai_model() -> BaseChatModel:
@@ -83,7 +127,12 @@ def _openai_model() -> BaseChatModel:
             "(pip install 'chatmemory[openai]')"
         ) from exc
     # The openai client reads OPENAI_API_KEY and OPENAI_BASE_URL itself.
-    return ChatOpenAI(model=conf.OPENAI_MODEL)
+    try:
+        return ChatOpenAI(model=conf.OPENAI_MODEL)
+    except Exception as exc:  # as in build_chat_model
+        raise ImproperlyConfigured(
+            f"ChatOpenAI cannot be built: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 _models: dict[tuple[str, ...], BaseChatModel] = {}
@@ -113,32 +162,79 @@ def is_demo_model(model: BaseChatModel) -> bool:
 def model_name(model: BaseChatModel) -> str:
     """A short human name for ``model``, for the chat page."""
     if is_demo_model(model):
-        return "the offline demo model"
+        return _("the offline demo model")
     name = getattr(model, "model_name", None) or getattr(model, "model", None)
     return str(name) if name else type(model).__name__
 
 
 def describe_failure(exc: BaseException) -> str:
-    """Words for the chat page saying why the model gave no reply."""
+    """Words for the chat page saying why the model gave no reply.
+
+    A provider's own reason (``model 'x' not found``) is shown for refused
+    requests, cut short; never for credential errors (401, 403), whose
+    message may quote part of a key.
+    """
     status = getattr(exc, "status_code", None)
     if status == 429:
-        return (
+        return _(
             "The model service is rate limiting us (HTTP 429). "
             "Wait a moment and send your message again."
         )
     if isinstance(status, int) and status >= 500:
-        return (
-            f"The model service failed (HTTP {status}). "
+        return _(
+            "The model service failed (HTTP %(status)d). "
             "Try again in a moment; your message was not saved."
-        )
+        ) % {"status": status}
+    if status in (401, 403):
+        return _(
+            "The model service refused our credentials (HTTP %(status)d): "
+            "the site's API key needs attention."
+        ) % {"status": status}
     if isinstance(status, int):
-        return f"The model service refused the request (HTTP {status})."
+        reason = provider_reason(exc)
+        if reason:
+            return _(
+                "The model service refused the request (HTTP %(status)d): %(reason)s"
+            ) % {"status": status, "reason": reason}
+        return _("The model service refused the request (HTTP %(status)d).") % {
+            "status": status
+        }
     names = " ".join(cls.__name__ for cls in type(exc).__mro__)
     if isinstance(exc, TimeoutError) or "Timeout" in names:
-        return "The model did not answer in time. Try again; nothing was saved."
+        return _("The model did not answer in time. Try again; nothing was saved.")
     if "Connection" in names:
-        return "The model service could not be reached. Try again later."
-    return f"The model failed ({type(exc).__name__}); nothing was saved."
+        return _("The model service could not be reached. Try again later.")
+    return _("The model failed (%(error)s); nothing was saved.") % {
+        "error": type(exc).__name__
+    }
+
+
+REASON_LENGTH = 200
+"""The longest provider reason shown to a user, in characters."""
+
+
+def provider_reason(exc: BaseException) -> str:
+    """The reason a provider gave in its error body, on one line, or ``""``.
+
+    Reads OpenAI-style bodies (``{"error": {"message": ...}}``, which Ollama's
+    and most compatible servers send too), ``{"error": "..."}`` and
+    ``{"message": ...}``, and the ``error`` text of Ollama's own client.
+    """
+    body = getattr(exc, "body", None)
+    reason: object = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            reason = error.get("message")
+        elif isinstance(error, str):
+            reason = error
+        else:
+            reason = body.get("message")
+    if not isinstance(reason, str):
+        reason = getattr(exc, "error", None)
+    if not isinstance(reason, str):
+        return ""
+    return shorten(one_line(reason), REASON_LENGTH)
 
 
 # ---------------------------------------------------------------------------
@@ -233,4 +329,6 @@ __all__ = [
     "get_chat_model",
     "is_demo_model",
     "model_name",
+    "provider_reason",
+    "unknown_arguments",
 ]

@@ -41,8 +41,14 @@ def event(name: str, data: str) -> bytes:
 
 
 def done(turn: ChatTurn) -> bytes:
-    """The ``done`` event closing a turn's stream: the session's message count."""
-    return event("done", json.dumps({"message_count": turn.message_count}))
+    """The ``done`` event closing a turn's stream: the session's message count.
+
+    ``"stopped": true`` says the reply was cut at the turn's time limit.
+    """
+    data: dict[str, object] = {"message_count": turn.message_count}
+    if turn.timed_out:
+        data["stopped"] = True
+    return event("done", json.dumps(data))
 
 
 def sync_events(turn: ChatTurn) -> Iterator[bytes]:

@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, Generator
 from contextlib import aclosing, closing
 from typing import Any, cast
 
+from django.utils.translation import gettext as _
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
     HumanMessage,
+    RemoveMessage,
     SystemMessage,
     message_chunk_to_message,
     trim_messages,
@@ -59,6 +62,35 @@ def build_prompt() -> ChatPromptTemplate:
     )
 
 
+def _trim(history: list[BaseMessage]) -> list[BaseMessage]:
+    return trim_messages(
+        history,
+        max_tokens=conf.PROMPT_MAX_TOKENS,
+        token_counter="approximate",
+        strategy="last",
+        start_on="human",
+        include_system=True,
+    )
+
+
+def prompt_problem(message: BaseMessage) -> str:
+    """Why ``message`` cannot go to a model (``""`` when it can).
+
+    The history reader builds messages from trusted records without
+    validating them (validation is most of the cost of a long read), so a
+    record written by hand or by another program may hold wrong types.
+    """
+    if isinstance(message, RemoveMessage):
+        return "a RemoveMessage is an instruction to a graph, not a message"
+    try:
+        type(message).model_validate(message.__dict__)
+        message.text  # noqa: B018 - models and the demo read it
+    # Validators raise more than ValidationError on malformed data.
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
 class ChatTurn:
     """One question and its reply on one session: load, trim, stream, save.
 
@@ -86,6 +118,8 @@ class ChatTurn:
         """The saved reply (None until it is saved)."""
         self.message_count: int | None = None
         """The session's message count after the save."""
+        self.timed_out = False
+        """Whether the reply was cut at ``CHATMEMORY_TURN_TIME_LIMIT``."""
         self._chunks: list[AIMessageChunk] = []
 
     def chain(self) -> Runnable[dict[str, Any], BaseMessage]:
@@ -93,29 +127,80 @@ class ChatTurn:
         return build_prompt() | self.model
 
     def prompt_input(self, history: list[BaseMessage]) -> dict[str, Any]:
-        """The chain's input: the history trimmed to the budget, and the question."""
-        trimmed = trim_messages(
-            history,
-            max_tokens=conf.PROMPT_MAX_TOKENS,
-            token_counter="approximate",
-            strategy="last",
-            start_on="human",
-            include_system=True,
-        )
-        return {"history": trimmed, "question": self.question}
+        """The chain's input: the history trimmed to the budget, and the question.
+
+        Entries a model cannot take (``RemoveMessage``, records whose fields
+        have the wrong types) are left out; only the messages that fit the
+        budget are checked, so a long history costs no more than a short one.
+        """
+        try:
+            trimmed = _trim(history)
+        # Malformed messages can break the token counting itself: check them
+        # all, then trim what is left.
+        except Exception:
+            return {"history": _trim(self._usable(history)), "question": self.question}
+        usable = self._usable(trimmed)
+        if len(usable) < len(trimmed):
+            # Room freed by what was left out goes to older, usable messages.
+            usable = _trim(self._usable(history))
+        return {"history": usable, "question": self.question}
+
+    def _usable(self, messages: list[BaseMessage]) -> list[BaseMessage]:
+        usable = []
+        for position, message in enumerate(messages):
+            problem = prompt_problem(message)
+            if problem:
+                logger.warning(
+                    "chatmemory: leaving message %d of session %r out of the "
+                    "prompt: %s",
+                    position,
+                    self.session_id,
+                    problem,
+                )
+            else:
+                usable.append(message)
+        return usable
+
+    def _start(self, history: list[BaseMessage]) -> Any:
+        """The chain's (lazy) stream of chunks; a prompt that fails is ModelFailed."""
+        try:
+            return self.prompt_input(history)
+        # Whatever the stored history holds must not become a 500: the user
+        # gets words, the log the traceback.
+        except Exception as exc:
+            logger.warning(
+                "chatmemory: the prompt of session %r could not be built; "
+                "nothing saved",
+                self.session_id,
+                exc_info=exc,
+            )
+            raise ModelFailed(
+                _(
+                    "This chat's history could not be turned into a prompt for "
+                    "the model; nothing was saved."
+                )
+            ) from exc
+
+    def _over_time(self, started: float) -> bool:
+        limit = conf.TURN_TIME_LIMIT
+        return limit is not None and time.monotonic() - started >= limit
 
     def stream(self) -> Generator[str]:
         """Run the turn, yielding the reply's text as it comes (sync)."""
         history = records_to_messages(
             store.read_records(self.session_id), session_id=self.session_id
         )
-        chunks = self.chain().stream(self.prompt_input(history))
+        started = time.monotonic()
+        chunks = self.chain().stream(self._start(history))
         try:
             with closing(cast(Any, chunks)):
                 for chunk in chunks:
                     text = self._take(chunk)
                     if text:
                         yield text
+                    if self._over_time(started):
+                        self.timed_out = True
+                        break
         except GeneratorExit:
             self._save_interrupted()
             raise
@@ -124,7 +209,9 @@ class ChatTurn:
         except Exception as exc:
             raise self._failed(exc) from exc
         self.message_count = store.append_records(
-            self.session_id, self._records(interrupted=False), owner=self.owner
+            self.session_id,
+            self._records(interrupted=self.timed_out),
+            owner=self.owner,
         )
 
     async def astream(self) -> AsyncGenerator[str]:
@@ -132,13 +219,17 @@ class ChatTurn:
         history = records_to_messages(
             await store.aread_records(self.session_id), session_id=self.session_id
         )
-        chunks = self.chain().astream(self.prompt_input(history))
+        started = time.monotonic()
+        chunks = self.chain().astream(self._start(history))
         try:
             async with aclosing(cast(Any, chunks)):
                 async for chunk in chunks:
                     text = self._take(chunk)
                     if text:
                         yield text
+                    if self._over_time(started):
+                        self.timed_out = True
+                        break
         # The consumer closed the stream (GeneratorExit) or the server cancelled
         # the task because the client went away (CancelledError).
         except (GeneratorExit, asyncio.CancelledError):
@@ -148,19 +239,21 @@ class ChatTurn:
         except Exception as exc:
             raise self._failed(exc) from exc
         self.message_count = await store.aappend_records(
-            self.session_id, self._records(interrupted=False), owner=self.owner
+            self.session_id,
+            self._records(interrupted=self.timed_out),
+            owner=self.owner,
         )
 
     def run(self) -> AIMessage:
         """Run the turn to the end and return the saved reply."""
-        for _ in self.stream():
+        for _token in self.stream():
             pass
         assert self.message is not None
         return self.message
 
     async def arun(self) -> AIMessage:
         """Async :meth:`run`."""
-        async for _ in self.astream():
+        async for _token in self.astream():
             pass
         assert self.message is not None
         return self.message
@@ -254,4 +347,5 @@ __all__ = [
     "achat",
     "build_prompt",
     "chat",
+    "prompt_problem",
 ]

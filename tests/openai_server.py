@@ -1,7 +1,7 @@
 """A tiny OpenAI-compatible chat server on loopback, for the real ChatOpenAI client.
 
 Implements ``POST /v1/chat/completions`` (streamed as SSE chunks, or whole).
-``server.mode`` picks the behaviour: "ok", "429", "500", "slow" (answers after
+``server.mode`` picks the behaviour: "ok", "404", "429", "500", "slow" (answers after
 ``server.delay`` seconds), "break" (an error event after a few tokens).
 The reply repeats what the client sent, so tests see the history arrive.
 """
@@ -63,6 +63,18 @@ class Handler(BaseHTTPRequestHandler):
                         "message": "Rate limit reached",
                         "type": "requests",
                         "code": "rate_limit_exceeded",
+                    }
+                },
+            )
+        if mode == "404":
+            # What Ollama's OpenAI-compatible endpoint says of an unknown model.
+            model = body.get("model", "")
+            return self.send_json(
+                404,
+                {
+                    "error": {
+                        "message": f'model "{model}" not found, try pulling it first',
+                        "type": "api_error",
                     }
                 },
             )

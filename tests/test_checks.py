@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from chatmemory.checks import check_settings
+from chatmemory.checks import check_chat_model, check_settings
 
 REDIS = {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://x:1/0"}
 LOCMEM = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
@@ -134,3 +134,38 @@ def test_deploy_check_leaves_a_bad_alias_to_the_settings_check() -> None:
 
     with override_settings(CHATMEMORY_CACHE_ALIAS="nope"):
         assert check_redis_server() == []
+
+
+# --- W002: the chat model ------------------------------------------------------
+
+
+def test_w002_when_the_model_cannot_be_built() -> None:
+    with override_settings(CHATMEMORY_CHAT_MODEL={"factory": "no_such.Model"}):
+        [warning] = check_chat_model()
+        assert warning.id == "chatmemory.W002"
+        assert "no_such" in warning.msg
+        # Registered: a warning fails "check --fail-level WARNING".
+        with pytest.raises(SystemCheckError, match="chatmemory.W002"):
+            call_command("check", fail_level="WARNING")
+    assert check_chat_model() == []
+
+
+@pytest.mark.django_db
+def test_w002_not_a_crash_for_the_readmes_example_without_a_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    spec = {"factory": "langchain_openai.ChatOpenAI", "model": "gpt-4o-mini"}
+    with override_settings(CHATMEMORY_CHAT_MODEL=spec):
+        [warning] = check_chat_model()
+        assert warning.id == "chatmemory.W002" and "OPENAI_API_KEY" in warning.msg
+        call_command("check")  # a warning, not a crash
+        call_command("migrate", verbosity=0)
+
+
+def test_w002_names_arguments_the_factory_does_not_know() -> None:
+    spec = {"factory": "tests.chat_models.HistoryModel", "tokn_delay": 1}
+    with override_settings(CHATMEMORY_CHAT_MODEL=spec):
+        [warning] = check_chat_model()
+    assert warning.id == "chatmemory.W002"
+    assert "tokn_delay" in warning.msg and warning.hint

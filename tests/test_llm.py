@@ -7,8 +7,6 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management import call_command
-from django.core.management.base import SystemCheckError
 from django.test import override_settings
 from langchain_core.language_models.fake_chat_models import (
     FakeListChatModel,
@@ -21,7 +19,6 @@ from langchain_core.messages import (
 from langchain_openai import ChatOpenAI
 
 from chatmemory import llm, store
-from chatmemory.checks import check_chat_model
 from tests.chat_models import HistoryModel
 
 DOWN = {
@@ -82,6 +79,54 @@ def test_a_factory_path_with_keyword_arguments() -> None:
     assert llm.model_name(model) == "FakeListChatModel"
 
 
+def raising_factory() -> object:
+    raise RuntimeError("no key")
+
+
+def named_factory(model: str, *, temperature: float = 0) -> object:
+    return HistoryModel()
+
+
+def open_factory(model: str, **kwargs: Any) -> object:
+    return HistoryModel()
+
+
+def test_the_readmes_openai_example_without_a_key_is_improperly_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    spec = {"factory": "langchain_openai.ChatOpenAI", "model": "gpt-4o-mini"}
+    with pytest.raises(ImproperlyConfigured, match="OpenAIError"):
+        llm.build_chat_model(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "unknown"),
+    [
+        (
+            {
+                "factory": "langchain_openai.ChatOpenAI",
+                "model": "m",
+                "api_key": "k",  # an alias of openai_api_key
+                "temprature": 0.2,
+            },
+            ["temprature"],
+        ),
+        (
+            {"factory": "tests.chat_models.HistoryModel", "tokn_delay": 1},
+            ["tokn_delay"],
+        ),
+        ({"factory": "tests.test_llm.named_factory", "model": "m", "top": 1}, ["top"]),
+        ({"factory": "tests.test_llm.open_factory", "anything": 1}, []),
+        ({"factory": "builtins.dict", "x": 1}, []),  # no signature to read
+        (None, []),
+        ({"model": "x"}, []),
+    ],
+)
+def test_unknown_arguments(spec: object, unknown: list[str]) -> None:
+    assert llm.unknown_arguments(spec) == unknown
+
+
 @pytest.mark.parametrize(
     ("spec", "words"),
     [
@@ -91,6 +136,8 @@ def test_a_factory_path_with_keyword_arguments() -> None:
         ({"factory": "tests.chat_models.not_a_model", "nope": 1}, "failed"),
         ({"factory": "tests.chat_models.HistoryModel", "token_delay": "x"}, "failed"),
         ({"factory": "tests.chat_models.not_a_model"}, "not a LangChain chat model"),
+        ({"factory": "tests.test_llm.raising_factory"}, "RuntimeError: no key"),
+        ({"factory": "tests.broken_module_for_llm.Model"}, "cannot be imported"),
     ],
 )
 def test_bad_model_settings_are_improperly_configured(spec: object, words: str) -> None:
@@ -114,17 +161,6 @@ def test_get_chat_model_builds_once_per_configuration(
     assert len(llm._models) <= 16
 
 
-def test_check_w002_when_the_model_cannot_be_built() -> None:
-    with override_settings(CHATMEMORY_CHAT_MODEL={"factory": "no_such.Model"}):
-        [warning] = check_chat_model()
-        assert warning.id == "chatmemory.W002"
-        assert "no_such" in warning.msg
-        # Registered: a warning fails "check --fail-level WARNING".
-        with pytest.raises(SystemCheckError, match="chatmemory.W002"):
-            call_command("check", fail_level="WARNING")
-    assert check_chat_model() == []
-
-
 # --- failures in words --------------------------------------------------------
 
 
@@ -146,7 +182,9 @@ class ConnectionRefused(ConnectionError):
     [
         (StatusError(429), "HTTP 429"),
         (StatusError(503), "failed (HTTP 503)"),
-        (StatusError(401), "refused the request (HTTP 401)"),
+        (StatusError(401), "refused our credentials (HTTP 401)"),
+        (StatusError(403), "refused our credentials (HTTP 403)"),
+        (StatusError(404), "refused the request (HTTP 404)."),
         (TimeoutError(), "did not answer in time"),
         (ReadTimeout(), "did not answer in time"),
         (ConnectionRefused(), "could not be reached"),
@@ -155,6 +193,42 @@ class ConnectionRefused(ConnectionError):
 )
 def test_describe_failure(exc: BaseException, words: str) -> None:
     assert words in llm.describe_failure(exc)
+
+
+class ProviderError(StatusError):
+    def __init__(self, status_code: int, body: object = None, error: object = None):
+        super().__init__(status_code)
+        self.body = body
+        self.error = error
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        # openai's APIStatusError keeps the body's "error" member.
+        (ProviderError(404, {"message": "model 'x' not found"}), "model 'x' not found"),
+        (ProviderError(400, {"error": {"message": "bad\n  input"}}), "bad input"),
+        (ProviderError(400, {"error": "plain words"}), "plain words"),
+        # Ollama's own client: ResponseError(error, status_code).
+        (ProviderError(404, None, "model 'y' not found"), "model 'y' not found"),
+        (ProviderError(400, {"error": {"message": 5}}), ""),
+        (ProviderError(400, ["x"]), ""),
+    ],
+)
+def test_the_providers_reason_is_shown(exc: ProviderError, reason: str) -> None:
+    assert llm.provider_reason(exc) == reason
+    words = llm.describe_failure(exc)
+    if reason:
+        assert words.endswith(f"): {reason}")
+    else:
+        assert words.endswith(f"(HTTP {exc.status_code}).")
+
+
+def test_a_long_reason_is_cut_and_credentials_errors_never_quote_it() -> None:
+    long = ProviderError(400, {"message": "x" * 500})
+    assert len(llm.provider_reason(long)) == llm.REASON_LENGTH
+    secret = ProviderError(401, {"message": "Incorrect API key provided: sk-abc"})
+    assert "sk-abc" not in llm.describe_failure(secret)
 
 
 # --- the offline demo model -------------------------------------------------

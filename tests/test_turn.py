@@ -378,6 +378,7 @@ async def test_chatopenai_streams_async() -> None:
 @pytest.mark.parametrize(
     ("mode", "words"),
     [
+        ("404", 'HTTP 404): model "fake-model" not found, try pulling it first'),
         ("429", "HTTP 429"),
         ("500", "HTTP 500"),
         ("slow", "did not answer in time"),
@@ -404,3 +405,122 @@ async def test_chatopenai_failures_save_nothing_async(mode: str) -> None:
         with pytest.raises(ModelFailed):
             await achat("o4", "hello", model=model)
     assert await store.aread_records("o4") == []
+
+
+# --- odd stored records -------------------------------------------------------
+
+
+def good_and_bad(session_id: str) -> None:
+    human = {"type": "human", "data": {"content": "", "additional_kwargs": {}}}
+    store.append_records(
+        session_id,
+        [
+            {"type": "human", "data": {"content": "I like tea"}},
+            {"type": "ai", "data": {"content": "noted"}},
+            {"type": "remove", "data": {"content": "", "id": "m1"}},
+            # Fields the fast reader takes as they are, with the wrong types.
+            {**human, "data": {**human["data"], "content": [5]}},
+            {"type": "ai", "data": {"content": "x", "tool_calls": "abc"}},
+            {"type": "ai", "data": {"content": "y", "id": 5}},  # coerced: usable
+        ],
+    )
+
+
+def test_records_a_model_cannot_take_are_left_out_of_the_prompt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    good_and_bad("bad1")
+    model = HistoryModel()
+    reply = chat("bad1", "what do I like?", model=model)
+    assert "I like tea" in reply.text
+    prompt = model.seen[-1]
+    assert [m.text for m in prompt[1:]] == [
+        "I like tea",
+        "noted",
+        "y",
+        "what do I like?",
+    ]
+    assert len(stored("bad1")) == 8  # nothing stored is dropped
+    assert "RemoveMessage" in caplog.text and "out of the prompt" in caplog.text
+
+
+async def test_async_turns_leave_them_out_too() -> None:
+    good_and_bad("bad2")
+    model = HistoryModel()
+    await achat("bad2", "and now?", model=model)
+    texts = [m.text for m in model.seen[-1][1:]]
+    assert texts == ["I like tea", "noted", "y", "and now?"]
+
+
+def test_a_record_that_breaks_trimming_is_left_out() -> None:
+    store.append_records(
+        "bad3",
+        [
+            {"type": "human", "data": {"content": "hello", "name": 5}},
+            {"type": "human", "data": {"content": "I like tea"}},
+            {"type": "ai", "data": {"content": "noted"}},
+        ],
+    )
+    model = HistoryModel()
+    chat("bad3", "what do I like?", model=model)
+    assert [m.text for m in model.seen[-1][1:]] == [
+        "I like tea",
+        "noted",
+        "what do I like?",
+    ]
+
+
+def test_a_prompt_that_cannot_be_built_is_a_model_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(history: object) -> object:
+        raise KeyError("boom")
+
+    monkeypatch.setattr("chatmemory.turn._trim", broken)
+    with pytest.raises(ModelFailed, match="could not be turned into a prompt"):
+        chat("bad4", "hello", model=HistoryModel())
+    assert stored("bad4") == []
+
+
+def test_prompt_problem_names_what_is_wrong() -> None:
+    from langchain_core.messages import RemoveMessage
+
+    from chatmemory.turn import prompt_problem
+
+    assert prompt_problem(HumanMessage("fine")) == ""
+    assert "RemoveMessage" in prompt_problem(RemoveMessage(id="x"))
+    odd = AIMessage.model_construct(content="x", tool_calls="abc")
+    assert "AttributeError" in prompt_problem(odd)
+    blocks = HumanMessage.model_construct(content=[5])
+    assert "ValidationError" in prompt_problem(blocks)
+
+
+# --- the time limit ---------------------------------------------------------------
+
+
+def test_a_reply_over_the_time_limit_is_stopped_and_saved_as_stopped() -> None:
+    turn = ChatTurn("tl1", "tell me", model=HistoryModel(token_delay=0.05))
+    with override_settings(CHATMEMORY_TURN_TIME_LIMIT=0.12):
+        tokens = list(turn.stream())
+    assert turn.timed_out
+    assert 1 <= len(tokens) < 6  # the full reply has 8 tokens
+    records = stored("tl1")
+    assert records[1]["data"]["content"] == "".join(tokens)
+    assert records[1]["data"]["response_metadata"][INTERRUPTED] is True
+    assert turn.message_count == 2
+
+
+async def test_an_async_reply_over_the_time_limit_is_stopped() -> None:
+    turn = ChatTurn("tl2", "tell me", model=HistoryModel(token_delay=0.05))
+    with override_settings(CHATMEMORY_TURN_TIME_LIMIT=0.12):
+        tokens = [token async for token in turn.astream()]
+    assert turn.timed_out and 1 <= len(tokens) < 6
+    assert stored("tl2")[1]["data"]["response_metadata"][INTERRUPTED] is True
+
+
+def test_without_a_time_limit_a_slow_reply_completes() -> None:
+    turn = ChatTurn("tl3", "tell me", model=HistoryModel(token_delay=0.02))
+    with override_settings(CHATMEMORY_TURN_TIME_LIMIT=None):
+        turn.run()
+    assert not turn.timed_out
+    assert INTERRUPTED not in stored("tl3")[1]["data"]["response_metadata"]
