@@ -65,3 +65,20 @@ class ModelFailed(ChatMemoryError):
     def __init__(self, user_message: str) -> None:
         self.user_message = user_message
         super().__init__(user_message)
+
+
+class TurnInProgress(ChatMemoryError):
+    """Another reply is being written on the session; nothing was done.
+
+    ``user_message`` says so in words fit for the chat page.
+    """
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.user_message = str(
+            _(
+                "A reply is already being written in this chat (in another tab "
+                "or window?). Wait for it to finish, then send your message again."
+            )
+        )
+        super().__init__(self.user_message)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from django.http import HttpResponse, StreamingHttpResponse
 
-from .exceptions import STORE_DOWN, ModelFailed, StoreUnavailable
+from .exceptions import STORE_DOWN, ModelFailed, StoreUnavailable, TurnInProgress
 
 if TYPE_CHECKING:
     from .turn import ChatTurn
@@ -58,7 +58,7 @@ def sync_events(turn: ChatTurn) -> Iterator[bytes]:
         with closing(turn.stream()) as tokens:
             for token in tokens:
                 yield event("token", token)
-    except ModelFailed as exc:
+    except (ModelFailed, TurnInProgress) as exc:
         yield event("error", exc.user_message)
         return
     except StoreUnavailable:
@@ -75,7 +75,7 @@ async def async_events(turn: ChatTurn) -> AsyncIterator[bytes]:
         async with aclosing(turn.astream()) as tokens:
             async for token in tokens:
                 yield event("token", token)
-    except ModelFailed as exc:
+    except (ModelFailed, TurnInProgress) as exc:
         yield event("error", exc.user_message)
         return
     except StoreUnavailable:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import AsyncGenerator, Generator
 from contextlib import aclosing, closing
@@ -42,7 +43,7 @@ from langchain_core.runnables import Runnable
 
 from . import store
 from .conf import conf
-from .exceptions import ModelFailed, StoreUnavailable
+from .exceptions import ModelFailed, StoreUnavailable, TurnInProgress
 from .history import messages_to_records, records_to_messages
 from .llm import describe_failure, get_chat_model
 from .records import INTERRUPTED
@@ -107,8 +108,11 @@ class ChatTurn:
         *,
         owner: str | None = None,
         model: BaseChatModel | None = None,
+        exclusive: bool = False,
     ) -> None:
         self.session_id = store.validate_session_id(session_id)
+        self.exclusive = exclusive
+        """One exclusive turn at a time per session (the chat views' turns)."""
         self.question = question
         self.owner = owner
         self.model = get_chat_model() if model is None else model
@@ -185,8 +189,47 @@ class ChatTurn:
         limit = conf.TURN_TIME_LIMIT
         return limit is not None and time.monotonic() - started >= limit
 
+    def _lock_seconds(self) -> float:
+        # Long enough for the longest turn; a killed process's lock expires.
+        return (conf.TURN_TIME_LIMIT or 600) + 60
+
     def stream(self) -> Generator[str]:
-        """Run the turn, yielding the reply's text as it comes (sync)."""
+        """Run the turn, yielding the reply's text as it comes (sync).
+
+        With ``exclusive``, raises :class:`TurnInProgress` (before anything
+        is done) while another exclusive turn runs on the session.
+        """
+        if not self.exclusive:
+            yield from self._stream()
+            return
+        token = secrets.token_hex(16)
+        if not store.lock_turn(self.session_id, token, seconds=self._lock_seconds()):
+            raise TurnInProgress(self.session_id)
+        try:
+            yield from self._stream()
+        finally:
+            store.unlock_turn(self.session_id, token)
+
+    async def astream(self) -> AsyncGenerator[str]:
+        """Run the turn, yielding the reply's text as it comes (async)."""
+        if not self.exclusive:
+            async for text in self._astream():
+                yield text
+            return
+        token = secrets.token_hex(16)
+        locked = await store.alock_turn(
+            self.session_id, token, seconds=self._lock_seconds()
+        )
+        if not locked:
+            raise TurnInProgress(self.session_id)
+        try:
+            async with aclosing(self._astream()) as texts:
+                async for text in texts:
+                    yield text
+        finally:
+            await store.aunlock_turn(self.session_id, token)
+
+    def _stream(self) -> Generator[str]:
         history = records_to_messages(
             store.read_records(self.session_id), session_id=self.session_id
         )
@@ -214,8 +257,7 @@ class ChatTurn:
             owner=self.owner,
         )
 
-    async def astream(self) -> AsyncGenerator[str]:
-        """Run the turn, yielding the reply's text as it comes (async)."""
+    async def _astream(self) -> AsyncGenerator[str]:
         history = records_to_messages(
             await store.aread_records(self.session_id), session_id=self.session_id
         )

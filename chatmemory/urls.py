@@ -1,22 +1,42 @@
 """The chat views' URLs, namespaced ``chatmemory``: include them under any prefix.
 
-Session ids may contain slashes (any Python caller may pick the id), hence the
-``path`` converter; the action routes come first so they win.
+Session ids are any text (any Python caller may pick the id), so they travel
+escaped the way the admin escapes primary keys (``quote()``: ``/`` is
+``_2F``, a newline ``_0A``, ``_`` itself ``_5F``). Any id then fits in one
+path segment, and none can reach another route or be mangled on the way
+(``..``, a newline, a trailing ``/send``). Ids made by the views are
+hexadecimal, so their URLs read as they are.
 """
 
 from __future__ import annotations
 
-from django.urls import path
+from django.contrib.admin.utils import quote, unquote
+from django.urls import path, register_converter
 
 from . import views
+
+
+class SessionIdConverter:
+    """A session id in one path segment, escaped by the admin's ``quote()``."""
+
+    regex = "[^/]+"
+
+    def to_python(self, value: str) -> str:
+        return unquote(value)
+
+    def to_url(self, value: str) -> str:
+        return quote(value)
+
+
+register_converter(SessionIdConverter, "chatmemory_session")
 
 app_name = "chatmemory"
 
 urlpatterns = [
     path("", views.session_list, name="sessions"),
-    path("<path:session_id>/send/", views.send, name="send"),
-    path("<path:session_id>/stream/", views.stream, name="stream"),
-    path("<path:session_id>/rename/", views.rename, name="rename"),
-    path("<path:session_id>/delete/", views.delete, name="delete"),
-    path("<path:session_id>/", views.chat, name="chat"),
+    path("<chatmemory_session:session_id>/send/", views.send, name="send"),
+    path("<chatmemory_session:session_id>/stream/", views.stream, name="stream"),
+    path("<chatmemory_session:session_id>/rename/", views.rename, name="rename"),
+    path("<chatmemory_session:session_id>/delete/", views.delete, name="delete"),
+    path("<chatmemory_session:session_id>/", views.chat, name="chat"),
 ]

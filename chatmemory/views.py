@@ -28,21 +28,28 @@ from django.http import (
     HttpResponseBase,
 )
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.utils import timezone
+from django.utils.cache import patch_cache_control
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_http_methods
 
 from . import llm, records, sse, store
 from .conf import conf
-from .exceptions import STORE_DOWN, ModelFailed, StoreUnavailable
+from .exceptions import STORE_DOWN, ModelFailed, StoreUnavailable, TurnInProgress
 from .forms import MessageForm, RenameForm
 from .turn import ChatTurn
 
 logger = logging.getLogger("chatmemory")
 
-UNREADABLE = "(an unreadable entry was skipped)"
-MODEL_MISCONFIGURED = (
+UNREADABLE = gettext_lazy("(an unreadable entry was skipped)")
+MODEL_MISCONFIGURED = gettext_lazy(
     "The chat model is not configured correctly (see 'manage.py check'); "
     "nothing was saved."
 )
+
+MAX_OFFSET = 2**53
+"""No listing is longer: an offset past it is a page that cannot exist."""
 
 View = Callable[..., HttpResponseBase]
 
@@ -56,16 +63,93 @@ def owner_of(request: HttpRequest) -> str:
     return str(request.user.pk)
 
 
+NEW_CHATS = "chatmemory_new_chats"
+"""The request session key listing the ids of new chats not stored yet."""
+
+NEW_CHATS_KEPT = 20
+"""How many unsent new chats a user's session remembers."""
+
+
+def _new_chats(request: HttpRequest) -> list[str]:
+    value = request.session.get(NEW_CHATS, [])
+    return [item for item in value if isinstance(item, str)]
+
+
+def start_new_chat(request: HttpRequest) -> str:
+    """A new chat's id, remembered in the user's session; nothing is stored yet.
+
+    The chat is stored by its first message, so "New chat" clicks that are
+    never used leave nothing behind in Redis.
+    """
+    session_id = uuid.uuid4().hex
+    request.session[NEW_CHATS] = [*_new_chats(request), session_id][-NEW_CHATS_KEPT:]
+    return session_id
+
+
+def forget_new_chat(request: HttpRequest, session_id: str) -> None:
+    """Drop ``session_id`` from the user's unsent new chats."""
+    kept = _new_chats(request)
+    if session_id in kept:
+        request.session[NEW_CHATS] = [item for item in kept if item != session_id]
+
+
 def get_owned_session(request: HttpRequest, session_id: str) -> store.SessionInfo:
-    """The user's session ``session_id``, or 404 (also for other users' ones)."""
+    """The user's session ``session_id``, or 404 (also for other users' ones).
+
+    A new chat this user started and has not sent anything to yet reads as an
+    empty session of theirs.
+    """
     try:
         store.validate_session_id(session_id)
     except ValueError:
-        raise Http404("No such chat session.") from None
+        raise Http404(_("No such chat session.")) from None
     info = store.get_session(session_id)
+    if info is None and session_id in _new_chats(request):
+        now = timezone.now()
+        return store.SessionInfo(
+            session_id=session_id,
+            title="",
+            owner=owner_of(request),
+            message_count=0,
+            created=now,
+            updated=now,
+            last_activity=now,
+            expires_in=None,
+        )
     if info is None or info.owner != owner_of(request):
-        raise Http404("No such chat session.")
+        raise Http404(_("No such chat session."))
     return info
+
+
+def private_page(view: View) -> View:
+    """Per-user pages: never cached by anyone, never framed by another site."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = view(request, *args, **kwargs)
+        patch_cache_control(response, private=True, no_store=True)
+        # The pages hold one-click destructive forms (delete, rename): no
+        # framing, so no clickjacking.
+        response["X-Frame-Options"] = "DENY"
+        return response
+
+    return wrapper
+
+
+def post_only(view: View) -> View:
+    """A POST-only action: any other method goes back to the chat page.
+
+    A browser lands on these URLs with GET after a form error and a reload,
+    or from the history; a blank 405 page helps nobody.
+    """
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, session_id: str) -> HttpResponseBase:
+        if request.method != "POST":
+            return redirect("chatmemory:chat", session_id)
+        return view(request, session_id)
+
+    return wrapper
 
 
 def store_unavailable_page(view: View) -> View:
@@ -110,12 +194,12 @@ def transcript(
     shown = []
     for entry in entries:
         if isinstance(entry, store.UnreadableEntry):
-            shown.append(Entry("unreadable", UNREADABLE))
+            shown.append(Entry("unreadable", str(UNREADABLE)))
             continue
         record = records.read(entry)
         role = _ROLES.get(record.kind, "other")
         if role == "unreadable":
-            shown.append(Entry(role, UNREADABLE))
+            shown.append(Entry(role, str(UNREADABLE)))
             continue
         shown.append(Entry(role, record.text, record.interrupted, record.tool_calls))
     return shown
@@ -156,27 +240,26 @@ def render_chat(
 
 
 @login_required
+@private_page
 @store_unavailable_page
 @require_http_methods(["GET", "POST"])
 def session_list(request: HttpRequest) -> HttpResponse:
     """My sessions, most recent first, paginated; POST starts a new chat."""
     if request.method == "POST":
-        session_id = uuid.uuid4().hex
-        store.create_session(session_id, owner=owner_of(request))
-        return redirect("chatmemory:chat", session_id)
+        return redirect("chatmemory:chat", start_new_chat(request))
     per_page = conf.SESSIONS_PER_PAGE
     try:
         number = int(request.GET.get("page", "1"))
     except ValueError:
-        raise Http404("No such page.") from None
-    if number < 1:
-        raise Http404("No such page.")
+        raise Http404(_("No such page.")) from None
+    if number < 1 or (number - 1) * per_page > MAX_OFFSET:
+        raise Http404(_("No such page."))
     page = store.list_sessions(
         owner=owner_of(request), offset=(number - 1) * per_page, limit=per_page
     )
     num_pages = max(1, math.ceil(page.total / per_page))
     if number > num_pages:
-        raise Http404("No such page.")
+        raise Http404(_("No such page."))
     context = {
         "sessions": page.sessions,
         "total": page.total,
@@ -189,6 +272,7 @@ def session_list(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@private_page
 @store_unavailable_page
 @require_http_methods(["GET", "HEAD"])
 def chat(request: HttpRequest, session_id: str) -> HttpResponse:
@@ -197,8 +281,9 @@ def chat(request: HttpRequest, session_id: str) -> HttpResponse:
 
 
 @login_required
+@post_only
+@private_page
 @store_unavailable_page
-@require_POST
 def send(request: HttpRequest, session_id: str) -> HttpResponse:
     """Run a turn without JavaScript: wait for the reply, then show the chat."""
     info = get_owned_session(request, session_id)
@@ -207,21 +292,25 @@ def send(request: HttpRequest, session_id: str) -> HttpResponse:
         return render_chat(request, info, form)
     try:
         turn = ChatTurn(
-            session_id, form.cleaned_data["message"], owner=owner_of(request)
+            session_id,
+            form.cleaned_data["message"],
+            owner=owner_of(request),
+            exclusive=True,
         )
         turn.run()
     except ImproperlyConfigured:
         logger.exception("chatmemory: the chat model cannot be built")
         form.add_error(None, MODEL_MISCONFIGURED)
         return render_chat(request, info, form)
-    except ModelFailed as exc:
+    except (ModelFailed, TurnInProgress) as exc:
         form.add_error(None, exc.user_message)
         return render_chat(request, info, form)
+    forget_new_chat(request, session_id)
     return redirect("chatmemory:chat", session_id)
 
 
 @login_required
-@require_POST
+@post_only
 def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
     """Run a turn, streaming the reply as ``token``, ``done`` or ``error`` events."""
     form = MessageForm(request.POST)
@@ -236,11 +325,17 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
         )
     try:
         turn = ChatTurn(
-            session_id, form.cleaned_data["message"], owner=owner_of(request)
+            session_id,
+            form.cleaned_data["message"],
+            owner=owner_of(request),
+            exclusive=True,
         )
     except ImproperlyConfigured:
         logger.exception("chatmemory: the chat model cannot be built")
-        return sse.error_response(MODEL_MISCONFIGURED, 500)
+        return sse.error_response(str(MODEL_MISCONFIGURED), 500)
+    # Once a message is sent the chat is stored (or the turn says why not);
+    # either way this id needs no remembering past this request.
+    forget_new_chat(request, session_id)
     # GZipMiddleware only compresses for clients that accept gzip; a
     # compressed stream would reach the browser in lumps.
     request.META.pop("HTTP_ACCEPT_ENCODING", None)
@@ -250,19 +345,24 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
 
 
 @login_required
+@post_only
+@private_page
 @store_unavailable_page
-@require_POST
 def rename(request: HttpRequest, session_id: str) -> HttpResponse:
-    """Give my session a new title."""
+    """Give my session a new title (a new chat is stored by being named)."""
     info = get_owned_session(request, session_id)
     form = RenameForm(request.POST)
     if not form.is_valid():
         return render_chat(request, info, rename_form=form)
-    store.set_title(session_id, form.cleaned_data["title"])
+    title = form.cleaned_data["title"]
+    if not store.set_title(session_id, title):
+        store.create_session(session_id, owner=owner_of(request), title=title)
+        forget_new_chat(request, session_id)
     return redirect("chatmemory:chat", session_id)
 
 
 @login_required
+@private_page
 @store_unavailable_page
 @require_http_methods(["GET", "POST"])
 def delete(request: HttpRequest, session_id: str) -> HttpResponse:
@@ -270,5 +370,6 @@ def delete(request: HttpRequest, session_id: str) -> HttpResponse:
     info = get_owned_session(request, session_id)
     if request.method == "POST":
         store.delete_session(session_id)
+        forget_new_chat(request, session_id)
         return redirect("chatmemory:sessions")
     return render(request, "chatmemory/delete.html", {"session": info})

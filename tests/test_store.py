@@ -534,3 +534,31 @@ async def test_async_twins_match_the_sync_operations() -> None:
     assert await store.arebuild_indexes() == 1
     assert await store.aimport_sessions([store.ImportedSession("b", [])]) == 1
     assert await store.adelete_session("a") is True
+
+
+# --- turn locks -----------------------------------------------------------------
+
+
+def test_a_turn_lock_is_held_by_one_token_until_released_or_expired(
+    redis_client: redis.Redis,
+) -> None:
+    assert store.lock_turn("l1", "first", seconds=30)
+    assert not store.lock_turn("l1", "second", seconds=30)
+    assert 0 < redis_client.pttl(store.turn_lock_key("l1")) <= 30_000
+    assert store.turn_lock_key("l1").endswith("{l1}:turn-lock")  # the session's slot
+    assert not store.unlock_turn("l1", "second")  # not its lock
+    assert store.unlock_turn("l1", "first")
+    assert not store.unlock_turn("l1", "first")  # already released
+    assert store.lock_turn("l1", "second", seconds=0.05)
+    time.sleep(0.1)
+    assert store.lock_turn("l1", "third", seconds=30)  # the old one expired
+    assert store.lock_turn("l2", "first", seconds=30)  # per session
+
+
+async def test_async_turn_locks() -> None:
+    assert await store.alock_turn("l3", "a", seconds=30)
+    assert not await store.alock_turn("l3", "b", seconds=30)
+    assert not await store.aunlock_turn("l3", "b")
+    assert await store.aunlock_turn("l3", "a")
+    with pytest.raises(ValueError):
+        await store.alock_turn("", "a", seconds=1)

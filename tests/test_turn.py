@@ -22,7 +22,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from langchain_openai import ChatOpenAI
 
 from chatmemory import store
-from chatmemory.exceptions import StoreUnavailable
+from chatmemory.exceptions import StoreUnavailable, TurnInProgress
 from chatmemory.turn import (
     INTERRUPTED,
     ChatTurn,
@@ -524,3 +524,41 @@ def test_without_a_time_limit_a_slow_reply_completes() -> None:
         turn.run()
     assert not turn.timed_out
     assert INTERRUPTED not in stored("tl3")[1]["data"]["response_metadata"]
+
+
+# --- one exclusive turn at a time ---------------------------------------------------
+
+
+def test_an_exclusive_turn_refuses_to_run_beside_another() -> None:
+    assert store.lock_turn("ex1", "other", seconds=30)
+    turn = ChatTurn("ex1", "hi", model=HistoryModel(), exclusive=True)
+    with pytest.raises(TurnInProgress) as info:
+        turn.run()
+    assert "already being written" in info.value.user_message
+    assert stored("ex1") == []
+    chat("ex1", "not exclusive: runs", model=HistoryModel())  # the Python API
+    assert len(stored("ex1")) == 2
+
+
+def test_an_exclusive_turn_releases_its_lock_when_done_or_stopped() -> None:
+    ChatTurn("ex2", "hi", model=HistoryModel(), exclusive=True).run()
+    stream = ChatTurn("ex2", "again", model=HistoryModel(), exclusive=True).stream()
+    next(stream)
+    assert not store.lock_turn("ex2", "probe", seconds=30)  # held while it runs
+    stream.close()  # the user stopped it
+    assert store.lock_turn("ex2", "probe", seconds=30)
+    assert stored("ex2")[3]["data"]["response_metadata"][INTERRUPTED] is True
+
+
+async def test_an_async_exclusive_turn_locks_too() -> None:
+    assert await store.alock_turn("ex3", "other", seconds=30)
+    with pytest.raises(TurnInProgress):
+        await ChatTurn("ex3", "hi", model=HistoryModel(), exclusive=True).arun()
+    assert await store.aunlock_turn("ex3", "other")
+    turn = ChatTurn("ex3", "hi", model=HistoryModel(), exclusive=True)
+    stream = turn.astream()
+    await stream.__anext__()
+    assert not await store.alock_turn("ex3", "probe", seconds=30)
+    await stream.aclose()
+    assert await store.alock_turn("ex3", "probe", seconds=30)
+    assert len(stored("ex3")) == 2

@@ -177,16 +177,57 @@ def test_an_invalid_session_id_is_a_404(alice_client: Client) -> None:
 # --- my sessions ----------------------------------------------------------------
 
 
-def test_new_chat_creates_my_session_and_opens_it(
+def new_chat(client: Client) -> str:
+    response = client.post(reverse("chatmemory:sessions"))
+    assert response.status_code == 302
+    session_id = str(response["Location"].strip("/").split("/")[-1])
+    assert response["Location"] == reverse("chatmemory:chat", args=[session_id])
+    return session_id
+
+
+def test_a_new_chat_is_stored_by_its_first_message(
+    alice_client: Client, alice: AbstractBaseUser, bob_client: Client
+) -> None:
+    session_id = new_chat(alice_client)
+    assert store.get_session(session_id) is None  # a click stores nothing
+    page = alice_client.get(reverse("chatmemory:chat", args=[session_id]))
+    assert page.status_code == 200 and "New chat" in page.content.decode()
+    # Nobody else can open it, stored or not.
+    assert bob_client.get(f"/chat/{session_id}/").status_code == 404
+    alice_client.post(f"/chat/{session_id}/send/", {"message": "first"})
+    info = store.get_session(session_id)
+    assert info is not None and info.owner == str(alice.pk) and info.title == "first"
+    assert bob_client.get(f"/chat/{session_id}/").status_code == 404
+
+
+def test_a_new_chat_streamed_to_is_stored(
     alice_client: Client, alice: AbstractBaseUser
 ) -> None:
-    response = alice_client.post(reverse("chatmemory:sessions"))
-    assert response.status_code == 302
-    session_id = response["Location"].strip("/").split("/")[-1]
-    assert response["Location"] == reverse("chatmemory:chat", args=[session_id])
+    session_id = new_chat(alice_client)
+    body = body_of(alice_client.post(f"/chat/{session_id}/stream/", {"message": "hi"}))
+    assert events(body)[-1][0] == "done"
     info = store.get_session(session_id)
     assert info is not None and info.owner == str(alice.pk)
-    assert alice_client.get(response["Location"]).status_code == 200
+
+
+def test_a_new_chat_named_or_deleted_before_any_message(
+    alice_client: Client, alice: AbstractBaseUser
+) -> None:
+    named = new_chat(alice_client)
+    alice_client.post(f"/chat/{named}/rename/", {"title": "Plans"})
+    info = store.get_session(named)
+    assert info is not None and info.title == "Plans" and info.owner == str(alice.pk)
+    dropped = new_chat(alice_client)
+    response = alice_client.post(f"/chat/{dropped}/delete/")
+    assert response["Location"] == "/chat/"
+    assert alice_client.get(f"/chat/{dropped}/").status_code == 404
+    assert store.get_session(dropped) is None
+
+
+def test_only_the_latest_unsent_new_chats_are_remembered(alice_client: Client) -> None:
+    made = [new_chat(alice_client) for _ in range(views.NEW_CHATS_KEPT + 2)]
+    assert alice_client.get(f"/chat/{made[0]}/").status_code == 404
+    assert alice_client.get(f"/chat/{made[-1]}/").status_code == 200
 
 
 def test_my_sessions_newest_first_only_mine_paginated(
@@ -492,11 +533,84 @@ def test_a_session_id_with_a_slash_works(
 ) -> None:
     store.create_session("team/42", owner=str(alice.pk), title="Slashed")
     listing = alice_client.get("/chat/").content.decode()
-    assert 'href="/chat/team/42/"' in listing
-    assert alice_client.get("/chat/team/42/").status_code == 200
-    response = alice_client.post("/chat/team/42/send/", {"message": "hi"})
-    assert response["Location"] == "/chat/team/42/"
+    assert 'href="/chat/team_2F42/"' in listing  # escaped as the admin does
+    assert alice_client.get("/chat/team_2F42/").status_code == 200
+    response = alice_client.post("/chat/team_2F42/send/", {"message": "hi"})
+    assert response["Location"] == "/chat/team_2F42/"
     assert len(records("team/42")) == 2
+
+
+def test_any_session_id_is_listed_and_opened(
+    alice_client: Client, alice: AbstractBaseUser
+) -> None:
+    odd = ["line\nbreak", "a/../b", "x/send", "100%_sure?#"]
+    for session_id in odd:
+        store.create_session(session_id, owner=str(alice.pk), title=session_id)
+    listing = alice_client.get("/chat/")
+    assert listing.status_code == 200
+    for session_id in odd:
+        url = reverse("chatmemory:chat", args=[session_id])
+        assert f'href="{url}"' in listing.content.decode()
+        assert url.count("/") == 3  # one path segment
+        page = alice_client.get(url)
+        assert page.status_code == 200 and page.context["session"].session_id == (
+            session_id
+        )
+
+
+@pytest.mark.parametrize("action", ["send", "stream", "rename"])
+def test_get_on_a_post_only_url_goes_back_to_the_chat(
+    alice_client: Client, session_id: str, action: str
+) -> None:
+    response = alice_client.get(f"/chat/{session_id}/{action}/")
+    assert response.status_code == 302
+    assert response["Location"] == f"/chat/{session_id}/"
+
+
+def test_per_user_pages_are_private_and_never_framed(
+    alice_client: Client, session_id: str
+) -> None:
+    pages = [
+        alice_client.get("/chat/"),
+        alice_client.get(f"/chat/{session_id}/"),
+        alice_client.get(f"/chat/{session_id}/delete/"),
+        alice_client.post(f"/chat/{session_id}/send/", {"message": ""}),
+        alice_client.post(f"/chat/{session_id}/rename/", {"title": ""}),
+    ]
+    for page in pages:
+        assert page.status_code == 200
+        cache = {part.strip() for part in page["Cache-Control"].split(",")}
+        assert {"private", "no-store"} <= cache
+        assert page["X-Frame-Options"] == "DENY"
+
+
+def test_pages_past_any_listing_are_404(alice_client: Client, session_id: str) -> None:
+    for page in ["368934881474191034", str(2**63), "2"]:
+        assert alice_client.get(f"/chat/?page={page}").status_code == 404
+
+
+# --- one reply at a time -------------------------------------------------------
+
+
+def test_a_second_stream_on_a_session_gets_a_clear_message(
+    alice_client: Client, session_id: str
+) -> None:
+    assert store.lock_turn(session_id, "another-tab", seconds=30)
+    streamed = alice_client.post(f"/chat/{session_id}/stream/", {"message": "hi"})
+    [(name, data)] = events(body_of(streamed)[len(b": stream open\n\n") :])
+    assert name == "error" and "already being written" in data
+    sent = alice_client.post(f"/chat/{session_id}/send/", {"message": "hi"})
+    assert sent.status_code == 200
+    assert "already being written" in sent.content.decode()
+    assert records(session_id) == []
+    assert store.unlock_turn(session_id, "another-tab")
+    # Released after each turn: two turns in a row both run.
+    for _ in range(2):
+        body = body_of(
+            alice_client.post(f"/chat/{session_id}/stream/", {"message": "x"})
+        )
+        assert events(body)[-1][0] == "done"
+    assert len(records(session_id)) == 4
 
 
 # --- Redis down ----------------------------------------------------------------
@@ -506,9 +620,10 @@ def test_redis_down_gives_a_503_page_not_a_traceback(
     alice_client: Client, session_id: str
 ) -> None:
     with override_settings(CACHES=DOWN, CHATMEMORY_CACHE_ALIAS="down"):
+        # A new chat touches no Redis until its first message.
+        assert alice_client.post("/chat/").status_code == 302
         pages = [
             alice_client.get("/chat/"),
-            alice_client.post("/chat/"),
             alice_client.get(f"/chat/{session_id}/"),
             alice_client.post(f"/chat/{session_id}/send/", {"message": "x"}),
             alice_client.post(f"/chat/{session_id}/rename/", {"title": "x"}),

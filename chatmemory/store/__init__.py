@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from . import locks as _locks
 from . import operations as _ops
 from .client import aclose_clients
 from .client import reset_async_clients as _reset_async_clients
@@ -55,6 +56,7 @@ from .keys import (
     owner_key,
     owner_key_prefix,
     sessions_key,
+    turn_lock_key,
     validate_session_id,
 )
 from .maintenance import ImportedSession, import_sessions_op, rebuild_indexes_op
@@ -113,6 +115,26 @@ def set_title(session_id: str, title: str) -> bool:
 async def aset_title(session_id: str, title: str) -> bool:
     """Async :func:`set_title`."""
     return await arun(_ops.set_title_op(session_id, title))
+
+
+def lock_turn(session_id: str, token: str, *, seconds: float) -> bool:
+    """Take the session's turn lock for ``seconds``; False if a turn holds it."""
+    return run(_locks.lock_turn_op(session_id, token, seconds))
+
+
+async def alock_turn(session_id: str, token: str, *, seconds: float) -> bool:
+    """Async :func:`lock_turn`."""
+    return await arun(_locks.lock_turn_op(session_id, token, seconds))
+
+
+def unlock_turn(session_id: str, token: str) -> bool:
+    """Release the turn lock ``token`` holds; False if it had expired."""
+    return run(_locks.unlock_turn_op(session_id, token))
+
+
+async def aunlock_turn(session_id: str, token: str) -> bool:
+    """Async :func:`unlock_turn`."""
+    return await arun(_locks.unlock_turn_op(session_id, token))
 
 
 def delete_session(session_id: str) -> bool:
@@ -348,6 +370,7 @@ __all__ = [
     "aget_session",
     "aget_sessions",
     "aimport_sessions",
+    "alock_turn",
     "alist_sessions",
     "append_records",
     "aread_records",
@@ -356,6 +379,7 @@ __all__ = [
     "arebuild_indexes",
     "asearch_session_ids",
     "aset_title",
+    "aunlock_turn",
     "check_connection",
     "count_owner_sessions",
     "create_session",
@@ -368,6 +392,7 @@ __all__ = [
     "ids_key",
     "import_sessions",
     "list_sessions",
+    "lock_turn",
     "messages_key",
     "meta_key",
     "no_owner_key",
@@ -379,6 +404,8 @@ __all__ = [
     "rebuild_indexes",
     "search_session_ids",
     "sessions_key",
+    "turn_lock_key",
+    "unlock_turn",
     "set_title",
     "shorten",
     "title_from_records",

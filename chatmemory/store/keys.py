@@ -84,6 +84,11 @@ def meta_key_in(prefix: str, session_id: str) -> str:
     return f"{prefix}:{{{escape(session_id)}}}:meta"
 
 
+def turn_lock_key_in(prefix: str, session_id: str) -> str:
+    """:func:`turn_lock_key` under ``prefix``."""
+    return f"{prefix}:{{{escape(session_id)}}}:turn-lock"
+
+
 def sessions_key_in(prefix: str) -> str:
     """:func:`sessions_key` under ``prefix``."""
     return f"{prefix}:sessions"
@@ -133,6 +138,11 @@ def messages_key(session_id: str) -> str:
 def meta_key(session_id: str) -> str:
     """The hash holding the session's metadata."""
     return meta_key_in(conf.KEY_PREFIX, session_id)
+
+
+def turn_lock_key(session_id: str) -> str:
+    """The string held while a reply is being written on the session (expires)."""
+    return turn_lock_key_in(conf.KEY_PREFIX, session_id)
 
 
 def sessions_key() -> str:
