@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.utils.translation import gettext_lazy as _
 
 from .conf import conf
 from .records import TITLE_LENGTH
@@ -14,11 +15,11 @@ class MessageForm(forms.Form):
     """One message to the model; its limit is ``CHATMEMORY_MAX_MESSAGE_LENGTH``."""
 
     message = forms.CharField(
-        label="Your message",
+        label=_("Your message"),
         widget=forms.Textarea(
-            attrs={"rows": 3, "placeholder": "Type a message…", "autofocus": True}
+            attrs={"rows": 3, "placeholder": _("Type a message…"), "autofocus": True}
         ),
-        error_messages={"required": "Type a message first: it is empty."},
+        error_messages={"required": _("Type a message first: it is empty.")},
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -35,8 +36,10 @@ class MessageForm(forms.Form):
         limit = conf.MAX_MESSAGE_LENGTH
         if len(value) > limit:
             raise forms.ValidationError(
-                "Your message is %(length)d characters long; the limit is "
-                "%(limit)d. Shorten it and send it again.",
+                _(
+                    "Your message is %(length)d characters long; the limit is "
+                    "%(limit)d. Shorten it and send it again."
+                ),
                 code="max_length",
                 params={"length": len(value), "limit": limit},
             )
@@ -46,7 +49,7 @@ class RenameForm(forms.Form):
     """A session's new title."""
 
     title = forms.CharField(
-        label="Title",
+        label=_("Title"),
         max_length=TITLE_LENGTH,
-        error_messages={"required": "A title cannot be empty."},
+        error_messages={"required": _("A title cannot be empty.")},
     )
