@@ -213,8 +213,11 @@ class ChatTurn:
     async def astream(self) -> AsyncGenerator[str]:
         """Run the turn, yielding the reply's text as it comes (async)."""
         if not self.exclusive:
-            async for text in self._astream():
-                yield text
+            # aclosing: closing this generator must close the inner one now,
+            # so a stopped reply is saved before aclose() returns.
+            async with aclosing(self._astream()) as texts:
+                async for text in texts:
+                    yield text
             return
         token = secrets.token_hex(16)
         locked = await store.alock_turn(

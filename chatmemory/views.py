@@ -333,9 +333,9 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
     except ImproperlyConfigured:
         logger.exception("chatmemory: the chat model cannot be built")
         return sse.error_response(str(MODEL_MISCONFIGURED), 500)
-    # Once a message is sent the chat is stored (or the turn says why not);
-    # either way this id needs no remembering past this request.
-    forget_new_chat(request, session_id)
+    # A new chat stays remembered: the turn may fail and store nothing, and
+    # the user must still be able to send again. Once stored, the store's
+    # owner check applies and the remembered id no longer matters.
     # GZipMiddleware only compresses for clients that accept gzip; a
     # compressed stream would reach the browser in lumps.
     request.META.pop("HTTP_ACCEPT_ENCODING", None)

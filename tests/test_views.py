@@ -842,3 +842,18 @@ def test_every_post_needs_the_csrf_token(
         assert client.post(url, data).status_code == 403, url
     info = store.get_session(session_id)
     assert info is not None and info.message_count == 0 and info.title == ""
+
+
+def test_a_new_chat_whose_first_turn_fails_can_be_sent_to_again(
+    alice_client: Client,
+) -> None:
+    session_id = new_chat(alice_client)
+    with override_settings(CHATMEMORY_CHAT_MODEL=FAILING):
+        body = body_of(
+            alice_client.post(f"/chat/{session_id}/stream/", {"message": "hi"})
+        )
+    assert events(body)[-1][0] == "error"
+    assert store.get_session(session_id) is None  # nothing stored
+    assert alice_client.get(f"/chat/{session_id}/").status_code == 200
+    body = body_of(alice_client.post(f"/chat/{session_id}/stream/", {"message": "hi"}))
+    assert events(body)[-1][0] == "done"
