@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, closing
 from dataclasses import dataclass
 from functools import wraps
@@ -54,6 +54,8 @@ MODEL_MISCONFIGURED = (
 
 View = Callable[..., HttpResponseBase]
 
+UNITS = (("hour", 3600), ("minute", 60), ("second", 1))
+
 
 # ---------------------------------------------------------------------------
 # Helpers
@@ -74,6 +76,72 @@ def get_owned_session(request: HttpRequest, session_id: str) -> store.SessionInf
     if info is None or info.owner != owner_of(request):
         raise Http404("No such chat session.")
     return info
+
+
+def quota_owner(request: HttpRequest) -> str | None:
+    """The owner whose limits a turn counts against; None when exempt (staff)."""
+    if conf.QUOTA_EXEMPT_STAFF and getattr(request.user, "is_staff", False):
+        return None
+    return owner_of(request)
+
+
+def _wait_words(seconds: int) -> str:
+    parts = []
+    for unit, size in UNITS:
+        amount, seconds = divmod(seconds, size)
+        if amount:
+            parts.append(f"{amount} {unit}{'' if amount == 1 else 's'}")
+    return " ".join(parts[:2])
+
+
+def refusal_message(admission: store.Admission) -> str:
+    """Words for a refused turn, saying which limit and when to try again."""
+    wait = store.quota.seconds_until(admission)
+    when = f"Try again in {_wait_words(wait)}."
+    if admission.refused == "turns":
+        return (
+            f"You have sent {conf.TURNS_PER_MINUTE} messages in the last minute, "
+            f"the most allowed. {when}"
+        )
+    if admission.refused == "streams":
+        return (
+            f"You already have {conf.CONCURRENT_STREAMS} replies being written, "
+            f"the most allowed at once. Wait for one to finish. {when}"
+        )
+    return (
+        f"You have used today's allowance of {conf.TOKENS_PER_DAY:,} tokens. "
+        f"It resets at midnight UTC. {when}"
+    )
+
+
+def admit(request: HttpRequest) -> store.Admission:
+    """Count a turn against the user's limits (checked before the model runs)."""
+    owner = quota_owner(request)
+    if owner is None:
+        return store.Admission("")
+    return store.admit_turn(owner)
+
+
+def release(request: HttpRequest, admission: store.Admission) -> None:
+    """Give back the stream slot of an admitted turn; never raises."""
+    owner = quota_owner(request)
+    if owner is None or not admission.holds_stream:
+        return
+    try:
+        store.release_turn(owner, admission)
+    except StoreUnavailable:  # the slot lapses at its lease
+        logger.warning("chatmemory: could not release a stream slot", exc_info=True)
+
+
+async def arelease(request: HttpRequest, admission: store.Admission) -> None:
+    """Async :func:`release`."""
+    owner = quota_owner(request)
+    if owner is None or not admission.holds_stream:
+        return
+    try:
+        await store.arelease_turn(owner, admission)
+    except StoreUnavailable:  # the slot lapses at its lease
+        logger.warning("chatmemory: could not release a stream slot", exc_info=True)
 
 
 def store_unavailable_page(view: View) -> View:
@@ -196,38 +264,52 @@ def _done(turn: chains.ChatTurn) -> bytes:
     return sse_event("done", json.dumps({"message_count": turn.message_count}))
 
 
-def sync_events(turn: chains.ChatTurn) -> Iterator[bytes]:
-    """The turn as SSE, for WSGI servers."""
-    yield b": stream open\n\n"  # sends the headers before the model starts
+def sync_events(
+    turn: chains.ChatTurn, on_end: Callable[[], None] = lambda: None
+) -> Iterator[bytes]:
+    """The turn as SSE, for WSGI servers; ``on_end`` runs when the stream ends."""
     try:
-        with closing(turn.stream()) as tokens:
-            for token in tokens:
-                yield sse_event("token", token)
-    except chains.ModelFailed as exc:
-        yield sse_event("error", exc.user_message)
-        return
-    except StoreUnavailable:
-        logger.exception("chatmemory: Redis unavailable during a turn")
-        yield sse_event("error", STORE_DOWN)
-        return
-    yield _done(turn)
+        yield b": stream open\n\n"  # sends the headers before the model starts
+        try:
+            with closing(turn.stream()) as tokens:
+                for token in tokens:
+                    yield sse_event("token", token)
+        except chains.ModelFailed as exc:
+            yield sse_event("error", exc.user_message)
+            return
+        except StoreUnavailable:
+            logger.exception("chatmemory: Redis unavailable during a turn")
+            yield sse_event("error", STORE_DOWN)
+            return
+        yield _done(turn)
+    finally:
+        on_end()
 
 
-async def async_events(turn: chains.ChatTurn) -> AsyncIterator[bytes]:
+async def _nothing() -> None:
+    return None
+
+
+async def async_events(
+    turn: chains.ChatTurn, on_end: Callable[[], Awaitable[None]] = _nothing
+) -> AsyncIterator[bytes]:
     """The turn as SSE, for ASGI servers (native async Redis and model calls)."""
-    yield b": stream open\n\n"
     try:
-        async with aclosing(turn.astream()) as tokens:
-            async for token in tokens:
-                yield sse_event("token", token)
-    except chains.ModelFailed as exc:
-        yield sse_event("error", exc.user_message)
-        return
-    except StoreUnavailable:
-        logger.exception("chatmemory: Redis unavailable during a turn")
-        yield sse_event("error", STORE_DOWN)
-        return
-    yield _done(turn)
+        yield b": stream open\n\n"
+        try:
+            async with aclosing(turn.astream()) as tokens:
+                async for token in tokens:
+                    yield sse_event("token", token)
+        except chains.ModelFailed as exc:
+            yield sse_event("error", exc.user_message)
+            return
+        except StoreUnavailable:
+            logger.exception("chatmemory: Redis unavailable during a turn")
+            yield sse_event("error", STORE_DOWN)
+            return
+        yield _done(turn)
+    finally:
+        await on_end()
 
 
 def sse_error(message: str, status: int) -> HttpResponse:
@@ -293,6 +375,13 @@ def send(request: HttpRequest, session_id: str) -> HttpResponse:
     form = MessageForm(request.POST)
     if not form.is_valid():
         return render_chat(request, info, form)
+    admission = admit(request)
+    if not admission.admitted:
+        form.add_error(None, refusal_message(admission))
+        response = render_chat(request, info, form)
+        response.status_code = 429
+        response["Retry-After"] = str(store.quota.seconds_until(admission))
+        return response
     try:
         turn = chains.ChatTurn(
             session_id, form.cleaned_data["message"], owner=owner_of(request)
@@ -305,6 +394,8 @@ def send(request: HttpRequest, session_id: str) -> HttpResponse:
     except chains.ModelFailed as exc:
         form.add_error(None, exc.user_message)
         return render_chat(request, info, form)
+    finally:
+        release(request, admission)
     return redirect("chatmemory:chat", session_id)
 
 
@@ -327,13 +418,24 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
     except ImproperlyConfigured:
         logger.exception("chatmemory: the chat model cannot be built")
         return sse_error(MODEL_MISCONFIGURED, 500)
+    try:
+        admission = admit(request)
+    except StoreUnavailable:
+        logger.exception("chatmemory: Redis unavailable in %s", request.path)
+        return sse_error(STORE_DOWN, 503)
+    if not admission.admitted:
+        refused = sse_error(refusal_message(admission), 429)
+        refused["Retry-After"] = str(store.quota.seconds_until(admission))
+        return refused
     # GZipMiddleware only compresses for clients that accept gzip; a
     # compressed stream would reach the browser in lumps.
     request.META.pop("HTTP_ACCEPT_ENCODING", None)
     if isinstance(request, ASGIRequest):
-        events: Iterator[bytes] | AsyncIterator[bytes] = async_events(turn)
+        events: Iterator[bytes] | AsyncIterator[bytes] = async_events(
+            turn, lambda: arelease(request, admission)
+        )
     else:
-        events = sync_events(turn)
+        events = sync_events(turn, lambda: release(request, admission))
     response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
