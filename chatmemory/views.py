@@ -61,9 +61,14 @@ UNITS = (("hour", 3600), ("minute", 60), ("second", 1))
 # Helpers
 
 
+def owner_of_user(user: Any) -> str:
+    """The owner id of a user: their primary key, as text."""
+    return str(user.pk)
+
+
 def owner_of(request: HttpRequest) -> str:
-    """The owner id of the request's user: their primary key, as text."""
-    return str(request.user.pk)
+    """The owner id of the request's user."""
+    return owner_of_user(request.user)
 
 
 def get_owned_session(request: HttpRequest, session_id: str) -> store.SessionInfo:

@@ -723,3 +723,92 @@ def test_every_post_needs_the_csrf_token(
         assert client.post(url, data).status_code == 403, url
     info = store.get_session(session_id)
     assert info is not None and info.message_count == 0 and info.title == ""
+
+
+# --- limits -----------------------------------------------------------------
+
+
+@override_settings(CHATMEMORY_TURNS_PER_MINUTE=2)
+def test_a_turn_past_the_limit_is_a_429_saying_when_to_retry(
+    alice_client: Client, session_id: str
+) -> None:
+    for _ in range(2):
+        response = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+        assert events(body_of(response))[-1][0] == "done"
+    response = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+    assert response.status_code == 429
+    assert 55 <= int(response["Retry-After"]) <= 60
+    ((name, message),) = events(body_of(response))
+    assert name == "error"
+    assert "2 messages in the last minute" in message
+    assert "Try again in 1 minute" in message or "seconds" in message
+    page = alice_client.post(f"/chat/{session_id}/send/", {"message": "q"})
+    assert page.status_code == 429
+    assert "in the last minute" in page.content.decode()
+    assert "Retry-After" in page
+    assert len(records(session_id)) == 4  # the refused turns saved nothing
+
+
+@override_settings(CHATMEMORY_CONCURRENT_STREAMS=1)
+def test_a_stream_holds_its_slot_until_it_ends(
+    alice_client: Client, session_id: str
+) -> None:
+    first = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+    assert first.status_code == 200
+    content = iter(first.streaming_content)
+    next(content)  # the stream is open, the model not done
+    second = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+    assert second.status_code == 429
+    assert "replies being written" in events(body_of(second))[0][1]
+    list(content)  # the first stream ends and gives its slot back
+    third = alice_client.post(f"/chat/{session_id}/send/", {"message": "q"})
+    assert third.status_code == 302
+    assert (
+        alice_client.post(f"/chat/{session_id}/send/", {"message": "q"}).status_code
+        == 302
+    )
+
+
+@override_settings(CHATMEMORY_TOKENS_PER_DAY=50)
+def test_tokens_per_day_and_staff_exemption(
+    alice: AbstractBaseUser, alice_client: Client, session_id: str
+) -> None:
+    usage = {"input_tokens": 40, "output_tokens": 10, "total_tokens": 50}
+    store.append_records(
+        session_id,
+        [{"type": "ai", "data": {"content": "x", "usage_metadata": usage}}],
+        owner=views.owner_of_user(alice),
+    )
+    response = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+    assert response.status_code == 429
+    assert "today's allowance of 50 tokens" in events(body_of(response))[0][1]
+    alice.is_staff = True  # type: ignore[attr-defined]
+    alice.save()
+    response = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+    assert events(body_of(response))[-1][0] == "done"
+    with override_settings(CHATMEMORY_QUOTA_EXEMPT_STAFF=False):
+        assert (
+            alice_client.post(
+                f"/chat/{session_id}/stream/", {"message": "q"}
+            ).status_code
+            == 429
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(CHATMEMORY_CONCURRENT_STREAMS=1)
+async def test_an_async_stream_gives_its_slot_back(
+    alice: AbstractBaseUser, session_id: str
+) -> None:
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    for _ in range(2):
+        response = await client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+        body = b"".join([part async for part in response.streaming_content])
+        assert events(body)[-1][0] == "done"
+
+
+def test_wait_words() -> None:
+    assert views._wait_words(3725) == "1 hour 2 minutes"
+    assert views._wait_words(61) == "1 minute 1 second"
+    assert views._wait_words(5) == "5 seconds"

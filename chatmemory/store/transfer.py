@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from typing import Any, Protocol
 
 import redis
 
@@ -29,6 +29,12 @@ from .operations import Batch, Command, Operation, SessionInfo, _parse_info, ms,
 
 SLICE = 1000
 """Messages read (and written) per round trip while exporting a session."""
+
+
+class Writer(Protocol):
+    """Where an export goes: anything with ``write(bytes)``."""
+
+    def write(self, data: bytes, /) -> object: ...
 
 
 class BadLine(ValueError):
@@ -251,7 +257,7 @@ class ExportProgress:
 
 
 def export_sessions(
-    out: IO[bytes],
+    out: Writer,
     *,
     owner: str | None = None,
     session_ids: Iterable[str] | None = None,
@@ -294,7 +300,7 @@ def export_sessions(
 
 
 def _export_one(
-    out: IO[bytes], session_id: str, low: int | None, done: ExportProgress
+    out: Writer, session_id: str, low: int | None, done: ExportProgress
 ) -> None:
     info, length, first = run(session_head_op(session_id))
     if info is None or (low is not None and ms(info.updated) < low):

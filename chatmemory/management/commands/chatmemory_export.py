@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -105,7 +105,7 @@ class Command(BaseCommand):
             )
 
     def _export(
-        self, out: IO[bytes], options: dict[str, Any], show: Any
+        self, out: transfer.Writer, options: dict[str, Any], show: Any
     ) -> transfer.ExportProgress:
         return transfer.export_sessions(
             out,
