@@ -14,6 +14,9 @@ app_name = "chatmemory"
 
 urlpatterns = [
     path("", views.session_list, name="sessions"),
+    # Before the session routes; a session id of "_all" would be shadowed.
+    path("_all/download/", views.download_all, name="download_all"),
+    path("_all/delete/", views.delete_all, name="delete_all"),
     path("<path:session_id>/send/", views.send, name="send"),
     path("<path:session_id>/stream/", views.stream, name="stream"),
     path("<path:session_id>/rename/", views.rename, name="rename"),

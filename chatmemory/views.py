@@ -12,6 +12,7 @@ So :func:`stream` hands the response the iterator that fits the request it got.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -40,6 +41,8 @@ from . import chains, store
 from .conf import conf
 from .exceptions import StoreUnavailable
 from .forms import MessageForm, RenameForm
+from .owners import owner_id
+from .store import transfer
 
 logger = logging.getLogger("chatmemory")
 
@@ -62,8 +65,8 @@ UNITS = (("hour", 3600), ("minute", 60), ("second", 1))
 
 
 def owner_of_user(user: Any) -> str:
-    """The owner id of a user: their primary key, as text."""
-    return str(user.pk)
+    """The owner id of a user (see :mod:`chatmemory.owners`)."""
+    return owner_id(user)
 
 
 def owner_of(request: HttpRequest) -> str:
@@ -470,3 +473,30 @@ def delete(request: HttpRequest, session_id: str) -> HttpResponse:
         store.delete_session(session_id)
         return redirect("chatmemory:sessions")
     return render(request, "chatmemory/delete.html", {"session": info})
+
+
+@login_required
+@store_unavailable_page
+@require_http_methods(["GET", "HEAD"])
+def download_all(request: HttpRequest) -> HttpResponse:
+    """All my sessions as one JSON file (a list of sessions in the export's form)."""
+    buffer = io.BytesIO()
+    transfer.export_sessions(buffer, owner=owner_of(request))
+    lines = buffer.getvalue().splitlines()
+    response = HttpResponse(
+        b"[" + b",\n".join(lines) + b"]\n", content_type="application/json"
+    )
+    response["Content-Disposition"] = 'attachment; filename="my-chats.json"'
+    return response
+
+
+@login_required
+@store_unavailable_page
+@require_http_methods(["GET", "POST"])
+def delete_all(request: HttpRequest) -> HttpResponse:
+    """Ask (GET), then delete (POST) all my sessions."""
+    if request.method == "POST":
+        store.delete_owner_sessions(owner_of(request))
+        return redirect("chatmemory:sessions")
+    total = store.list_sessions(owner=owner_of(request), limit=1).total
+    return render(request, "chatmemory/delete_all.html", {"total": total})

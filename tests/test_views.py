@@ -21,6 +21,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from chatmemory import chains, store, views
 from chatmemory.conf import conf
+from chatmemory.owners import owner_id
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.django_db
@@ -76,7 +77,7 @@ def bob_client(bob: AbstractBaseUser) -> Client:
 @pytest.fixture
 def session_id(alice: AbstractBaseUser) -> str:
     session_id = uuid.uuid4().hex
-    assert store.create_session(session_id, owner=str(alice.pk))
+    assert store.create_session(session_id, owner=owner_id(alice))
     return session_id
 
 
@@ -183,7 +184,7 @@ def test_new_chat_creates_my_session_and_opens_it(
     session_id = response["Location"].strip("/").split("/")[-1]
     assert response["Location"] == reverse("chatmemory:chat", args=[session_id])
     info = store.get_session(session_id)
-    assert info is not None and info.owner == str(alice.pk)
+    assert info is not None and info.owner == owner_id(alice)
     assert alice_client.get(response["Location"]).status_code == 200
 
 
@@ -194,11 +195,11 @@ def test_my_sessions_newest_first_only_mine_paginated(
         store.append_records(
             f"mine-{number}",
             [{"type": "human", "data": {"content": f"Topic <{number}>"}}],
-            owner=str(alice.pk),
+            owner=owner_id(alice),
         )
         time.sleep(0.002)  # distinct activity times
     store.append_records(
-        "theirs", [{"type": "human", "data": {"content": "Bob's"}}], owner=str(bob.pk)
+        "theirs", [{"type": "human", "data": {"content": "Bob's"}}], owner=owner_id(bob)
     )
     with override_settings(CHATMEMORY_SESSIONS_PER_PAGE=2):
         first = alice_client.get("/chat/").content.decode()
@@ -486,7 +487,7 @@ def test_delete_asks_then_deletes(alice_client: Client, session_id: str) -> None
 def test_a_session_id_with_a_slash_works(
     alice_client: Client, alice: AbstractBaseUser
 ) -> None:
-    store.create_session("team/42", owner=str(alice.pk), title="Slashed")
+    store.create_session("team/42", owner=owner_id(alice), title="Slashed")
     listing = alice_client.get("/chat/").content.decode()
     assert 'href="/chat/team/42/"' in listing
     assert alice_client.get("/chat/team/42/").status_code == 200

@@ -60,9 +60,12 @@ from .keys import (
 from .maintenance import (
     ImportedSession,
     ImportProgress,
+    delete_owner_sessions_op,
     existing_sessions_op,
     import_sessions_op,
+    owners_op,
     rebuild_indexes_op,
+    rename_owner_op,
 )
 from .operations import SessionInfo, SessionPage, Usage, arun, day_of, run
 from .quota import Admission, Limits, admit_turn_op, release_turn_op
@@ -381,6 +384,29 @@ async def aimport_sessions(
     return done.written
 
 
+def delete_owner_sessions(owner: str, *, before: datetime | None = None) -> int:
+    """Delete one owner's sessions (only those last active before ``before``).
+
+    Returns how many were deleted; safe to rerun.
+    """
+    return run(delete_owner_sessions_op(owner, before))
+
+
+async def adelete_owner_sessions(owner: str, *, before: datetime | None = None) -> int:
+    """Async :func:`delete_owner_sessions`."""
+    return await arun(delete_owner_sessions_op(owner, before))
+
+
+def rename_owner(old: str, new: str) -> int:
+    """Move every session of owner ``old`` to owner ``new``; return how many."""
+    return run(rename_owner_op(old, new))
+
+
+def owners() -> list[str]:
+    """Every owner id that has sessions in the index (scans the key space)."""
+    return run(owners_op())
+
+
 def existing_sessions(session_ids: Sequence[str]) -> list[bool]:
     """Whether each of the sessions exists, in one round trip."""
     return run(existing_sessions_op(session_ids))
@@ -430,6 +456,10 @@ __all__ = [
     "Admission",
     "Limits",
     "aadmit_turn",
+    "adelete_owner_sessions",
+    "delete_owner_sessions",
+    "owners",
+    "rename_owner",
     "admit_turn",
     "arelease_turn",
     "release_turn",

@@ -21,7 +21,16 @@ from .codec import (
     title_from_records,
     usage_of_records,
 )
-from .operations import Batch, Command, Eval, Operation, ms, now_ms, ttl_ms
+from .operations import (
+    Batch,
+    Command,
+    Eval,
+    Operation,
+    delete_session_op,
+    ms,
+    now_ms,
+    ttl_ms,
+)
 
 
 def rebuild_indexes_op(batch: int = 1000) -> Operation[int]:
@@ -226,3 +235,60 @@ def existing_sessions_op(session_ids: Sequence[str]) -> Operation[list[bool]]:
         return []
     replies = yield Batch([("EXISTS", keys.meta_key(sid)) for sid in session_ids])
     return [bool(reply) for reply in replies]
+
+
+def delete_owner_sessions_op(
+    owner: str, before: datetime | None = None, batch: int = 200
+) -> Operation[int]:
+    """Delete one owner's sessions (last active before ``before``, if given).
+
+    Each session goes as :func:`~.operations.delete_session_op` deletes it;
+    returns how many existed. Safe to rerun: what is gone stays gone.
+    """
+    index = keys.owner_key(owner)
+    high: int | str = "+inf" if before is None else f"({ms(before)}"
+    deleted = 0
+    while True:
+        ids = yield Command(("ZRANGEBYSCORE", index, "-inf", high, "LIMIT", 0, batch))
+        if not ids:
+            return deleted
+        for raw in ids:
+            deleted += bool((yield from delete_session_op(raw.decode())))
+        # A session whose metadata vanished keeps its owner entry: drop it here.
+        yield Command(("ZREM", index, *ids))
+
+
+def owners_op(batch: int = 1000) -> Operation[list[str]]:
+    """Every owner id that has an owner index (SCAN: proportional to the keys)."""
+    owners: list[str] = []
+    cursor: int | bytes = 0
+    while True:
+        cursor, found = yield Command(
+            ("SCAN", cursor, "MATCH", keys.scan_pattern("owner"), "COUNT", batch)
+        )
+        for key in found:
+            owner = keys.owner_from_key(key.decode())
+            if owner is not None:
+                owners.append(owner)
+        if int(cursor) == 0:
+            return sorted(set(owners))
+
+
+def rename_owner_op(old: str, new: str, batch: int = 200) -> Operation[int]:
+    """Move every session of owner ``old`` to owner ``new``; return how many.
+
+    Per session: the metadata first (a script: only if it still names
+    ``old``), then the two owner indexes. Safe to rerun after an interruption.
+    """
+    old_index, new_index = keys.owner_key(old), keys.owner_key(new)
+    moved = 0
+    while True:
+        pairs = yield Command(("ZRANGE", old_index, 0, batch - 1, "WITHSCORES"))
+        if not pairs:
+            return moved
+        for raw, score in pairs:
+            session_id = raw.decode()
+            if (yield Eval("reown", [keys.meta_key(session_id)], [old, new])):
+                moved += 1
+                yield Command(("ZADD", new_index, score, session_id))
+            yield Command(("ZREM", old_index, session_id))
