@@ -254,6 +254,8 @@ class ExportProgress:
     """Stored entries left out because they were not message records."""
     seen: int = 0
     """Index entries looked at (sessions written, filtered out or gone)."""
+    threads: int = 0
+    """LangGraph threads left out (their state is checkpoints, not messages)."""
 
 
 def export_sessions(
@@ -304,6 +306,9 @@ def _export_one(
 ) -> None:
     info, length, first = run(session_head_op(session_id))
     if info is None or (low is not None and ms(info.updated) < low):
+        return
+    if info.kind == "thread":
+        done.threads += 1
         return
     skipped: list[int] = []
 

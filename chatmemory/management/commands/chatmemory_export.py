@@ -99,6 +99,8 @@ class Command(BaseCommand):
                 if done.unreadable
                 else ""
             )
+            if done.threads:
+                note += f" ({done.threads} LangGraph threads left out)"
             self.stderr.write(
                 f"Exported {done.sessions:,} sessions ({done.messages:,} messages) "
                 f"to {where}{note}."
