@@ -198,6 +198,8 @@ class Command(BaseCommand):
         progress.finish(done.seen, f"{done.messages:,} messages written")
         existing = done.seen - done.written - done.expired
         note = f", {done.expired:,} had expired" if done.expired else ""
+        if options["verbosity"] == 0:
+            return
         self.stdout.write(
             self.style.SUCCESS(
                 f"Imported {done.written:,} sessions ({done.messages:,} messages); "

@@ -74,7 +74,7 @@ class Command(BaseCommand):
         progress.finish(count)
         if dry_run:
             self.stdout.write(f"Dry run: would delete {count:,} sessions.")
-        else:
+        elif options["verbosity"] > 0:
             self.stdout.write(self.style.SUCCESS(f"Deleted {count:,} sessions."))
 
     def _orphans(self) -> list[str]:
