@@ -237,10 +237,11 @@ def main() -> None:
     from django.test import Client
 
     from chatmemory.history import DjangoRedisChatMessageHistory
+    from chatmemory.owners import owner_id
 
     redis_client = redis.Redis.from_url(url)
     owners = [
-        str(User.objects.create_user(f"user{i}", f"user{i}@example.com").pk)
+        owner_id(User.objects.create_user(f"user{i}", f"user{i}@example.com"))
         for i in range(20)
     ]
     admin = User.objects.create_superuser("root", "root@example.com", "pw")

@@ -238,11 +238,10 @@ class PingingMemorySaver:
     def __init__(self) -> None:
         from langgraph.checkpoint.memory import InMemorySaver
 
-        from chatmemory import store
+        from chatmemory.store.client import sync_client
 
         self.saver = InMemorySaver()
-        client = getattr(store, "sync_client", None)
-        self.ping = (client() if client else store._client()).ping
+        self.ping = sync_client().ping
 
     def put(self, *args: Any) -> Any:
         self.ping()
@@ -322,9 +321,9 @@ def postgres_saver(stack: ExitStack) -> Any:
 
 def round_trip(samples: int = 2000) -> float:
     """The median time of one PING on chatmemory's own client."""
-    from chatmemory import store
+    from chatmemory.store.client import sync_client
 
-    client = store.sync_client() if hasattr(store, "sync_client") else store._client()
+    client = sync_client()
     times = []
     for _ in range(samples):
         start = time.perf_counter()

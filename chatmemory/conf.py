@@ -133,5 +133,39 @@ class Settings:
         value: list[str] = list(_setting("CHATMEMORY_AGENT_TOOLS", []))
         return value
 
+    @property
+    def USAGE_DAYS(self) -> int:
+        """Days each owner's daily token usage is kept in Redis."""
+        value: int = _setting("CHATMEMORY_USAGE_DAYS", 400)
+        return value
+
+    @property
+    def TURNS_PER_MINUTE(self) -> int | None:
+        """Turns one user may start in any 60 seconds; None: no limit."""
+        value: int | None = _setting("CHATMEMORY_TURNS_PER_MINUTE", None)
+        return value
+
+    @property
+    def TOKENS_PER_DAY(self) -> int | None:
+        """Tokens (model usage) one user may spend per UTC day; None: no limit."""
+        value: int | None = _setting("CHATMEMORY_TOKENS_PER_DAY", None)
+        return value
+
+    @property
+    def CONCURRENT_STREAMS(self) -> int | None:
+        """Replies one user may have running at once; None: no limit."""
+        value: int | None = _setting("CHATMEMORY_CONCURRENT_STREAMS", None)
+        return value
+
+    @property
+    def QUOTA_EXEMPT_STAFF(self) -> bool:
+        """Whether staff users are exempt from the three limits above."""
+        return bool(_setting("CHATMEMORY_QUOTA_EXEMPT_STAFF", True))
+
+    @property
+    def KEEP_SESSIONS_OF_DELETED_USERS(self) -> bool:
+        """Keep a user's sessions when the user is deleted (default: delete them)."""
+        return bool(_setting("CHATMEMORY_KEEP_SESSIONS_OF_DELETED_USERS", False))
+
 
 conf = Settings()

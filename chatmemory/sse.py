@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, closing
 from typing import TYPE_CHECKING
 
@@ -51,38 +51,52 @@ def done(turn: ChatTurn) -> bytes:
     return event("done", json.dumps(data))
 
 
-def sync_events(turn: ChatTurn) -> Iterator[bytes]:
-    """The turn as events, for WSGI servers."""
-    yield OPEN
+def sync_events(
+    turn: ChatTurn, on_end: Callable[[], None] = lambda: None
+) -> Iterator[bytes]:
+    """The turn as events, for WSGI servers; ``on_end`` runs when the stream ends."""
     try:
-        with closing(turn.stream()) as tokens:
-            for token in tokens:
-                yield event("token", token)
-    except (ModelFailed, TurnInProgress) as exc:
-        yield event("error", exc.user_message)
-        return
-    except StoreUnavailable:
-        logger.exception("chatmemory: Redis unavailable during a turn")
-        yield event("error", str(STORE_DOWN))
-        return
-    yield done(turn)
+        yield OPEN
+        try:
+            with closing(turn.stream()) as tokens:
+                for token in tokens:
+                    yield event("token", token)
+        except (ModelFailed, TurnInProgress) as exc:
+            yield event("error", exc.user_message)
+            return
+        except StoreUnavailable:
+            logger.exception("chatmemory: Redis unavailable during a turn")
+            yield event("error", str(STORE_DOWN))
+            return
+        yield done(turn)
+    finally:
+        on_end()
 
 
-async def async_events(turn: ChatTurn) -> AsyncIterator[bytes]:
+async def _nothing() -> None:
+    return None
+
+
+async def async_events(
+    turn: ChatTurn, on_end: Callable[[], Awaitable[None]] = _nothing
+) -> AsyncIterator[bytes]:
     """The turn as events, for ASGI servers (native async Redis and model calls)."""
-    yield OPEN
     try:
-        async with aclosing(turn.astream()) as tokens:
-            async for token in tokens:
-                yield event("token", token)
-    except (ModelFailed, TurnInProgress) as exc:
-        yield event("error", exc.user_message)
-        return
-    except StoreUnavailable:
-        logger.exception("chatmemory: Redis unavailable during a turn")
-        yield event("error", str(STORE_DOWN))
-        return
-    yield done(turn)
+        yield OPEN
+        try:
+            async with aclosing(turn.astream()) as tokens:
+                async for token in tokens:
+                    yield event("token", token)
+        except (ModelFailed, TurnInProgress) as exc:
+            yield event("error", exc.user_message)
+            return
+        except StoreUnavailable:
+            logger.exception("chatmemory: Redis unavailable during a turn")
+            yield event("error", str(STORE_DOWN))
+            return
+        yield done(turn)
+    finally:
+        await on_end()
 
 
 def response(events: Iterator[bytes] | AsyncIterator[bytes]) -> StreamingHttpResponse:

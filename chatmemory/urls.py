@@ -34,6 +34,9 @@ app_name = "chatmemory"
 
 urlpatterns = [
     path("", views.session_list, name="sessions"),
+    # No session id reaches these: quote() writes its "_" as "_5F".
+    path("_all/download/", views.download_all, name="download_all"),
+    path("_all/delete/", views.delete_all, name="delete_all"),
     path("<chatmemory_session:session_id>/send/", views.send, name="send"),
     path("<chatmemory_session:session_id>/stream/", views.stream, name="stream"),
     path("<chatmemory_session:session_id>/rename/", views.rename, name="rename"),

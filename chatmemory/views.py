@@ -10,10 +10,11 @@ the sync or the async iterator that fits the server the request came from.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any
@@ -39,6 +40,8 @@ from .conf import conf
 from .exceptions import STORE_DOWN, ModelFailed, StoreUnavailable, TurnInProgress
 from .forms import MessageForm, RenameForm
 from .turn import ChatTurn
+from .owners import owner_id
+from .store import transfer
 
 logger = logging.getLogger("chatmemory")
 
@@ -53,14 +56,21 @@ MAX_OFFSET = 2**53
 
 View = Callable[..., HttpResponseBase]
 
+UNITS = (("hour", 3600), ("minute", 60), ("second", 1))
+
 
 # ---------------------------------------------------------------------------
 # Helpers
 
 
+def owner_of_user(user: Any) -> str:
+    """The owner id of a user (see :mod:`chatmemory.owners`)."""
+    return owner_id(user)
+
+
 def owner_of(request: HttpRequest) -> str:
-    """The owner id of the request's user: their primary key, as text."""
-    return str(request.user.pk)
+    """The owner id of the request's user."""
+    return owner_of_user(request.user)
 
 
 NEW_CHATS = "chatmemory_new_chats"
@@ -150,6 +160,72 @@ def post_only(view: View) -> View:
         return view(request, session_id)
 
     return wrapper
+
+
+def quota_owner(request: HttpRequest) -> str | None:
+    """The owner whose limits a turn counts against; None when exempt (staff)."""
+    if conf.QUOTA_EXEMPT_STAFF and getattr(request.user, "is_staff", False):
+        return None
+    return owner_of(request)
+
+
+def _wait_words(seconds: int) -> str:
+    parts = []
+    for unit, size in UNITS:
+        amount, seconds = divmod(seconds, size)
+        if amount:
+            parts.append(f"{amount} {unit}{'' if amount == 1 else 's'}")
+    return " ".join(parts[:2])
+
+
+def refusal_message(admission: store.Admission) -> str:
+    """Words for a refused turn, saying which limit and when to try again."""
+    wait = store.quota.seconds_until(admission)
+    when = f"Try again in {_wait_words(wait)}."
+    if admission.refused == "turns":
+        return (
+            f"You have sent {conf.TURNS_PER_MINUTE} messages in the last minute, "
+            f"the most allowed. {when}"
+        )
+    if admission.refused == "streams":
+        return (
+            f"You already have {conf.CONCURRENT_STREAMS} replies being written, "
+            f"the most allowed at once. Wait for one to finish. {when}"
+        )
+    return (
+        f"You have used today's allowance of {conf.TOKENS_PER_DAY:,} tokens. "
+        f"It resets at midnight UTC. {when}"
+    )
+
+
+def admit(request: HttpRequest) -> store.Admission:
+    """Count a turn against the user's limits (checked before the model runs)."""
+    owner = quota_owner(request)
+    if owner is None:
+        return store.Admission("")
+    return store.admit_turn(owner)
+
+
+def release(request: HttpRequest, admission: store.Admission) -> None:
+    """Give back the stream slot of an admitted turn; never raises."""
+    owner = quota_owner(request)
+    if owner is None or not admission.holds_stream:
+        return
+    try:
+        store.release_turn(owner, admission)
+    except StoreUnavailable:  # the slot lapses at its lease
+        logger.warning("chatmemory: could not release a stream slot", exc_info=True)
+
+
+async def arelease(request: HttpRequest, admission: store.Admission) -> None:
+    """Async :func:`release`."""
+    owner = quota_owner(request)
+    if owner is None or not admission.holds_stream:
+        return
+    try:
+        await store.arelease_turn(owner, admission)
+    except StoreUnavailable:  # the slot lapses at its lease
+        logger.warning("chatmemory: could not release a stream slot", exc_info=True)
 
 
 def store_unavailable_page(view: View) -> View:
@@ -290,6 +366,13 @@ def send(request: HttpRequest, session_id: str) -> HttpResponse:
     form = MessageForm(request.POST)
     if not form.is_valid():
         return render_chat(request, info, form)
+    admission = admit(request)
+    if not admission.admitted:
+        form.add_error(None, refusal_message(admission))
+        response = render_chat(request, info, form)
+        response.status_code = 429
+        response["Retry-After"] = str(store.quota.seconds_until(admission))
+        return response
     try:
         turn = ChatTurn(
             session_id,
@@ -305,6 +388,8 @@ def send(request: HttpRequest, session_id: str) -> HttpResponse:
     except (ModelFailed, TurnInProgress) as exc:
         form.add_error(None, exc.user_message)
         return render_chat(request, info, form)
+    finally:
+        release(request, admission)
     forget_new_chat(request, session_id)
     return redirect("chatmemory:chat", session_id)
 
@@ -333,6 +418,15 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
     except ImproperlyConfigured:
         logger.exception("chatmemory: the chat model cannot be built")
         return sse.error_response(str(MODEL_MISCONFIGURED), 500)
+    try:
+        admission = admit(request)
+    except StoreUnavailable:
+        logger.exception("chatmemory: Redis unavailable in %s", request.path)
+        return sse.error_response(str(STORE_DOWN), 503)
+    if not admission.admitted:
+        refused = sse.error_response(refusal_message(admission), 429)
+        refused["Retry-After"] = str(store.quota.seconds_until(admission))
+        return refused
     # A new chat stays remembered: the turn may fail and store nothing, and
     # the user must still be able to send again. Once stored, the store's
     # owner check applies and the remembered id no longer matters.
@@ -340,8 +434,12 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
     # compressed stream would reach the browser in lumps.
     request.META.pop("HTTP_ACCEPT_ENCODING", None)
     if isinstance(request, ASGIRequest):
-        return sse.response(sse.async_events(turn))
-    return sse.response(sse.sync_events(turn))
+        events: Iterator[bytes] | AsyncIterator[bytes] = sse.async_events(
+            turn, lambda: arelease(request, admission)
+        )
+    else:
+        events = sse.sync_events(turn, lambda: release(request, admission))
+    return sse.response(events)
 
 
 @login_required
@@ -373,3 +471,30 @@ def delete(request: HttpRequest, session_id: str) -> HttpResponse:
         forget_new_chat(request, session_id)
         return redirect("chatmemory:sessions")
     return render(request, "chatmemory/delete.html", {"session": info})
+
+
+@login_required
+@store_unavailable_page
+@require_http_methods(["GET", "HEAD"])
+def download_all(request: HttpRequest) -> HttpResponse:
+    """All my sessions as one JSON file (a list of sessions in the export's form)."""
+    buffer = io.BytesIO()
+    transfer.export_sessions(buffer, owner=owner_of(request))
+    lines = buffer.getvalue().splitlines()
+    response = HttpResponse(
+        b"[" + b",\n".join(lines) + b"]\n", content_type="application/json"
+    )
+    response["Content-Disposition"] = 'attachment; filename="my-chats.json"'
+    return response
+
+
+@login_required
+@store_unavailable_page
+@require_http_methods(["GET", "POST"])
+def delete_all(request: HttpRequest) -> HttpResponse:
+    """Ask (GET), then delete (POST) all my sessions."""
+    if request.method == "POST":
+        store.delete_owner_sessions(owner_of(request))
+        return redirect("chatmemory:sessions")
+    total = store.list_sessions(owner=owner_of(request), limit=1).total
+    return render(request, "chatmemory/delete_all.html", {"total": total})

@@ -18,6 +18,7 @@ from langchain_core.messages import (
 from chatmemory import store
 from chatmemory.history import DjangoRedisChatMessageHistory
 from chatmemory.models import ChatSession
+from chatmemory.owners import owner_id
 
 if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse as Response
@@ -69,7 +70,7 @@ def client_for(user: User | None) -> Client:
 
 def chat(session_id: str, *messages: BaseMessage, owner: User | None = None) -> None:
     history = DjangoRedisChatMessageHistory(
-        session_id, owner=None if owner is None else owner.pk
+        session_id, owner=None if owner is None else owner_id(owner)
     )
     history.add_messages(list(messages))
 

@@ -20,6 +20,7 @@ from langchain_core.messages import (
 from chatmemory import store
 from chatmemory.exceptions import StoreUnavailable
 from chatmemory.models import ChatSession
+from chatmemory.owners import owner_id
 from tests.redis_server import free_port
 
 if TYPE_CHECKING:
@@ -193,8 +194,8 @@ def test_delete_confirmation_then_post(
     assert not redis_client.exists(store.messages_key("doomed"))
     assert redis_client.zscore(store.sessions_key(), "doomed") is None
     assert redis_client.zscore(store.ids_key(), "doomed") is None
-    assert redis_client.zscore(store.owner_key(str(alice.pk)), "doomed") is None
-    assert redis_client.zscore(store.owner_key(str(alice.pk)), "kept") is not None
+    assert redis_client.zscore(store.owner_key(owner_id(alice)), "doomed") is None
+    assert redis_client.zscore(store.owner_key(owner_id(alice)), "kept") is not None
 
     entry = LogEntry.objects.get()
     assert entry.action_flag == DELETION

@@ -25,6 +25,7 @@ from chatmemory import store
 from chatmemory.admin import transcript
 from chatmemory.admin.options import ChatSessionAdmin
 from chatmemory.history import DjangoRedisChatMessageHistory
+from chatmemory.owners import owner_id
 from tests.admin_helpers import (
     LIST_URL,
     chat,
@@ -320,14 +321,14 @@ def test_reading_and_exporting_are_audited(
     ]
     for record in records:
         assert record.session_id == "secret"  # type: ignore[attr-defined]
-        assert record.session_owner == str(alice.pk)  # type: ignore[attr-defined]
+        assert record.session_owner == owner_id(alice)  # type: ignore[attr-defined]
         assert record.username == "root"  # type: ignore[attr-defined]
         assert record.levelname == "INFO"
     assert records[0].getMessage() == (
-        f"root viewed chat session 'secret' (owner {alice.pk}), page 1"
+        f"root viewed chat session 'secret' (owner {owner_id(alice)}), page 1"
     )
     assert records[2].getMessage() == (
-        f"root exported chat session 'secret' (owner {alice.pk})"
+        f"root exported chat session 'secret' (owner {owner_id(alice)})"
     )
 
 

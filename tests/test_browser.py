@@ -17,6 +17,7 @@ from django.test import override_settings
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from chatmemory import store
+from chatmemory.owners import owner_id
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -213,7 +214,7 @@ def test_a_model_error_keeps_the_text_in_the_box(
 
 def test_another_user_gets_404(page: Page, live_server: Any, users: Any) -> None:
     alice, bob = users
-    store.create_session("alices-chat", owner=str(alice.pk), title="Private")
+    store.create_session("alices-chat", owner=owner_id(alice), title="Private")
     log_in(page, live_server.url, "bob")
     response = page.goto(live_server.url + "/chat/alices-chat/")
     assert response is not None and response.status == 404

@@ -34,11 +34,20 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.report import CapabilityReport
+from langgraph.checkpoint.conformance.test_utils import (
+    generate_checkpoint,
+    generate_config,
+    generate_metadata,
+)
 from langgraph.types import Command, interrupt
 
 from chatmemory import store
 from chatmemory.checks import check_agent_mode
-from chatmemory.langgraph import DjangoRedisSaver
+from chatmemory.langgraph import (
+    DjangoRedisSaver,
+    thread_records,
+    title_from_messages,
+)
 from tests.admin_helpers import (
     LIST_URL,
     chat,
@@ -634,3 +643,111 @@ def test_the_admin_lists_shows_exports_and_deletes_a_thread(admin_client: Any) -
     assert response.status_code == 302
     assert DjangoRedisSaver().get_tuple(config_for("t14")) is None
     assert rows(admin_client.get(LIST_URL)) == ["s14"]
+
+
+# ---------------------------------------------------------------------------
+# The saver's API beyond what the conformance suite asks
+
+
+def put_chain(
+    saver: DjangoRedisSaver,
+    thread_id: str,
+    n: int,
+    *,
+    ns: str = "",
+    channels: dict[str, Any] | None = None,
+) -> list[RunnableConfig]:
+    stored: list[RunnableConfig] = []
+    for step in range(n):
+        config = generate_config(thread_id, checkpoint_ns=ns)
+        if stored:
+            config["configurable"]["checkpoint_id"] = stored[-1]["configurable"][
+                "checkpoint_id"
+            ]
+        values = dict(channels or {})
+        versions = dict.fromkeys(values, f"{step + 1}.0")
+        checkpoint = generate_checkpoint(
+            channel_values=values, channel_versions=versions
+        )
+        metadata = generate_metadata(step=step, source="loop" if step else "input")
+        stored.append(saver.put(config, checkpoint, metadata, versions))
+    return stored
+
+
+def ids(tuples: Any) -> list[str]:
+    return [t.config["configurable"]["checkpoint_id"] for t in tuples]
+
+
+async def aids(tuples: Any) -> list[str]:
+    return [t.config["configurable"]["checkpoint_id"] async for t in tuples]
+
+
+async def test_list_every_thread_and_one_checkpoint() -> None:
+    saver = DjangoRedisSaver()
+    a = put_chain(saver, "a", 3)
+    b = put_chain(saver, "b", 2)
+    everything = set(ids(saver.list(None)))
+    assert everything == {c["configurable"]["checkpoint_id"] for c in a + b}
+    assert set(await aids(saver.alist(None, filter={"step": 0}))) == {
+        a[0]["configurable"]["checkpoint_id"],
+        b[0]["configurable"]["checkpoint_id"],
+    }
+    one = a[1]["configurable"]["checkpoint_id"]
+    assert ids(saver.list(generate_config("a", checkpoint_id=one))) == [one]
+    assert await aids(saver.alist(generate_config("a", checkpoint_id=one))) == [one]
+    before = {"configurable": {"checkpoint_id": one}}
+    assert ids(saver.list(generate_config("a", checkpoint_id=one), before=before)) == []
+
+
+async def test_list_across_namespaces() -> None:
+    saver = DjangoRedisSaver()
+    root = put_chain(saver, "n", 2)
+    child = put_chain(saver, "n", 2, ns="child:1")
+    every = sorted(
+        (c["configurable"]["checkpoint_id"] for c in root + child), reverse=True
+    )
+    config: RunnableConfig = {"configurable": {"thread_id": "n"}}
+    assert ids(saver.list(config)) == every
+    assert await aids(saver.alist(config, limit=3)) == every[:3]
+    before = {"configurable": {"checkpoint_id": every[1]}}
+    assert ids(saver.list(config, before=before)) == every[2:]
+    firsts = {c[0]["configurable"]["checkpoint_id"] for c in (root, child)}
+    assert ids(saver.list(config, before=before, filter={"step": 0})) == [
+        c for c in every[2:] if c in firsts
+    ]
+    assert await aids(saver.alist(config, filter={"step": 1}, limit=1)) == every[:1]
+    assert ids(saver.list(config, limit=0)) == []
+    assert ids(saver.list({"configurable": {"thread_id": "none"}})) == []
+
+
+def test_names_with_separator_characters_round_trip() -> None:
+    saver = DjangoRedisSaver()
+    odd = "a\nb\x00c\x01d\x02e"
+    stored = put_chain(saver, "odd", 2, ns=odd, channels={odd: "value", "x": 1})
+    saver.put_writes(stored[-1], [(odd, "w")], task_id=odd, task_path=odd)
+    latest = saver.get_tuple(generate_config("odd", checkpoint_ns=odd))
+    assert latest is not None
+    assert latest.config["configurable"]["checkpoint_ns"] == odd
+    assert latest.checkpoint["channel_values"] == {odd: "value", "x": 1}
+    assert latest.pending_writes == [(odd, odd, "w")]
+    # Another namespace that starts with the same characters is another one.
+    assert saver.get_tuple(generate_config("odd", checkpoint_ns="a")) is None
+    assert len(list(saver.list(generate_config("odd", checkpoint_ns=odd)))) == 2
+
+
+def test_next_version_and_titles() -> None:
+    saver = DjangoRedisSaver()
+    assert saver.get_next_version(None, None).startswith("0" * 31 + "1.")
+    assert saver.get_next_version(4, None).startswith("0" * 31 + "5.")
+    assert saver.get_next_version(saver.get_next_version(None, None), None).startswith(
+        "0" * 31 + "2."
+    )
+    assert title_from_messages([AIMessage("hi"), HumanMessage("  "), "x"]) == ""
+    assert title_from_messages([AIMessage("hi"), HumanMessage(" a\n b ")]) == "a b"
+
+
+def test_thread_records_of_missing_or_odd_threads() -> None:
+    assert thread_records("nothing") == []
+    saver = DjangoRedisSaver()
+    put_chain(saver, "no-messages", 1, channels={"messages": "not a list"})
+    assert thread_records("no-messages") == []

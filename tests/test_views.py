@@ -23,6 +23,7 @@ from chatmemory import llm, store, views
 from chatmemory.conf import conf
 from chatmemory.exceptions import STORE_DOWN
 from chatmemory.records import INTERRUPTED
+from chatmemory.owners import owner_id
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.django_db
@@ -78,7 +79,7 @@ def bob_client(bob: AbstractBaseUser) -> Client:
 @pytest.fixture
 def session_id(alice: AbstractBaseUser) -> str:
     session_id = uuid.uuid4().hex
-    assert store.create_session(session_id, owner=str(alice.pk))
+    assert store.create_session(session_id, owner=owner_id(alice))
     return session_id
 
 
@@ -196,7 +197,7 @@ def test_a_new_chat_is_stored_by_its_first_message(
     assert bob_client.get(f"/chat/{session_id}/").status_code == 404
     alice_client.post(f"/chat/{session_id}/send/", {"message": "first"})
     info = store.get_session(session_id)
-    assert info is not None and info.owner == str(alice.pk) and info.title == "first"
+    assert info is not None and info.owner == owner_id(alice) and info.title == "first"
     assert bob_client.get(f"/chat/{session_id}/").status_code == 404
 
 
@@ -207,7 +208,7 @@ def test_a_new_chat_streamed_to_is_stored(
     body = body_of(alice_client.post(f"/chat/{session_id}/stream/", {"message": "hi"}))
     assert events(body)[-1][0] == "done"
     info = store.get_session(session_id)
-    assert info is not None and info.owner == str(alice.pk)
+    assert info is not None and info.owner == owner_id(alice)
 
 
 def test_a_new_chat_named_or_deleted_before_any_message(
@@ -216,7 +217,7 @@ def test_a_new_chat_named_or_deleted_before_any_message(
     named = new_chat(alice_client)
     alice_client.post(f"/chat/{named}/rename/", {"title": "Plans"})
     info = store.get_session(named)
-    assert info is not None and info.title == "Plans" and info.owner == str(alice.pk)
+    assert info is not None and info.title == "Plans" and info.owner == owner_id(alice)
     dropped = new_chat(alice_client)
     response = alice_client.post(f"/chat/{dropped}/delete/")
     assert response["Location"] == "/chat/"
@@ -237,11 +238,11 @@ def test_my_sessions_newest_first_only_mine_paginated(
         store.append_records(
             f"mine-{number}",
             [{"type": "human", "data": {"content": f"Topic <{number}>"}}],
-            owner=str(alice.pk),
+            owner=owner_id(alice),
         )
         time.sleep(0.002)  # distinct activity times
     store.append_records(
-        "theirs", [{"type": "human", "data": {"content": "Bob's"}}], owner=str(bob.pk)
+        "theirs", [{"type": "human", "data": {"content": "Bob's"}}], owner=owner_id(bob)
     )
     with override_settings(CHATMEMORY_SESSIONS_PER_PAGE=2):
         first = alice_client.get("/chat/").content.decode()
@@ -531,7 +532,7 @@ def test_delete_asks_then_deletes(alice_client: Client, session_id: str) -> None
 def test_a_session_id_with_a_slash_works(
     alice_client: Client, alice: AbstractBaseUser
 ) -> None:
-    store.create_session("team/42", owner=str(alice.pk), title="Slashed")
+    store.create_session("team/42", owner=owner_id(alice), title="Slashed")
     listing = alice_client.get("/chat/").content.decode()
     assert 'href="/chat/team_2F42/"' in listing  # escaped as the admin does
     assert alice_client.get("/chat/team_2F42/").status_code == 200
@@ -545,7 +546,7 @@ def test_any_session_id_is_listed_and_opened(
 ) -> None:
     odd = ["line\nbreak", "a/../b", "x/send", "100%_sure?#"]
     for session_id in odd:
-        store.create_session(session_id, owner=str(alice.pk), title=session_id)
+        store.create_session(session_id, owner=owner_id(alice), title=session_id)
     listing = alice_client.get("/chat/")
     assert listing.status_code == 200
     for session_id in odd:
@@ -857,3 +858,92 @@ def test_a_new_chat_whose_first_turn_fails_can_be_sent_to_again(
     assert alice_client.get(f"/chat/{session_id}/").status_code == 200
     body = body_of(alice_client.post(f"/chat/{session_id}/stream/", {"message": "hi"}))
     assert events(body)[-1][0] == "done"
+
+
+# --- limits -----------------------------------------------------------------
+
+
+@override_settings(CHATMEMORY_TURNS_PER_MINUTE=2)
+def test_a_turn_past_the_limit_is_a_429_saying_when_to_retry(
+    alice_client: Client, session_id: str
+) -> None:
+    for _ in range(2):
+        response = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+        assert events(body_of(response))[-1][0] == "done"
+    response = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+    assert response.status_code == 429
+    assert 55 <= int(response["Retry-After"]) <= 60
+    ((name, message),) = events(body_of(response))
+    assert name == "error"
+    assert "2 messages in the last minute" in message
+    assert "Try again in 1 minute" in message or "seconds" in message
+    page = alice_client.post(f"/chat/{session_id}/send/", {"message": "q"})
+    assert page.status_code == 429
+    assert "in the last minute" in page.content.decode()
+    assert "Retry-After" in page
+    assert len(records(session_id)) == 4  # the refused turns saved nothing
+
+
+@override_settings(CHATMEMORY_CONCURRENT_STREAMS=1)
+def test_a_stream_holds_its_slot_until_it_ends(
+    alice_client: Client, session_id: str
+) -> None:
+    first = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+    assert first.status_code == 200
+    content = iter(first.streaming_content)
+    next(content)  # the stream is open, the model not done
+    second = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+    assert second.status_code == 429
+    assert "replies being written" in events(body_of(second))[0][1]
+    list(content)  # the first stream ends and gives its slot back
+    third = alice_client.post(f"/chat/{session_id}/send/", {"message": "q"})
+    assert third.status_code == 302
+    assert (
+        alice_client.post(f"/chat/{session_id}/send/", {"message": "q"}).status_code
+        == 302
+    )
+
+
+@override_settings(CHATMEMORY_TOKENS_PER_DAY=50)
+def test_tokens_per_day_and_staff_exemption(
+    alice: AbstractBaseUser, alice_client: Client, session_id: str
+) -> None:
+    usage = {"input_tokens": 40, "output_tokens": 10, "total_tokens": 50}
+    store.append_records(
+        session_id,
+        [{"type": "ai", "data": {"content": "x", "usage_metadata": usage}}],
+        owner=views.owner_of_user(alice),
+    )
+    response = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+    assert response.status_code == 429
+    assert "today's allowance of 50 tokens" in events(body_of(response))[0][1]
+    alice.is_staff = True  # type: ignore[attr-defined]
+    alice.save()
+    response = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+    assert events(body_of(response))[-1][0] == "done"
+    with override_settings(CHATMEMORY_QUOTA_EXEMPT_STAFF=False):
+        assert (
+            alice_client.post(
+                f"/chat/{session_id}/stream/", {"message": "q"}
+            ).status_code
+            == 429
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(CHATMEMORY_CONCURRENT_STREAMS=1)
+async def test_an_async_stream_gives_its_slot_back(
+    alice: AbstractBaseUser, session_id: str
+) -> None:
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    for _ in range(2):
+        response = await client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+        body = b"".join([part async for part in response.streaming_content])
+        assert events(body)[-1][0] == "done"
+
+
+def test_wait_words() -> None:
+    assert views._wait_words(3725) == "1 hour 2 minutes"
+    assert views._wait_words(61) == "1 minute 1 second"
+    assert views._wait_words(5) == "5 seconds"

@@ -37,6 +37,7 @@ from langchain_core.messages import (
 )
 
 from chatmemory import store
+from chatmemory.owners import owner_id
 
 pytestmark = pytest.mark.django_db
 
@@ -178,7 +179,7 @@ def test_no_stored_entry_gives_a_500_or_a_cut_stream(
                     {"type": "human", "data": {"content": "first"}},
                     {"type": "ai", "data": {"content": "reply"}},
                 ],
-                owner=str(user.pk),
+                owner=owner_id(user),
             )
             redis_client.rpush(store.messages_key(session_id), *(r for _, r in made))
 

@@ -23,6 +23,7 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from .. import owners as owner_ids
 from .. import store
 from ..conf import conf
 from .utils import session_row, unknown_owner_label, users_by_owner
@@ -213,11 +214,13 @@ class SessionChangeList:
                 :OWNER_FILTER_CANDIDATES
             ]
         )
-        with_sessions = store.count_owner_sessions([str(u.pk) for u in candidates])
+        with_sessions = store.count_owner_sessions(
+            [owner_ids.owner_id(u) for u in candidates]
+        )
         labels: dict[str, str] = {
-            str(u.pk): u.get_username()
+            owner_ids.owner_id(u): u.get_username()
             for u in candidates
-            if str(u.pk) in with_sessions
+            if owner_ids.owner_id(u) in with_sessions
         }
         for row in self.rows:
             if row.info.owner is not None:
@@ -333,8 +336,8 @@ def matching_owners(query: str) -> list[str]:
         pass
     else:
         lookup |= Q(**{f"{email}__iexact": query})
-    pks = user_model._default_manager.filter(lookup).values_list("pk", flat=True)
-    return [str(pk) for pk in pks[:OWNER_SEARCH_LIMIT]]
+    users = user_model._default_manager.filter(lookup)[:OWNER_SEARCH_LIMIT]
+    return [owner_ids.owner_id(user) for user in users]
 
 
 def concatenate(

@@ -8,9 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.admin.utils import quote, unquote
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
 from django.db.models import Model
 from django.http import Http404, HttpRequest
 from django.urls import NoReverseMatch, reverse
@@ -18,6 +16,7 @@ from django.utils import timezone
 from django.utils.timesince import timeuntil
 from django.utils.translation import gettext as _
 
+from .. import owners as owners_module
 from .. import store
 
 if TYPE_CHECKING:
@@ -43,26 +42,12 @@ class SessionRow:
 
 def unknown_owner_label(owner: str) -> str:
     """How an owner id that names no user is shown."""
-    return _("#%(id)s (no such user)") % {"id": owner}
+    return _("deleted user (#%(id)s)") % {"id": owner}
 
 
 def users_by_owner(owners: Iterable[str | None]) -> dict[str, AbstractBaseUser]:
-    """The users behind owner ids (str of their pk); unknown ids are left out."""
-    user_model = get_user_model()
-    pk_field = user_model._meta.pk
-    assert pk_field is not None
-    pks: dict[Any, str] = {}
-    for owner in owners:
-        if owner is None:
-            continue
-        try:
-            pks[pk_field.to_python(owner)] = owner
-        except ValidationError:  # an owner id that is no pk of this user model
-            continue
-    if not pks:
-        return {}
-    found = user_model._default_manager.in_bulk(list(pks))
-    return {pks[pk]: user for pk, user in found.items() if pk in pks}
+    """The accounts behind owner ids (see :mod:`chatmemory.owners`)."""
+    return owners_module.users_by_owner(owners)
 
 
 def user_url(admin_site: AdminSite, request: HttpRequest, user: Model) -> str | None:

@@ -21,7 +21,7 @@ call as a second, idempotent step). Messages cross this package as plain
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from . import locks as _locks
@@ -59,8 +59,18 @@ from .keys import (
     turn_lock_key,
     validate_session_id,
 )
-from .maintenance import ImportedSession, import_sessions_op, rebuild_indexes_op
-from .operations import SessionInfo, SessionPage, arun, run
+from .maintenance import (
+    ImportedSession,
+    ImportProgress,
+    delete_owner_sessions_op,
+    existing_sessions_op,
+    import_sessions_op,
+    owners_op,
+    rebuild_indexes_op,
+    rename_owner_op,
+)
+from .operations import SessionInfo, SessionPage, Usage, arun, day_of, run
+from .quota import Admission, Limits, admit_turn_op, release_turn_op
 
 
 def read_records(session_id: str) -> list[Record | UnreadableEntry]:
@@ -272,6 +282,63 @@ async def acount_owner_sessions(owners: Sequence[str]) -> dict[str, int]:
     return await arun(_ops.count_owner_sessions_op(owners))
 
 
+def owner_usage(owner: str, days: Sequence[str]) -> list[Usage]:
+    """One owner's token usage on each UTC day of ``days`` (``YYYY-MM-DD``)."""
+    return run(_ops.owner_usage_op(owner, days))
+
+
+async def aowner_usage(owner: str, days: Sequence[str]) -> list[Usage]:
+    """Async :func:`owner_usage`."""
+    return await arun(_ops.owner_usage_op(owner, days))
+
+
+def day_usage(day: str, *, offset: int = 0, limit: int = 25) -> tuple[list[Usage], int]:
+    """Owners' token usage on one UTC day, most first: a page and the owner count.
+
+    Costs work proportional to ``limit``. Usage is counted for sessions with
+    an owner; it is kept ``CHATMEMORY_USAGE_DAYS`` days.
+    """
+    return run(_ops.day_usage_op(day, offset, limit))
+
+
+async def aday_usage(
+    day: str, *, offset: int = 0, limit: int = 25
+) -> tuple[list[Usage], int]:
+    """Async :func:`day_usage`."""
+    return await arun(_ops.day_usage_op(day, offset, limit))
+
+
+def admit_turn(owner: str, limits: Limits | None = None) -> Admission:
+    """Check the owner's turn limits and count the turn if they allow it.
+
+    One atomic script: turns per minute, open streams, tokens today
+    (``limits`` defaults to the settings). An admitted turn holds a stream
+    slot: :func:`release_turn` it when the reply ends.
+    """
+    return run(
+        admit_turn_op(owner, Limits.from_settings() if limits is None else limits)
+    )
+
+
+async def aadmit_turn(owner: str, limits: Limits | None = None) -> Admission:
+    """Async :func:`admit_turn`."""
+    return await arun(
+        admit_turn_op(owner, Limits.from_settings() if limits is None else limits)
+    )
+
+
+def release_turn(owner: str, admission: Admission) -> None:
+    """Give back the stream slot of an admitted turn."""
+    if admission.holds_stream:
+        run(release_turn_op(owner, admission.turn_id))
+
+
+async def arelease_turn(owner: str, admission: Admission) -> None:
+    """Async :func:`release_turn`."""
+    if admission.holds_stream:
+        await arun(release_turn_op(owner, admission.turn_id))
+
+
 def check_connection() -> None:
     """Ping the alias's Redis; raise StoreUnavailable when it does not answer."""
     run(_ops.ping_op())
@@ -299,20 +366,72 @@ async def arebuild_indexes(*, batch: int = 1000) -> int:
 
 
 def import_sessions(
-    sessions: Iterable[ImportedSession], *, batch_size: int = 1000
+    sessions: Iterable[ImportedSession],
+    *,
+    batch_size: int = 1000,
+    replace: bool = True,
+    progress: Callable[[ImportProgress], None] | None = None,
 ) -> int:
     """Write whole sessions in batches; return how many were written.
 
-    See :func:`chatmemory.store.maintenance.import_sessions_op`.
+    See :func:`chatmemory.store.maintenance.import_sessions_op`;
+    :func:`import_sessions_report` returns the whole report.
     """
-    return run(import_sessions_op(sessions, batch_size))
+    return import_sessions_report(
+        sessions, batch_size=batch_size, replace=replace, progress=progress
+    ).written
+
+
+def import_sessions_report(
+    sessions: Iterable[ImportedSession],
+    *,
+    batch_size: int = 1000,
+    replace: bool = True,
+    progress: Callable[[ImportProgress], None] | None = None,
+) -> ImportProgress:
+    """:func:`import_sessions`, returning what was read, written and skipped."""
+    return run(
+        import_sessions_op(sessions, batch_size, replace=replace, progress=progress)
+    )
 
 
 async def aimport_sessions(
-    sessions: Iterable[ImportedSession], *, batch_size: int = 1000
+    sessions: Iterable[ImportedSession],
+    *,
+    batch_size: int = 1000,
+    replace: bool = True,
 ) -> int:
     """Async :func:`import_sessions`."""
-    return await arun(import_sessions_op(sessions, batch_size))
+    done = await arun(import_sessions_op(sessions, batch_size, replace=replace))
+    return done.written
+
+
+def delete_owner_sessions(owner: str, *, before: datetime | None = None) -> int:
+    """Delete one owner's sessions (only those last active before ``before``).
+
+    Returns how many were deleted; safe to rerun.
+    """
+    return run(delete_owner_sessions_op(owner, before))
+
+
+async def adelete_owner_sessions(owner: str, *, before: datetime | None = None) -> int:
+    """Async :func:`delete_owner_sessions`."""
+    return await arun(delete_owner_sessions_op(owner, before))
+
+
+def rename_owner(old: str, new: str) -> int:
+    """Move every session of owner ``old`` to owner ``new``; return how many."""
+    return run(rename_owner_op(old, new))
+
+
+def owners() -> list[str]:
+    """Every owner id that has sessions in the index (scans the key space)."""
+    return run(owners_op())
+
+
+def existing_sessions(session_ids: Sequence[str]) -> list[bool]:
+    """Whether each of the sessions exists, in one round trip."""
+    return run(existing_sessions_op(session_ids))
 
 
 def server_facts() -> ServerFacts:
@@ -356,12 +475,26 @@ __all__ = [
     "findings",
     "server_facts",
     "EncodedRecord",
+    "Admission",
+    "Limits",
+    "aadmit_turn",
+    "adelete_owner_sessions",
+    "delete_owner_sessions",
+    "owners",
+    "rename_owner",
+    "admit_turn",
+    "arelease_turn",
+    "release_turn",
+    "ImportProgress",
     "ImportedSession",
     "Record",
     "SessionInfo",
     "SessionPage",
     "UnreadableEntry",
+    "Usage",
     "aappend_records",
+    "aday_usage",
+    "aowner_usage",
     "acheck_connection",
     "aclose_clients",
     "acount_owner_sessions",
@@ -383,14 +516,18 @@ __all__ = [
     "check_connection",
     "count_owner_sessions",
     "create_session",
+    "day_of",
+    "day_usage",
     "decode_records",
     "delete_session",
     "encode_exact",
     "encode_record",
+    "existing_sessions",
     "get_session",
     "get_sessions",
     "ids_key",
     "import_sessions",
+    "import_sessions_report",
     "list_sessions",
     "lock_turn",
     "messages_key",
@@ -398,6 +535,7 @@ __all__ = [
     "no_owner_key",
     "owner_key",
     "owner_key_prefix",
+    "owner_usage",
     "read_records",
     "read_session",
     "read_session_range",

@@ -173,3 +173,38 @@ def _decode_one(position: int, raw: bytes) -> Record | UnreadableEntry:
 def title_from_records(records: Sequence[Record]) -> str:
     """The session title: the first human message's text, cut to TITLE_LENGTH."""
     return records_title(records)
+
+
+def usage_of_records(records: Sequence[Record]) -> tuple[int, int, int]:
+    """The records' summed ``usage_metadata``: (input, output, total) tokens.
+
+    Messages without usage (human messages, models that report none) add
+    nothing; a total missing from a usage is input plus output.
+    """
+    input_tokens = output_tokens = total_tokens = 0
+    for record in records:
+        data = record.get("data")
+        usage = data.get("usage_metadata") if type(data) is dict else None
+        if type(usage) is not dict:
+            continue
+        given_in, given_out = (
+            _tokens(usage, "input_tokens"),
+            _tokens(usage, "output_tokens"),
+        )
+        input_tokens += given_in
+        output_tokens += given_out
+        total = usage.get("total_tokens")
+        total_tokens += (
+            _tokens(usage, "total_tokens")
+            if total is not None
+            else given_in + given_out
+        )
+    return input_tokens, output_tokens, total_tokens
+
+
+def _tokens(usage: dict[str, Any], field: str) -> int:
+    value = usage.get(field)
+    # bool is an int; a count below zero or of the wrong type counts as none.
+    if type(value) is int and value > 0:
+        return value
+    return 0

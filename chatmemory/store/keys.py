@@ -8,6 +8,10 @@
     P:owner:<owner>  zset    session id -> last activity, one owner's sessions
     P:no-owner       zset    session id -> last activity, sessions without an owner
     P:session-ids    zset    session id (score 0): lexicographic index for prefix search
+    P:usage:{O}:<day>   hash  one owner's tokens that UTC day: input, output, total
+    P:usage-day:<day>   zset  owner -> total tokens that UTC day (admin usage page)
+    P:quota:{O}:turns   zset  one owner's recent turns (member and score: start ms)
+    P:quota:{O}:streams zset  one owner's open streams (member: id, score: expiry ms)
 
 A LangGraph thread (``chatmemory.langgraph``) is a conversation of the same id
 space: it has the same ``meta`` hash (with ``kind`` = ``thread``) and index
@@ -19,7 +23,9 @@ entries, and its own data keys instead of ``messages``::
 
 The braces are Redis Cluster hash tags: every key of one session lives in one
 slot, so one session's write is one script there. The escaping is injective,
-so no session id can reach another session's keys.
+so no session id can reach another session's keys. ``O`` is the escaped owner
+id: one owner's usage and quota keys share a slot, so the quota script can read
+them together on Redis Cluster.
 """
 
 from __future__ import annotations
@@ -128,6 +134,46 @@ def no_owner_key_in(prefix: str) -> str:
 def owner_index_key_in(prefix: str, owner: str) -> str:
     """The index a session of ``owner`` is in: its owner's, or the no-owner one."""
     return owner_key_in(prefix, owner) if owner else no_owner_key_in(prefix)
+
+
+def usage_key_in(prefix: str, owner: str, day: str) -> str:
+    """:func:`usage_key` under ``prefix``."""
+    return f"{prefix}:usage:{{{escape(owner)}}}:{day}"
+
+
+def usage_day_key_in(prefix: str, day: str) -> str:
+    """:func:`usage_day_key` under ``prefix``."""
+    return f"{prefix}:usage-day:{day}"
+
+
+def quota_turns_key_in(prefix: str, owner: str) -> str:
+    """:func:`quota_turns_key` under ``prefix``."""
+    return f"{prefix}:quota:{{{escape(owner)}}}:turns"
+
+
+def quota_streams_key_in(prefix: str, owner: str) -> str:
+    """:func:`quota_streams_key` under ``prefix``."""
+    return f"{prefix}:quota:{{{escape(owner)}}}:streams"
+
+
+def usage_key(owner: str, day: str) -> str:
+    """The hash of one owner's token usage on one UTC day (``YYYY-MM-DD``)."""
+    return usage_key_in(conf.KEY_PREFIX, owner, day)
+
+
+def usage_day_key(day: str) -> str:
+    """The sorted set of every owner's total tokens on one UTC day."""
+    return usage_day_key_in(conf.KEY_PREFIX, day)
+
+
+def quota_turns_key(owner: str) -> str:
+    """The sorted set of one owner's turns in the last minute."""
+    return quota_turns_key_in(conf.KEY_PREFIX, owner)
+
+
+def quota_streams_key(owner: str) -> str:
+    """The sorted set of one owner's open streams."""
+    return quota_streams_key_in(conf.KEY_PREFIX, owner)
 
 
 def messages_key(session_id: str) -> str:

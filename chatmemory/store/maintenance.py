@@ -6,15 +6,31 @@ each operation runs on the sync and the async path like every other.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..conf import conf
 from . import keys
-from .codec import TITLE_LENGTH, Record, encode_records, shorten, title_from_records
-from .operations import Batch, Command, Eval, Operation, ms, now_ms, ttl_ms
+from .codec import (
+    TITLE_LENGTH,
+    Record,
+    encode_records,
+    shorten,
+    title_from_records,
+    usage_of_records,
+)
+from .operations import (
+    Batch,
+    Command,
+    Eval,
+    Operation,
+    delete_session_op,
+    ms,
+    now_ms,
+    ttl_ms,
+)
 
 
 def rebuild_indexes_op(batch: int = 1000) -> Operation[int]:
@@ -91,25 +107,65 @@ class ImportedSession:
     """The last activity; defaults to now."""
     title: str | None = None
     """Defaults to the first human message, as for ``append_records``."""
+    usage: tuple[int, int, int] | None = None
+    """Input, output and total tokens; defaults to the records' summed usage."""
+    expires_in: timedelta | None = None
+    """Time left to live, kept as is; default: ``CHATMEMORY_TTL`` after ``updated``."""
+
+
+@dataclass(slots=True)
+class ImportProgress:
+    """What an import did so far (handed to its ``progress`` callback per batch)."""
+
+    seen: int = 0
+    """Sessions read."""
+    written: int = 0
+    """Sessions written."""
+    messages: int = 0
+    """Messages written."""
+    expired: int = 0
+    """Sessions skipped because their time to live had run out."""
+
+    @property
+    def skipped(self) -> int:
+        """Sessions left alone because they existed already (or had expired)."""
+        return self.seen - self.written
+
+
+_Batch = tuple[list[str], list[Any], int]
 
 
 def _batches(
-    sessions: Iterable[ImportedSession], batch_size: int
-) -> Iterator[tuple[list[str], list[Any]]]:
+    sessions: Iterable[ImportedSession],
+    batch_size: int,
+    max_records: int,
+    replace: bool,
+    done: ImportProgress,
+) -> Iterator[_Batch]:
     ttl = ttl_ms()
     now = now_ms()
     cap = conf.MAX_MESSAGES or 0
     prefix = conf.KEY_PREFIX
     sessions_key, ids_key = keys.sessions_key(), keys.ids_key()
+    mode = "replace" if replace else "skip"
     script_keys: list[str] = [sessions_key, ids_key]
-    args: list[Any] = []
+    args: list[Any] = [mode]
+    seen = records_in_batch = 0
     for session in sessions:
+        seen += 1
         session_id = keys.validate_session_id(session.session_id)
         updated = now if session.updated is None else ms(session.updated)
         created = updated if session.created is None else ms(session.created)
-        left = updated + ttl - now if ttl else 0
-        if ttl and left <= 0:
-            continue
+        if session.expires_in is not None:
+            left = max(int(session.expires_in.total_seconds() * 1000), 0)
+            if left <= 0:
+                done.expired += 1
+                continue
+        else:
+            left = updated + ttl - now if ttl else 0
+            if ttl and left <= 0:
+                done.expired += 1
+                continue
         records = list(session.records)
         if cap:
             records = records[-cap:]
@@ -118,37 +174,121 @@ def _batches(
             if session.title is None
             else shorten(session.title, TITLE_LENGTH)
         )
+        usage = usage_of_records(records) if session.usage is None else session.usage
         owner = "" if session.owner is None else str(session.owner)
         script_keys += (
             keys.messages_key_in(prefix, session_id),
             keys.meta_key_in(prefix, session_id),
             keys.owner_index_key_in(prefix, owner),
         )
-        args += (session_id, created, updated, title, owner, left, len(records))
+        args += (session_id, created, updated, title, owner, left, *usage)
+        args.append(len(records))
         args += encode_records(records)
-        if (len(script_keys) - 2) // 3 >= batch_size:
-            yield script_keys, args
-            script_keys, args = [sessions_key, ids_key], []
-    if args:
-        yield script_keys, args
+        records_in_batch += len(records)
+        if (len(script_keys) - 2) // 3 >= batch_size or records_in_batch >= max_records:
+            yield script_keys, args, seen
+            script_keys, args = [sessions_key, ids_key], [mode]
+            seen = records_in_batch = 0
+    if len(args) > 1 or seen:
+        yield script_keys, args, seen
 
 
 def import_sessions_op(
-    sessions: Iterable[ImportedSession], batch_size: int = 1000
-) -> Operation[int]:
-    """Write whole sessions in batches; return how many were written.
+    sessions: Iterable[ImportedSession],
+    batch_size: int = 1000,
+    *,
+    replace: bool = True,
+    max_records: int = 20_000,
+    progress: Callable[[ImportProgress], None] | None = None,
+) -> Operation[ImportProgress]:
+    """Write whole sessions in batches; return what was done.
 
-    Meant for loading many sessions into a fresh prefix (imports, benchmarks,
-    tests): each session replaces any session of the same id, but the owner
-    index of a replaced session's former owner is not cleaned. The keys and
-    indexes are the ones ``append_records`` writes (the messages are cut to
-    ``CHATMEMORY_MAX_MESSAGES``); with a TTL, a session whose last activity is
-    older than the TTL is skipped, and the others expire TTL after their last
-    activity. Each batch is one script call (atomic, one round trip); the
-    import as a whole is not atomic.
+    Each session replaces any session of the same id (``replace=False``: an
+    existing session is left alone, so a rerun of an interrupted import only
+    writes what is missing); the owner index of a replaced session's former
+    owner is not cleaned. The keys and indexes are the ones ``append_records``
+    writes (the messages are cut to ``CHATMEMORY_MAX_MESSAGES``); a session
+    expires ``expires_in`` from now when that is given, else TTL after its last
+    activity (skipped when that is past). A batch holds at most
+    ``batch_size`` sessions, and stops taking sessions once it holds
+    ``max_records`` messages; each is one script call (atomic, one round
+    trip); the import as a whole is not atomic. ``sessions`` is read lazily,
+    one batch at a time.
     """
-    written = 0
-    for script_keys, args in _batches(sessions, batch_size):
-        yield Eval("import", script_keys, args)
-        written += (len(script_keys) - 2) // 3
-    return written
+    done = ImportProgress()
+    for script_keys, args, seen in _batches(
+        sessions, batch_size, max_records, replace, done
+    ):
+        done.seen += seen
+        if len(script_keys) > 2:
+            written, messages = yield Eval("import", script_keys, args)
+            done.written += int(written)
+            done.messages += int(messages)
+        if progress is not None:
+            progress(done)
+    return done
+
+
+def existing_sessions_op(session_ids: Sequence[str]) -> Operation[list[bool]]:
+    """Whether each session exists, in one round trip."""
+    if not session_ids:
+        return []
+    replies = yield Batch([("EXISTS", keys.meta_key(sid)) for sid in session_ids])
+    return [bool(reply) for reply in replies]
+
+
+def delete_owner_sessions_op(
+    owner: str, before: datetime | None = None, batch: int = 200
+) -> Operation[int]:
+    """Delete one owner's sessions (last active before ``before``, if given).
+
+    Each session goes as :func:`~.operations.delete_session_op` deletes it;
+    returns how many existed. Safe to rerun: what is gone stays gone.
+    """
+    index = keys.owner_key(owner)
+    high: int | str = "+inf" if before is None else f"({ms(before)}"
+    deleted = 0
+    while True:
+        ids = yield Command(("ZRANGEBYSCORE", index, "-inf", high, "LIMIT", 0, batch))
+        if not ids:
+            return deleted
+        for raw in ids:
+            deleted += bool((yield from delete_session_op(raw.decode())))
+        # A session whose metadata vanished keeps its owner entry: drop it here.
+        yield Command(("ZREM", index, *ids))
+
+
+def owners_op(batch: int = 1000) -> Operation[list[str]]:
+    """Every owner id that has an owner index (SCAN: proportional to the keys)."""
+    owners: list[str] = []
+    cursor: int | bytes = 0
+    while True:
+        cursor, found = yield Command(
+            ("SCAN", cursor, "MATCH", keys.scan_pattern("owner"), "COUNT", batch)
+        )
+        for key in found:
+            owner = keys.owner_from_key(key.decode())
+            if owner is not None:
+                owners.append(owner)
+        if int(cursor) == 0:
+            return sorted(set(owners))
+
+
+def rename_owner_op(old: str, new: str, batch: int = 200) -> Operation[int]:
+    """Move every session of owner ``old`` to owner ``new``; return how many.
+
+    Per session: the metadata first (a script: only if it still names
+    ``old``), then the two owner indexes. Safe to rerun after an interruption.
+    """
+    old_index, new_index = keys.owner_key(old), keys.owner_key(new)
+    moved = 0
+    while True:
+        pairs = yield Command(("ZRANGE", old_index, 0, batch - 1, "WITHSCORES"))
+        if not pairs:
+            return moved
+        for raw, score in pairs:
+            session_id = raw.decode()
+            if (yield Eval("reown", [keys.meta_key(session_id)], [old, new])):
+                moved += 1
+                yield Command(("ZADD", new_index, score, session_id))
+            yield Command(("ZREM", old_index, session_id))

@@ -30,6 +30,7 @@ from .codec import (
     encode_records,
     shorten,
     title_from_records,
+    usage_of_records,
 )
 from .scripts import async_script, sync_script
 
@@ -148,6 +149,12 @@ class SessionInfo:
     kind: str = "session"
     """"session" (a chat history) or "thread" (a LangGraph thread: its messages
     are in its latest checkpoint, see :mod:`chatmemory.langgraph`)."""
+    input_tokens: int = 0
+    """The session's summed ``usage_metadata``: prompt tokens."""
+    output_tokens: int = 0
+    """Reply tokens."""
+    total_tokens: int = 0
+    """All tokens, as the model reported them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +182,9 @@ def _parse_info(session_id: str, meta: dict[bytes, bytes], pttl: int) -> Session
         last_activity=updated,
         expires_in=timedelta(milliseconds=pttl) if pttl >= 0 else None,
         kind=meta.get(b"kind", b"session").decode(),
+        input_tokens=int(meta.get(b"input_tokens", b"0")),
+        output_tokens=int(meta.get(b"output_tokens", b"0")),
+        total_tokens=int(meta.get(b"total_tokens", b"0")),
     )
 
 
@@ -190,6 +200,16 @@ def now_ms() -> int:
 def ms(moment: datetime) -> int:
     """A datetime in epoch milliseconds."""
     return int(moment.timestamp() * 1000)
+
+
+def day_of(moment_ms: int) -> str:
+    """The UTC day (``YYYY-MM-DD``) of an epoch-milliseconds time."""
+    return time.strftime("%Y-%m-%d", time.gmtime(moment_ms / 1000))
+
+
+def usage_ttl_ms() -> int:
+    """How long an owner's daily usage is kept, in milliseconds."""
+    return conf.USAGE_DAYS * 86_400_000
 
 
 def ttl_ms() -> int:
@@ -230,8 +250,19 @@ def _index_keys(prefix: str, owner: str) -> list[str]:
     ]
 
 
-def _index_batch(session_id: str, owner: str, score: int) -> Batch:
-    """Cluster's second step: the index updates the script could not make."""
+def _usage_keys(prefix: str, owner: str, now: int) -> list[str]:
+    day = day_of(now)
+    return [keys.usage_key_in(prefix, owner, day), keys.usage_day_key_in(prefix, day)]
+
+
+def _index_batch(
+    session_id: str, owner: str, score: int, usage: tuple[int, int, int] = (0, 0, 0)
+) -> Batch:
+    """Cluster's second step: the index and usage updates the script could not make.
+
+    The index updates are idempotent; the usage increments are not (a retry of
+    this step after a timeout would count the tokens twice).
+    """
     commands: list[tuple[Any, ...]] = [
         ("ZADD", keys.sessions_key(), "GT", score, session_id),
         ("ZADD", keys.ids_key(), "NX", 0, session_id),
@@ -239,6 +270,17 @@ def _index_batch(session_id: str, owner: str, score: int) -> Batch:
     commands.append(("ZADD", keys.owner_index_key(owner), "GT", score, session_id))
     if owner:
         commands.append(("ZREM", keys.no_owner_key(), session_id))
+        if any(usage):
+            usage_key, day_key = _usage_keys(conf.KEY_PREFIX, owner, score)
+            keep = usage_ttl_ms()
+            commands += (
+                ("HINCRBY", usage_key, "input", usage[0]),
+                ("HINCRBY", usage_key, "output", usage[1]),
+                ("HINCRBY", usage_key, "total", usage[2]),
+                ("PEXPIRE", usage_key, keep),
+                ("ZINCRBY", day_key, usage[2], owner),
+                ("PEXPIRE", day_key, keep),
+            )
     return Batch(commands)
 
 
@@ -290,12 +332,14 @@ def append_records_op(
 
     Also trims to ``CHATMEMORY_MAX_MESSAGES``, sets the metadata (the title and
     owner only if not set yet), restarts the TTL and updates the indexes.
-    Raises :class:`OwnerMismatch` when ``owner`` is not the session's owner,
-    ``ValueError`` when the id is a LangGraph thread's.
+    Adds the records' token usage to the session's totals and to the owner's
+    daily usage. Raises :class:`OwnerMismatch` when ``owner`` is not the
+    session's owner, ``ValueError`` when the id is a LangGraph thread's.
     """
     keys.validate_session_id(session_id)
     if not records:
         return 0
+    usage = usage_of_records(records)
     prefix = conf.KEY_PREFIX
     session_keys = [
         keys.messages_key_in(prefix, session_id),
@@ -312,6 +356,8 @@ def append_records_op(
         title_from_records(records),
         given,
         indexed_owner,
+        *usage,
+        usage_ttl_ms(),
     ]
     args += encode_records(records)
     for _ in range(3):
@@ -319,6 +365,8 @@ def append_records_op(
         script_keys = session_keys
         if not cluster:
             script_keys = session_keys + _index_keys(prefix, indexed_owner)
+            if indexed_owner and any(usage):
+                script_keys += _usage_keys(prefix, indexed_owner, now)
         count, effective = yield Eval("append", script_keys, args)
         effective = effective.decode() if isinstance(effective, bytes) else effective
         if count == _THREAD:
@@ -333,7 +381,7 @@ def append_records_op(
             indexed_owner = args[6] = effective
             continue
         if cluster:
-            yield _index_batch(session_id, effective, now)
+            yield _index_batch(session_id, effective, now, usage)
         return int(count)
     raise RuntimeError(f"session {session_id!r} kept changing owner")
 
@@ -547,6 +595,62 @@ def count_owner_sessions_op(owners: Sequence[str]) -> Operation[dict[str, int]]:
         for owner, count in zip(owners, counts, strict=True)
         if count
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens one owner spent on one UTC day."""
+
+    owner: str
+    day: str
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+def owner_usage_op(owner: str, days: Sequence[str]) -> Operation[list[Usage]]:
+    """One owner's usage on each of ``days`` (``YYYY-MM-DD``), in one round trip."""
+    prefix = conf.KEY_PREFIX
+    replies = yield Batch(
+        [
+            ("HMGET", keys.usage_key_in(prefix, owner, day), "input", "output", "total")
+            for day in days
+        ]
+    )
+    return [
+        Usage(owner, day, *(int(v or 0) for v in reply))
+        for day, reply in zip(days, replies, strict=True)
+    ]
+
+
+def day_usage_op(
+    day: str, offset: int, limit: int
+) -> Operation[tuple[list[Usage], int]]:
+    """Owners' usage on one UTC day, most tokens first: a page, and the owner count."""
+    day_key = keys.usage_day_key(day)
+    total, ranked = yield Batch(
+        [("ZCARD", day_key), ("ZREVRANGE", day_key, offset, offset + limit - 1)]
+    )
+    owners = [raw.decode() for raw in ranked]
+    usages = yield from owner_usage_op_many(owners, day)
+    return usages, int(total)
+
+
+def owner_usage_op_many(owners: Sequence[str], day: str) -> Operation[list[Usage]]:
+    """Several owners' usage on one day, in one round trip."""
+    if not owners:
+        return []
+    prefix = conf.KEY_PREFIX
+    replies = yield Batch(
+        [
+            ("HMGET", keys.usage_key_in(prefix, owner, day), "input", "output", "total")
+            for owner in owners
+        ]
+    )
+    return [
+        Usage(owner, day, *(int(v or 0) for v in reply))
+        for owner, reply in zip(owners, replies, strict=True)
+    ]
 
 
 def ping_op() -> Operation[None]:

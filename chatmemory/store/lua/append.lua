@@ -1,10 +1,11 @@
 -- Append records to one session, atomically.
--- KEYS: messages, meta, [sessions, ids, owner index, no-owner index]
+-- KEYS: messages, meta, [sessions, ids, owner index, no-owner index, [owner's
+--   usage that day, the day's usage by owner]]
 --   With only the two session keys (Redis Cluster: the indexes live in other
---   slots) the caller updates the indexes itself, from the reply.
+--   slots) the caller updates the indexes and the owner's usage itself.
 -- ARGV: session id, now ms, ttl ms (0: none), cap (0: none), title,
 --       given owner ('' none), owner of KEYS[5] ('' when it is the no-owner
---       index), records...
+--       index), input, output, total tokens, usage keys' ttl ms, records...
 -- Reply: {count, effective owner} on success;
 --        {-1, recorded owner} when the given owner is not the recorded one;
 --        {-2, recorded owner} when KEYS[5] is not that owner's index (retry);
@@ -22,7 +23,7 @@ local ttl = tonumber(ARGV[3])
 local cap = tonumber(ARGV[4])
 local n = #ARGV
 -- unpack() has a stack limit: push in slices.
-local i = 8
+local i = 12
 local count = 0
 while i <= n do
   local j = math.min(i + 999, n)
@@ -35,6 +36,21 @@ if cap > 0 and count > cap then
 end
 redis.call('HSETNX', KEYS[2], 'created', now)
 redis.call('HSET', KEYS[2], 'updated', now, 'count', count)
+local tokens_in, tokens_out = tonumber(ARGV[8]), tonumber(ARGV[9])
+local tokens = tonumber(ARGV[10])
+if tokens_in + tokens_out + tokens > 0 then
+  redis.call('HINCRBY', KEYS[2], 'input_tokens', tokens_in)
+  redis.call('HINCRBY', KEYS[2], 'output_tokens', tokens_out)
+  redis.call('HINCRBY', KEYS[2], 'total_tokens', tokens)
+  if indexed and owner ~= '' and KEYS[8] then
+    redis.call('HINCRBY', KEYS[7], 'input', tokens_in)
+    redis.call('HINCRBY', KEYS[7], 'output', tokens_out)
+    redis.call('HINCRBY', KEYS[7], 'total', tokens)
+    redis.call('PEXPIRE', KEYS[7], ARGV[11])
+    redis.call('ZINCRBY', KEYS[8], tokens, owner)
+    redis.call('PEXPIRE', KEYS[8], ARGV[11])
+  end
+end
 if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[2], 'title', ARGV[5]) end
 if given ~= '' and not recorded then redis.call('HSET', KEYS[2], 'owner', given) end
 if ttl > 0 then

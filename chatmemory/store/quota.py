@@ -1,0 +1,116 @@
+"""Per-owner limits on chat turns: turns per minute, tokens per day, open streams.
+
+One script (``lua/quota.lua``) checks the three limits and records the turn
+atomically, so N parallel attempts past a limit admit exactly the limit. The
+token count is the owner's usage today (UTC), which every write adds to (see
+``append.lua``): a turn is refused once the day's tokens reached the limit, so
+the turn that crosses it still completes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from ..conf import conf
+from . import keys
+from .operations import Command, Eval, Operation, day_of, now_ms
+
+STREAM_LEASE_MS = 600_000
+"""A turn holds a stream slot until released, or for at most this long (a
+worker that died mid-reply must not block its user forever)."""
+
+STREAM_RETRY_MS = 5_000
+"""What a turn refused for too many open streams is told to wait at most."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The limits one turn is checked against (0: no limit)."""
+
+    turns_per_minute: int = 0
+    concurrent_streams: int = 0
+    tokens_per_day: int = 0
+
+    @classmethod
+    def from_settings(cls) -> Limits:
+        """The ``CHATMEMORY_TURNS_PER_MINUTE`` & co. settings."""
+        return cls(
+            conf.TURNS_PER_MINUTE or 0,
+            conf.CONCURRENT_STREAMS or 0,
+            conf.TOKENS_PER_DAY or 0,
+        )
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.turns_per_minute or self.concurrent_streams or self.tokens_per_day
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The answer to "may this owner start a turn now?"."""
+
+    turn_id: str
+    """Hand it back to :func:`release_turn_op` when the turn ends."""
+    refused: str = ""
+    """'' when admitted, else the limit that refused: turns, streams or tokens."""
+    retry_after: timedelta = timedelta(0)
+    """When refused: how long until the limit lets a turn through."""
+    holds_stream: bool = False
+    """Whether the turn holds a stream slot (to release when it ends)."""
+
+    @property
+    def admitted(self) -> bool:
+        """Whether the turn may run."""
+        return not self.refused
+
+
+def _ms_to_next_utc_midnight(now: int) -> int:
+    return 86_400_000 - now % 86_400_000
+
+
+def admit_turn_op(owner: str, limits: Limits) -> Operation[Admission]:
+    """Check the limits and, when they allow it, count the turn (one script)."""
+    turn_id = uuid.uuid4().hex
+    if not limits:
+        return Admission(turn_id)
+    prefix = conf.KEY_PREFIX
+    now = now_ms()
+    waited, reason = yield Eval(
+        "quota",
+        [
+            keys.quota_turns_key_in(prefix, owner),
+            keys.quota_streams_key_in(prefix, owner),
+            keys.usage_key_in(prefix, owner, day_of(now)),
+        ],
+        [
+            now,
+            turn_id,
+            limits.turns_per_minute,
+            limits.concurrent_streams,
+            limits.tokens_per_day,
+            STREAM_LEASE_MS,
+            _ms_to_next_utc_midnight(now),
+        ],
+    )
+    if not waited:
+        return Admission(turn_id, holds_stream=limits.concurrent_streams > 0)
+    refused = reason.decode() if isinstance(reason, bytes) else str(reason)
+    if refused == "streams":
+        waited = min(int(waited), STREAM_RETRY_MS)
+    return Admission(turn_id, refused, timedelta(milliseconds=int(waited)))
+
+
+def release_turn_op(owner: str, turn_id: str) -> Operation[None]:
+    """Give back the stream slot a turn held (no-op when it held none)."""
+    yield Command(("ZREM", keys.quota_streams_key(owner), turn_id))
+
+
+def seconds_until(admission: Admission) -> int:
+    """Whole seconds to wait (at least 1), for ``Retry-After``."""
+    return max(1, int(-(-admission.retry_after.total_seconds() // 1)))
+
+
+__all__ = ["Admission", "Limits", "admit_turn_op", "release_turn_op", "seconds_until"]

@@ -1,0 +1,183 @@
+"""Owner ids (owners.py), deleting a user (signals.py), chatmemory_purge."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+import redis
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import transaction
+from django.test import Client, override_settings
+
+from chatmemory import store
+from chatmemory.owners import owner_id, primary_key_text, users_by_owner
+from tests.admin_helpers import set_activity
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HUMAN = {"type": "human", "data": {"content": "q"}}
+
+
+def test_a_new_account_reusing_a_primary_key_is_another_owner() -> None:
+    old = User.objects.create_user("old", date_joined=datetime(2020, 1, 1, tzinfo=UTC))
+    old_owner, pk = owner_id(old), old.pk
+    assert old_owner.startswith(f"{pk}:")
+    assert primary_key_text(old_owner) == str(pk)
+    assert primary_key_text("legacy-7") == "legacy-7"
+    with override_settings(CHATMEMORY_KEEP_SESSIONS_OF_DELETED_USERS=True):
+        old.delete()
+    new = User.objects.create_user("new", pk=pk)
+    assert owner_id(new) != old_owner
+    assert users_by_owner([old_owner, None, str(pk), "x:y"]) == {}
+    assert users_by_owner([owner_id(new)]) == {owner_id(new): new}
+
+
+def test_the_chat_views_never_show_a_reused_keys_old_chats() -> None:
+    old = User.objects.create_user("old", date_joined=datetime(2020, 1, 1, tzinfo=UTC))
+    pk = old.pk
+    store.create_session("old-chat", owner=owner_id(old), title="Secret")
+    with override_settings(CHATMEMORY_KEEP_SESSIONS_OF_DELETED_USERS=True):
+        old.delete()
+    client = Client()
+    client.force_login(User.objects.create_user("new", pk=pk))
+    assert "Secret" not in client.get("/chat/").content.decode()
+    assert client.get("/chat/old-chat/").status_code == 404
+
+
+def test_deleting_a_user_deletes_their_sessions(redis_client: redis.Redis) -> None:
+    alice = User.objects.create_user("alice")
+    bob = User.objects.create_user("bob")
+    for sid in ("a1", "a2"):
+        store.append_records(sid, [HUMAN], owner=owner_id(alice))
+    store.append_records("b1", [HUMAN], owner=owner_id(bob))
+    alice_owner = owner_id(alice)
+    alice.delete()
+    assert store.get_session("a1") is None and store.get_session("a2") is None
+    assert not redis_client.exists(store.owner_key(alice_owner))
+    assert store.get_session("b1") is not None
+    # a rolled-back deletion keeps them
+    with pytest.raises(RuntimeError), transaction.atomic():
+        bob.delete()
+        raise RuntimeError
+    assert store.get_session("b1") is not None
+
+
+@override_settings(CHATMEMORY_KEEP_SESSIONS_OF_DELETED_USERS=True)
+def test_a_setting_keeps_them_and_the_admin_says_deleted_user(
+    admin_client: Client,
+) -> None:
+    carol = User.objects.create_user("carol")
+    store.append_records("c1", [HUMAN], owner=owner_id(carol))
+    carol.delete()
+    assert store.get_session("c1") is not None
+    page = admin_client.get("/admin/chatmemory/chatsession/").content.decode()
+    assert "deleted user (#" in page
+
+
+def test_redis_down_when_a_user_is_deleted_logs_and_keeps_the_user_deleted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tests.test_history import closed_port_caches
+
+    dave = User.objects.create_user("dave")
+    with override_settings(CACHES=closed_port_caches()):
+        dave.delete()
+    assert not User.objects.filter(username="dave").exists()
+    assert "chatmemory_purge --orphaned" in caplog.text
+
+
+def purge(*args: str) -> str:
+    out = StringIO()
+    call_command("chatmemory_purge", *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def test_purge_by_owner_age_and_orphans(redis_client: redis.Redis) -> None:
+    erin = User.objects.create_user("erin")
+    erin_owner = owner_id(erin)
+    old = datetime.now(UTC) - timedelta(days=40)
+    for sid, owner in (
+        ("e-old", erin_owner), ("e-new", erin_owner), ("gone-1", "999:abc"),
+        ("gone-2", "999:abc"), ("nobody-old", None), ("nobody-new", None),
+    ):  # fmt: skip
+        store.append_records(sid, [HUMAN], owner=owner)
+    for sid in ("e-old", "nobody-old"):
+        set_activity(redis_client, sid, old)
+    cutoff = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()
+
+    assert "would delete 2 sessions" in purge("--orphaned", "--dry-run")
+    assert "would delete 2 sessions" in purge("--before", cutoff, "--dry-run")
+    assert "would delete 1 sessions" in purge(
+        "--owner", erin_owner, "--before", cutoff, "--dry-run"
+    )
+    assert store.list_sessions().total == 6
+
+    assert "Deleted 1 sessions" in purge("--owner", erin_owner, "--before", cutoff)
+    assert store.get_session("e-old") is None and store.get_session("e-new")
+    assert "Deleted 2 sessions" in purge("--orphaned")
+    assert store.get_session("gone-1") is None
+    assert "Deleted 1 sessions" in purge("--before", cutoff)
+    assert store.get_session("nobody-old") is None
+    assert "Deleted 0 sessions" in purge("--before", cutoff)  # safe to rerun
+    assert {s.session_id for s in store.list_sessions().sessions} == {
+        "e-new", "nobody-new",
+    }  # fmt: skip
+    assert "Deleted 1 sessions" in purge("--owner", erin_owner)
+
+
+def test_purge_needs_a_criterion_and_reports_redis_down() -> None:
+    from tests.test_history import closed_port_caches
+
+    with pytest.raises(CommandError, match="Say what to purge"):
+        purge()
+    with override_settings(CACHES=closed_port_caches()):
+        with pytest.raises(CommandError, match="unavailable"):
+            purge("--orphaned")
+
+
+def test_my_chats_download_and_delete_all(redis_client: redis.Redis) -> None:
+    import json
+
+    frank, gina = User.objects.create_user("frank"), User.objects.create_user("gina")
+    store.append_records("f1", [HUMAN], owner=owner_id(frank))
+    store.create_session("f2", owner=owner_id(frank), title="Second")
+    store.append_records("g1", [HUMAN], owner=owner_id(gina))
+    client = Client()
+    client.force_login(frank)
+    assert "Download all my chats" in client.get("/chat/").content.decode()
+    response = client.get("/chat/_all/download/")
+    assert response["Content-Disposition"] == 'attachment; filename="my-chats.json"'
+    chats: list[dict[str, Any]] = json.loads(response.content)
+    assert sorted(c["id"] for c in chats) == ["f1", "f2"]
+    assert next(c for c in chats if c["id"] == "f1")["messages"] == [HUMAN]
+    assert "All 2 chats" in client.get("/chat/_all/delete/").content.decode()
+    assert client.post("/chat/_all/delete/").status_code == 302
+    assert store.list_sessions(owner=owner_id(frank)).total == 0
+    assert store.get_session("g1") is not None
+    assert json.loads(client.get("/chat/_all/download/").content) == []
+
+
+def test_reindex_upgrades_bare_primary_key_owner_ids(redis_client: redis.Redis) -> None:
+    hank = User.objects.create_user("hank")
+    bare = str(hank.pk)
+    store.append_records("h1", [HUMAN], owner=bare)
+    store.append_records("h2", [HUMAN], owner=bare)
+    store.append_records("stray", [HUMAN], owner="424242")
+    out = StringIO()
+    call_command("chatmemory_reindex", "--upgrade-owner-ids", stdout=out)
+    assert "Gave 2 sessions" in out.getvalue()
+    info = store.get_session("h1")
+    assert info is not None and info.owner == owner_id(hank)
+    mine = store.list_sessions(owner=owner_id(hank)).sessions
+    assert {s.session_id for s in mine} == {
+        "h1", "h2",
+    }  # fmt: skip
+    assert not redis_client.exists(store.owner_key(bare))
+    assert store.get_session("stray").owner == "424242"  # type: ignore[union-attr]
+    call_command("chatmemory_reindex", "--upgrade-owner-ids", stdout=out)
+    assert "Gave 0 sessions" in out.getvalue()
