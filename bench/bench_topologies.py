@@ -229,6 +229,35 @@ def bench_topology(kind: str, topology: Any, args: argparse.Namespace) -> bool:
             kind, "b", "chat turn: new history, read, add human + AI", results
         )
 
+        # (d) the cost of waiting for a replica (CHATMEMORY_WAIT_REPLICAS = 1)
+        if kind != "single":
+            pair = [human, ai]
+            plain = DjangoRedisChatMessageHistory(f"{run}-d")
+            waiting = DjangoRedisChatMessageHistory(f"{run}-d-wait")
+            plain.add_messages(pair)
+            waiting.add_messages(pair)
+
+            # Settings changes reset the clients: each setting gets a run of
+            # its own, one after the other.
+            results: dict[str, float] = {}
+            for name, replicas, history in (
+                ("no wait", 0, plain),
+                ("wait 1", 1, waiting),
+            ):
+                with override_settings(CHATMEMORY_WAIT_REPLICAS=replicas):
+                    results.update(
+                        measure(
+                            {name: lambda i, h=history: h.add_messages(pair)},
+                            reps=reps,
+                            warmup=50,
+                            block=args.block,
+                        )
+                    )
+            print("  (d) add human + AI, waiting for 1 replica or not (median)")
+            for name, seconds in results.items():
+                print(f"      {name:<10} {fmt(seconds)}")
+            print(f"      wait/no wait = {results['wait 1'] / results['no wait']:.2f}x")
+
         # (c) async turns, CONCURRENCY sessions at once
         met &= asyncio.run(async_case(kind, topology, run, human, ai, scale))
     raw.close()
