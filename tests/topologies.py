@@ -543,5 +543,7 @@ def command_calls(client: Any) -> dict[str, int]:
     for stats in per_node:
         for name, value in stats.items():
             calls[name] = calls.get(name, 0) + value["calls"]
+    # Not the clients': the measuring INFO, and replicas' acknowledgements.
     calls.pop("cmdstat_info", None)
+    calls.pop("cmdstat_replconf", None)
     return calls

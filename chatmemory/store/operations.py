@@ -597,9 +597,16 @@ def delete_session_op(session_id: str) -> Operation[bool]:
     keys.validate_session_id(session_id)
     prefix = conf.KEY_PREFIX
     owner = _known_owners.get(session_id, "")
-    cluster = is_cluster()
-    session_keys = [keys.messages_key(session_id), keys.meta_key(session_id)]
-    if cluster:
+    # A LangGraph thread of this id goes too: one id, one conversation.
+    meta, checkpoints, blobs, writes = keys.thread_keys_in(prefix, session_id)
+    session_keys = [
+        keys.messages_key_in(prefix, session_id),
+        meta,
+        checkpoints,
+        blobs,
+        writes,
+    ]
+    if is_cluster():
         # The index removals go with the script when the owner is known (the
         # entries of a session that is gone are dropped by any listing anyway).
         known = _known_owners.get(session_id)
@@ -613,18 +620,10 @@ def delete_session_op(session_id: str) -> Operation[bool]:
             yield Batch(_unindex_commands(session_id, recorded))
         return bool(existed)
     for _ in range(3):
-        # A LangGraph thread of this id goes too: one id, one conversation.
-        meta, checkpoints, blobs, writes = keys.thread_keys_in(prefix, session_id)
-        script_keys = [
-            keys.messages_key_in(prefix, session_id),
-            meta,
-            checkpoints,
-            blobs,
-            writes,
-        ]
-        if not cluster:
-            script_keys += _index_keys(prefix, owner)
-        existed, recorded = yield Eval("delete", script_keys, [session_id, owner])
+        script_keys = session_keys + _index_keys(prefix, owner)
+        existed, recorded = yield Eval(
+            "delete", script_keys, [session_id, owner], write=True
+        )
         recorded = recorded.decode() if isinstance(recorded, bytes) else recorded
         if existed == _RETRY:
             owner = recorded
