@@ -23,12 +23,14 @@ from django.test import override_settings
 
 from chatmemory import store
 from chatmemory.exceptions import ChatMemoryError
-from tests.topologies import Topology, start, wait_cluster_ready
+from tests.topologies import Server, Topology, start, wait_cluster_ready
 
 SESSIONS = 8
 BEFORE_KILL = 1.0
 """Seconds of writing before the kill."""
 RECOVERY_TIMEOUT = 40.0
+RESTART_AFTER = 6.0
+"""Seconds after the kill when the dead master is started again."""
 AFTER_RECOVERY = 50
 """Turns acknowledged after the first post-kill success, to prove recovery."""
 
@@ -85,19 +87,20 @@ def lost_turns(tally: Tally) -> int:
     return lost
 
 
-def kill_a_master(topology: Topology) -> None:
+def kill_a_master(topology: Topology) -> Server:
     """Kill the master holding the sessions (on Cluster: every master's slots
     get writes; the one holding the first session dies)."""
     if topology.kind == "sentinel":
-        topology.master().kill()
-        return
-    client = topology.client()
-    try:
-        node = client.get_node_from_key(store.messages_key("s0"))
-        port = int(node.port)
-    finally:
-        client.close()
-    next(s for s in topology.data_servers if s.port == port).kill()
+        victim = topology.master()
+    else:
+        client = topology.client()
+        try:
+            port = int(client.get_node_from_key(store.messages_key("s0")).port)
+        finally:
+            client.close()
+        victim = next(s for s in topology.data_servers if s.port == port)
+    victim.kill()
+    return victim
 
 
 def write_until_recovered(topology: Topology, *, use_async: bool) -> Tally:
@@ -143,9 +146,16 @@ def write_until_recovered(topology: Topology, *, use_async: bool) -> Tally:
         time.sleep(BEFORE_KILL)
         assert tally.total > 0, "nothing was written before the kill"
         tally.killed_at = time.monotonic()
-        kill_a_master(topology)
+        victim = kill_a_master(topology)
         deadline = time.monotonic() + RECOVERY_TIMEOUT
+        restarted = False
         while tally.after < AFTER_RECOVERY and time.monotonic() < deadline:
+            # The dead master comes back as an operator would bring it back,
+            # after the failover: it rejoins as a replica, so writes that wait
+            # for a replica can be confirmed again.
+            if not restarted and time.monotonic() > tally.killed_at + RESTART_AFTER:
+                victim.restart()
+                restarted = True
             time.sleep(0.05)
     finally:
         stop.set()
