@@ -74,7 +74,11 @@ def configure_django(topologies: dict[str, Any]) -> None:
     for kind, topology in topologies.items():
         caches[kind] = topology.caches_entry()
     settings.configure(
-        INSTALLED_APPS=["chatmemory"],
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "chatmemory",
+        ],
         DATABASES={},
         CACHES=caches,
         CHATMEMORY_TTL=TTL,
