@@ -6,6 +6,7 @@ Only :func:`check_redis_server`, run by ``check --deploy``, talks to Redis.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
@@ -13,9 +14,21 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from .conf import conf
+from .store.client import is_class
 
 _DJANGO_REDIS_BACKEND = "django_redis.cache.RedisCache"
 _DJANGO_REDIS_DEFAULT_CLIENT = "django_redis.client.DefaultClient"
+_DJANGO_REDIS_SENTINEL_CLIENT = "django_redis.client.SentinelClient"
+_DJANGO_REDIS_FACTORY = "django_redis.pool.ConnectionFactory"
+_DJANGO_REDIS_SENTINEL_FACTORY = "django_redis.pool.SentinelConnectionFactory"
+_CLUSTER_FACTORY = "chatmemory.store.cluster.ClusterConnectionFactory"
+_SUPPORTED = (
+    f"BACKEND {_DJANGO_REDIS_BACKEND!r} with, in OPTIONS: no CLIENT_CLASS (one "
+    f"server); CLIENT_CLASS {_DJANGO_REDIS_SENTINEL_CLIENT!r} and "
+    f"CONNECTION_FACTORY {_DJANGO_REDIS_SENTINEL_FACTORY!r} (Sentinel); or "
+    f"CONNECTION_FACTORY {_CLUSTER_FACTORY!r} (Redis Cluster). See the README's "
+    "'Redis topologies'."
+)
 
 
 def check_settings(**kwargs: Any) -> list[CheckMessage]:
@@ -37,25 +50,7 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
             )
         )
     else:
-        backend = cache.get("BACKEND")
-        client = cache.get("OPTIONS", {}).get(
-            "CLIENT_CLASS", _DJANGO_REDIS_DEFAULT_CLIENT
-        )
-        if backend != _DJANGO_REDIS_BACKEND or client != _DJANGO_REDIS_DEFAULT_CLIENT:
-            errors.append(
-                Error(
-                    f"CACHES[{alias!r}] is not served by django-redis's default "
-                    f"client (BACKEND {backend!r}, CLIENT_CLASS {client!r}), so "
-                    "django_redis.get_redis_connection() cannot give chatmemory a "
-                    "connection.",
-                    hint=(
-                        f"Use BACKEND {_DJANGO_REDIS_BACKEND!r} without a "
-                        "CLIENT_CLASS option (or with "
-                        f"{_DJANGO_REDIS_DEFAULT_CLIENT!r})."
-                    ),
-                    id="chatmemory.E002",
-                )
-            )
+        errors.extend(_check_cache(alias, cache))
         if alias == "default":
             errors.append(
                 Warning(
@@ -103,6 +98,25 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
                     id="chatmemory.E005",
                 )
             )
+    replicas = getattr(settings, "CHATMEMORY_WAIT_REPLICAS", 0)
+    timeout = getattr(settings, "CHATMEMORY_WAIT_TIMEOUT", 1.0)
+    if not (_is_int(replicas) and replicas >= 0) or not (
+        isinstance(timeout, int | float)
+        and not isinstance(timeout, bool)
+        and timeout > 0
+    ):
+        errors.append(
+            Error(
+                "CHATMEMORY_WAIT_REPLICAS must be a whole number >= 0 and "
+                "CHATMEMORY_WAIT_TIMEOUT a positive number of seconds, not "
+                f"{replicas!r} and {timeout!r}.",
+                hint=(
+                    "For example CHATMEMORY_WAIT_REPLICAS = 1 and "
+                    "CHATMEMORY_WAIT_TIMEOUT = 1.0; 0 replicas turns waiting off."
+                ),
+                id="chatmemory.E009",
+            )
+        )
     prefix = getattr(settings, "CHATMEMORY_KEY_PREFIX", "chatmemory")
     if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
         errors.append(
@@ -114,6 +128,85 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
             )
         )
     return errors
+
+
+def _check_cache(alias: str, cache: dict[str, Any]) -> list[CheckMessage]:
+    """The alias must be one of the Redis topologies chatmemory supports."""
+    backend = cache.get("BACKEND")
+    options = cache.get("OPTIONS", {})
+    client = options.get("CLIENT_CLASS", _DJANGO_REDIS_DEFAULT_CLIENT)
+    factory = options.get("CONNECTION_FACTORY") or getattr(
+        settings, "DJANGO_REDIS_CONNECTION_FACTORY", _DJANGO_REDIS_FACTORY
+    )
+    sentinel_client = is_class(client, _DJANGO_REDIS_SENTINEL_CLIENT)
+    # Sharded and herd clients are DefaultClient subclasses whose connection
+    # is one shard's, or whose reads differ: only the default client itself.
+    if backend != _DJANGO_REDIS_BACKEND or not (
+        sentinel_client or is_class(client, _DJANGO_REDIS_DEFAULT_CLIENT, exact=True)
+    ):
+        return [
+            Error(
+                f"CACHES[{alias!r}] is not a Redis setup chatmemory supports "
+                f"(BACKEND {backend!r}, CLIENT_CLASS {client!r}).",
+                hint=f"Use {_SUPPORTED}",
+                id="chatmemory.E002",
+            )
+        ]
+    sentinel_factory = is_class(factory, _DJANGO_REDIS_SENTINEL_FACTORY)
+    if sentinel_client or sentinel_factory:
+        problems = []
+        if not sentinel_factory:
+            problems.append(
+                f"its connection factory is {factory!r}, not "
+                f"{_DJANGO_REDIS_SENTINEL_FACTORY!r}"
+            )
+        if not options.get("SENTINELS"):
+            problems.append("OPTIONS has no SENTINELS")
+        if not problems:
+            return []
+        return [
+            Error(
+                f"CACHES[{alias!r}] is a Redis Sentinel alias, but "
+                + " and ".join(problems)
+                + ".",
+                hint=(
+                    "Set OPTIONS['CLIENT_CLASS'] to "
+                    f"{_DJANGO_REDIS_SENTINEL_CLIENT!r}, OPTIONS['CONNECTION_FACTORY'] "
+                    "(or DJANGO_REDIS_CONNECTION_FACTORY) to "
+                    f"{_DJANGO_REDIS_SENTINEL_FACTORY!r}, OPTIONS['SENTINELS'] to "
+                    "[(host, port), ...], and LOCATION to redis://<service>/<db>."
+                ),
+                id="chatmemory.E007",
+            )
+        ]
+    if is_class(factory, _CLUSTER_FACTORY):
+        location = cache.get("LOCATION", "")
+        urls = location.split(",") if isinstance(location, str) else list(location)
+        if len(urls) != 1 or _url_db(str(urls[0]).strip()) not in (None, 0):
+            return [
+                Error(
+                    f"CACHES[{alias!r}] is a Redis Cluster alias, so its LOCATION "
+                    "must be one node's URL, with no database other than 0, "
+                    f"not {location!r}.",
+                    hint=(
+                        "Give any one node, e.g. 'redis://10.0.0.1:6379' (the "
+                        "client discovers the others); list more startup nodes in "
+                        "OPTIONS['CLUSTER_STARTUP_NODES'] = [(host, port), ...]."
+                    ),
+                    id="chatmemory.E008",
+                )
+            ]
+    return []
+
+
+def _url_db(url: str) -> int | None:
+    """The database number in a redis:// URL's path or query, None when absent."""
+    parsed = urlsplit(url)
+    value = parsed.path.strip("/") or parse_qs(parsed.query).get("db", [""])[0]
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return -1
 
 
 def _is_int(value: object) -> bool:

@@ -64,6 +64,18 @@ class Settings:
         return value
 
     @property
+    def WAIT_REPLICAS(self) -> int:
+        """Replicas each write waits for (Redis WAIT) before it is done; 0: none."""
+        value: int = _setting("CHATMEMORY_WAIT_REPLICAS", 0)
+        return value
+
+    @property
+    def WAIT_TIMEOUT(self) -> float:
+        """Seconds a write waits for WAIT_REPLICAS replicas before failing."""
+        value: float = _setting("CHATMEMORY_WAIT_TIMEOUT", 1.0)
+        return value
+
+    @property
     def MAX_SESSION_ID_LENGTH(self) -> int:
         """The longest session id accepted, in characters."""
         value: int = _setting("CHATMEMORY_MAX_SESSION_ID_LENGTH", 200)

@@ -32,6 +32,25 @@ class StoreUnavailable(ChatMemoryError):
         )
 
 
+class NotReplicated(StoreUnavailable):
+    """A write reached the master, but fewer replicas than asked confirmed it.
+
+    Raised with ``CHATMEMORY_WAIT_REPLICAS``: the write is applied on the master
+    and may still reach the replicas, but a failover now could lose it, so it
+    is not reported as done.
+    """
+
+    def __init__(self, alias: str, confirmed: int, wanted: int, timeout: float) -> None:
+        self.confirmed = confirmed
+        self.wanted = wanted
+        super().__init__(
+            alias,
+            "its master",
+            f"only {confirmed} of {wanted} replicas confirmed the write within "
+            f"{timeout} s (CHATMEMORY_WAIT_REPLICAS)",
+        )
+
+
 class SessionNotFound(ChatMemoryError):
     """The session does not exist (or is not visible to the caller)."""
 

@@ -35,6 +35,7 @@ from tests.admin_helpers import (
     text,
     transcript_url,
 )
+from tests.topologies import command_calls
 
 pytestmark = pytest.mark.django_db
 
@@ -422,16 +423,11 @@ def commands_for(
 ) -> dict[str, int]:
     """Redis commands (by name, scripts' commands included) that one page costs."""
     client.get(LIST_URL, params)  # warm up: connections, script loading
-    before = redis_client.info("commandstats")
+    before = command_calls(redis_client)
     response = client.get(LIST_URL, params)
-    after = redis_client.info("commandstats")
+    after = command_calls(redis_client)
     assert response.status_code == 200
-    calls = {
-        name: stats["calls"] - before.get(name, {}).get("calls", 0)
-        for name, stats in after.items()
-    }
-    # the measuring INFO commands themselves
-    calls["cmdstat_info"] = calls.get("cmdstat_info", 0) - 1
+    calls = {name: n - before.get(name, 0) for name, n in after.items()}
     return {name: n for name, n in calls.items() if n}
 
 

@@ -31,21 +31,119 @@ def test_e001_alias_missing() -> None:
     assert "'chat'" in error.msg and error.hint
 
 
+SENTINEL_CLIENT = "django_redis.client.SentinelClient"
+SENTINEL_FACTORY = "django_redis.pool.SentinelConnectionFactory"
+CLUSTER_FACTORY = "chatmemory.store.cluster.ClusterConnectionFactory"
+SENTINEL = {
+    "BACKEND": "django_redis.cache.RedisCache",
+    "LOCATION": "redis://mymaster/0",
+    "OPTIONS": {
+        "CLIENT_CLASS": SENTINEL_CLIENT,
+        "CONNECTION_FACTORY": SENTINEL_FACTORY,
+        "SENTINELS": [("127.0.0.1", 26379)],
+    },
+}
+CLUSTER = {
+    "BACKEND": "django_redis.cache.RedisCache",
+    "LOCATION": "redis://10.0.0.1:7000",
+    "OPTIONS": {"CONNECTION_FACTORY": CLUSTER_FACTORY},
+}
+
+
+def with_options(cache: dict[str, Any], **options: Any) -> dict[str, Any]:
+    return {**cache, "OPTIONS": {**cache.get("OPTIONS", {}), **options}}
+
+
+def cache_ids(cache: dict[str, Any], **overrides: Any) -> list[str]:
+    return ids(CACHES={"default": LOCMEM, "chatmemory": cache}, **overrides)
+
+
 @pytest.mark.parametrize(
     "cache",
     [
         LOCMEM,
-        {**REDIS, "OPTIONS": {"CLIENT_CLASS": "django_redis.client.ShardClient"}},
+        with_options(REDIS, CLIENT_CLASS="django_redis.client.ShardClient"),
+        with_options(REDIS, CLIENT_CLASS="django_redis.client.HerdClient"),
+        with_options(REDIS, CLIENT_CLASS="no.such.Client"),
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "x"},
     ],
 )
-def test_e002_not_django_redis_default_client(cache: dict[str, Any]) -> None:
-    assert ids(CACHES={"default": LOCMEM, "chatmemory": cache}) == ["chatmemory.E002"]
+def test_e002_not_a_supported_topology(cache: dict[str, Any]) -> None:
+    assert cache_ids(cache) == ["chatmemory.E002"]
+    with override_settings(CACHES={"default": LOCMEM, "chatmemory": cache}):
+        (error,) = check_settings()
+    # The hint names every supported setup.
+    assert error.hint is not None
+    for name in (SENTINEL_CLIENT, SENTINEL_FACTORY, CLUSTER_FACTORY):
+        assert name in error.hint
 
 
-def test_default_client_named_explicitly_is_fine() -> None:
-    cache = {**REDIS, "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"}}
-    assert ids(CACHES={"default": LOCMEM, "chatmemory": cache}) == []
+@pytest.mark.parametrize(
+    "cache",
+    [
+        REDIS,
+        with_options(REDIS, CLIENT_CLASS="django_redis.client.DefaultClient"),
+        SENTINEL,
+        # django-redis's default client over Sentinel's factory works too.
+        {**SENTINEL, "OPTIONS": {**SENTINEL["OPTIONS"], "CLIENT_CLASS": None}},
+        CLUSTER,
+        {**CLUSTER, "LOCATION": "redis://10.0.0.1:7000/0"},
+        {**CLUSTER, "LOCATION": ["redis://10.0.0.1:7000"]},
+    ],
+)
+def test_supported_topologies_pass(cache: dict[str, Any]) -> None:
+    options = {k: v for k, v in cache.get("OPTIONS", {}).items() if v is not None}
+    assert cache_ids({**cache, "OPTIONS": options}) == []
+
+
+def test_the_factory_may_come_from_django_redis_setting() -> None:
+    options = dict(SENTINEL["OPTIONS"])
+    del options["CONNECTION_FACTORY"]
+    sentinel = {**SENTINEL, "OPTIONS": options}
+    assert cache_ids(sentinel) == ["chatmemory.E007"]
+    assert cache_ids(sentinel, DJANGO_REDIS_CONNECTION_FACTORY=SENTINEL_FACTORY) == []
+    cluster = {**CLUSTER, "OPTIONS": {}}
+    with override_settings(DJANGO_REDIS_CONNECTION_FACTORY=CLUSTER_FACTORY):
+        assert cache_ids({**cluster, "LOCATION": "redis://a:1/3"}) == [
+            "chatmemory.E008"
+        ]
+
+
+class MySentinelFactory:
+    """Not a SentinelConnectionFactory subclass."""
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"CONNECTION_FACTORY": None}, "connection factory"),
+        ({"CONNECTION_FACTORY": f"{__name__}.MySentinelFactory"}, "connection factory"),
+        ({"SENTINELS": []}, "no SENTINELS"),
+        ({"CLIENT_CLASS": None, "SENTINELS": None}, "no SENTINELS"),
+    ],
+)
+def test_e007_sentinel_misconfigured(options: dict[str, Any], reason: str) -> None:
+    merged = {**SENTINEL["OPTIONS"], **options}
+    cache = {**SENTINEL, "OPTIONS": {k: v for k, v in merged.items() if v is not None}}
+    with override_settings(CACHES={"default": LOCMEM, "chatmemory": cache}):
+        (error,) = check_settings()
+    assert error.id == "chatmemory.E007"
+    assert reason in error.msg
+    assert error.hint is not None and SENTINEL_FACTORY in error.hint
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "redis://10.0.0.1:7000/1",
+        "redis://10.0.0.1:7000?db=2",
+        "redis://10.0.0.1:7000/zero",
+        "redis://10.0.0.1:7000,redis://10.0.0.2:7000",
+        [],
+    ],
+)
+def test_e008_cluster_location(location: object) -> None:
+    assert cache_ids({**CLUSTER, "LOCATION": location}) == ["chatmemory.E008"]
 
 
 def test_w001_chat_data_on_the_default_cache() -> None:
@@ -86,6 +184,30 @@ def test_e005_bad_positive_numbers(name: str, value: object) -> None:
 @pytest.mark.parametrize("prefix", ["", "a{b", "x}", 5])
 def test_e006_bad_prefix(prefix: object) -> None:
     assert ids(CHATMEMORY_KEY_PREFIX=prefix) == ["chatmemory.E006"]
+
+
+@pytest.mark.parametrize(
+    ("replicas", "timeout"),
+    [
+        (-1, 1.0),
+        (1.5, 1.0),
+        ("1", 1.0),
+        (True, 1.0),
+        (1, 0),
+        (1, -2),
+        (1, "1"),
+        (1, None),
+    ],
+)
+def test_e009_bad_replica_wait(replicas: object, timeout: object) -> None:
+    assert ids(CHATMEMORY_WAIT_REPLICAS=replicas, CHATMEMORY_WAIT_TIMEOUT=timeout) == [
+        "chatmemory.E009"
+    ]
+
+
+@pytest.mark.parametrize(("replicas", "timeout"), [(0, 1.0), (1, 0.5), (2, 3)])
+def test_good_replica_wait(replicas: object, timeout: object) -> None:
+    assert ids(CHATMEMORY_WAIT_REPLICAS=replicas, CHATMEMORY_WAIT_TIMEOUT=timeout) == []
 
 
 def test_checks_are_registered() -> None:

@@ -36,6 +36,7 @@ from chatmemory.history import (
     message_to_record,
     records_to_messages,
 )
+from tests.topologies import command_calls
 
 
 def every_kind_of_message() -> list[BaseMessage]:
@@ -290,8 +291,8 @@ def test_add_messages_is_one_round_trip_and_one_read(redis_client: redis.Redis) 
 
 
 def _commands(client: redis.Redis) -> _Counts:
-    stats = client.info("commandstats")
-    return _Counts({k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()})
+    calls = command_calls(client)
+    return _Counts({k.removeprefix("cmdstat_"): v for k, v in calls.items()})
 
 
 class _Counts(dict[str, int]):

@@ -106,6 +106,9 @@ class Topology:
     workdir: str | None = None
     url: str | None = None
     """A single server's URL when given by CHATMEMORY_TEST_REDIS_URL."""
+    service: str = SERVICE
+    """The Sentinel service name. django-redis keeps Sentinel pools per URL for
+    the whole process, so two Sentinel topologies need two names."""
 
     # -- reaching it --------------------------------------------------------
 
@@ -129,7 +132,7 @@ class Topology:
         if self.kind == "sentinel":
             return {
                 "BACKEND": backend,
-                "LOCATION": f"redis://{SERVICE}/0",
+                "LOCATION": f"redis://{self.service}/0",
                 "OPTIONS": {
                     "CLIENT_CLASS": "django_redis.client.SentinelClient",
                     "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
@@ -151,7 +154,7 @@ class Topology:
         if self.kind == "single":
             return redis.Redis.from_url(f"{self.single_url()}/0")
         if self.kind == "sentinel":
-            return self.sentinel().master_for(SERVICE)  # type: ignore[no-untyped-call]
+            return self.sentinel().master_for(self.service)  # type: ignore[no-untyped-call]
         node = redis.cluster.ClusterNode
         nodes = [node(*s.address) for s in self.data_servers]  # type: ignore[no-untyped-call]
         return redis.cluster.RedisCluster(startup_nodes=nodes)
@@ -168,8 +171,25 @@ class Topology:
         """The server that is master now (single, sentinel)."""
         if self.kind == "single":
             return self.servers[0]
-        host, port = self.sentinel().discover_master(SERVICE)  # type: ignore[no-untyped-call]
+        host, port = self.sentinel().discover_master(self.service)  # type: ignore[no-untyped-call]
         return next(s for s in self.data_servers if s.port == int(port))
+
+    def replica_holding(self, key: str) -> Server:
+        """A replica of the master that holds ``key``."""
+        if self.kind == "cluster":
+            client = self.client()
+            try:
+                port = int(client.get_node_from_key(key).port)
+            finally:
+                client.close()
+        else:
+            port = self.master().port
+        for server in self.data_servers:
+            with redis.Redis(*server.address, socket_timeout=1) as node:
+                role = node.execute_command("ROLE")
+            if role[0] == b"slave" and int(role[2]) == port:
+                return server
+        raise LookupError(f"no replica of the master on port {port}")
 
     def primaries(self) -> list[Server]:
         """The servers that hold writable data now (every cluster master)."""
@@ -190,7 +210,11 @@ class Topology:
 
     def spec(self) -> str:
         return json.dumps(
-            {"kind": self.kind, "servers": [[s.port, s.role] for s in self.servers]}
+            {
+                "kind": self.kind,
+                "servers": [[s.port, s.role] for s in self.servers],
+                "service": self.service,
+            }
         )
 
     @classmethod
@@ -259,6 +283,9 @@ def _start_server(port: int, role: str, argv: list[str]) -> Server:
     return server
 
 
+_sentinels_started = 0
+
+
 def start_single() -> Topology:
     """One redis-server."""
     workdir = tempfile.mkdtemp(prefix="chatmemory-single-")
@@ -274,10 +301,20 @@ def start_single() -> Topology:
     return topology
 
 
-def start_sentinel(replicas: int = 1, sentinels: int = 3) -> Topology:
-    """A master, its replicas and a quorum of sentinels watching it."""
+def start_sentinel(
+    replicas: int = 1, sentinels: int = 3, service: str = ""
+) -> Topology:
+    """A master, its replicas and a quorum of sentinels watching it.
+
+    The service name defaults to ``mymaster``, then ``mymaster2``, ... for
+    the next topologies the process starts (see Topology.service).
+    """
+    global _sentinels_started
+    _sentinels_started += 1
+    if not service:
+        service = SERVICE + (str(_sentinels_started) if _sentinels_started > 1 else "")
     workdir = tempfile.mkdtemp(prefix="chatmemory-sentinel-")
-    topology = Topology("sentinel", [], workdir)
+    topology = Topology("sentinel", [], workdir, service=service)
     try:
         master_port = free_port()
         topology.servers.append(
@@ -309,10 +346,10 @@ def start_sentinel(replicas: int = 1, sentinels: int = 3) -> Topology:
             with open(config, "w") as file:
                 file.write(
                     f"bind {HOST}\nport {port}\ndir {directory}\n"
-                    f"sentinel monitor {SERVICE} {HOST} {master_port} {quorum}\n"
-                    f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
-                    f"sentinel failover-timeout {SERVICE} 10000\n"
-                    f"sentinel parallel-syncs {SERVICE} 1\n"
+                    f"sentinel monitor {service} {HOST} {master_port} {quorum}\n"
+                    f"sentinel down-after-milliseconds {service} {DOWN_AFTER_MS}\n"
+                    f"sentinel failover-timeout {service} 10000\n"
+                    f"sentinel parallel-syncs {service} 1\n"
                 )
             topology.servers.append(
                 _start_server(port, "sentinel", [_redis_server(), config, "--sentinel"])
@@ -347,7 +384,7 @@ def wait_sentinel_ready(topology: Topology, timeout: float = 30) -> None:
     def known() -> bool:
         for sentinel in topology.sentinels:
             with redis.Redis(*sentinel.address, socket_timeout=1) as client:
-                state = client.sentinel_master(SERVICE)
+                state = client.sentinel_master(topology.service)
                 if int(state["num-slaves"]) != replicas:
                     return False
                 if int(state["num-other-sentinels"]) != others:
@@ -424,6 +461,10 @@ def wait_cluster_ready(topology: Topology, timeout: float = 30) -> None:
                     return False
                 if int(info["cluster_known_nodes"]) < expected:
                     return False
+                role = client.execute_command("ROLE")
+                # A replica counts once its link to its master is up and synced.
+                if role[0] == b"slave" and role[3] != b"connected":
+                    return False
         return True
 
     _wait("the cluster to be ready", ok, timeout)
@@ -484,3 +525,25 @@ def test_topology() -> Topology:
         os.environ[SPEC_ENV] = _test_topology.spec()
         os.environ[OWNER_ENV] = _owner()
     return _test_topology
+
+
+def command_calls(client: Any) -> dict[str, int]:
+    """Calls so far of each command (``cmdstat_<name>``) on the tests' Redis.
+
+    On a cluster, summed over its primaries. The INFO commands that measure
+    are left out.
+    """
+    per_node: list[dict[str, Any]]
+    if isinstance(client, redis.cluster.RedisCluster):
+        nodes = client.PRIMARIES
+        per_node = list(client.info("commandstats", target_nodes=nodes).values())
+    else:
+        per_node = [client.info("commandstats")]
+    calls: dict[str, int] = {}
+    for stats in per_node:
+        for name, value in stats.items():
+            calls[name] = calls.get(name, 0) + value["calls"]
+    # Not the clients': the measuring INFO, and replicas' acknowledgements.
+    calls.pop("cmdstat_info", None)
+    calls.pop("cmdstat_replconf", None)
+    return calls

@@ -1,8 +1,11 @@
 """Connections to the Redis of the ``CHATMEMORY_CACHE_ALIAS`` cache.
 
-The sync path uses django-redis's own client for the alias
-(``django_redis.get_redis_connection``); the async path builds a
-``redis.asyncio`` client from the same CACHES entry, one per event loop.
+The alias may reach one server, a Sentinel-managed master or a Redis Cluster
+(see :func:`topology`). The sync path uses django-redis's own client for the
+alias (``django_redis.get_redis_connection``: a ``redis.Redis``, or a
+``RedisCluster`` through :mod:`chatmemory.store.cluster`); the async path builds
+the matching ``redis.asyncio`` client from the same CACHES entry, one per event
+loop: ``Redis``, a Sentinel's ``master_for`` client, or ``RedisCluster``.
 Redis errors leave this package as :class:`~chatmemory.exceptions.ChatMemoryError`
 subclasses (see :func:`translate_errors`).
 """
@@ -17,19 +20,34 @@ from typing import Any, cast
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.exceptions
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+from redis.connection import parse_url
 
 from ..conf import conf
 from ..exceptions import StoreUnavailable
 
-_cached_client: redis.Redis | None = None
+SyncClient = redis.Redis | redis.cluster.RedisCluster
+AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
+SENTINEL_CLIENT = "django_redis.client.SentinelClient"
+SENTINEL_FACTORY = "django_redis.pool.SentinelConnectionFactory"
+CLUSTER_FACTORY = "chatmemory.store.cluster.ClusterConnectionFactory"
+
+_cached_client: SyncClient | None = None
+_cached_topology: str | None = None
 
 
 def _forget_client(**kwargs: Any) -> None:
-    global _cached_client
-    _cached_client = None
+    global _cached_client, _cached_topology
+    _cached_client = _cached_topology = None
 
 
 # override_settings and pytest-django's settings fixture send it; Django's own
@@ -42,7 +60,7 @@ def alias() -> str:
     return conf.CACHE_ALIAS
 
 
-def sync_client() -> redis.Redis:
+def sync_client() -> SyncClient:
     """The alias's django-redis client (kept process-wide until a setting changes)."""
     # Looking the client up costs more than the rest of a small command's
     # Python side (settings reads, Django's per-context cache lookup,
@@ -62,7 +80,9 @@ def sync_client() -> redis.Redis:
             "(run 'manage.py check' for details)"
         )
     try:
-        client: redis.Redis = get_redis_connection(name)
+        # A cluster client connects as it is built (it reads the slot map).
+        with translate_errors(None):
+            client: SyncClient = get_redis_connection(name)
     except NotImplementedError:
         raise ImproperlyConfigured(
             f"CACHES[{name!r}] is not a django-redis cache with its default "
@@ -72,14 +92,64 @@ def sync_client() -> redis.Redis:
     return client
 
 
+def topology() -> str:
+    """SINGLE, SENTINEL or CLUSTER: what the alias's CACHES entry reaches.
+
+    Read from its configuration (connection factory and client class), never
+    from Redis, so the async path need not build the sync client to know.
+    """
+    global _cached_topology
+    if _cached_topology is None:
+        name = alias()
+        if name not in settings.CACHES:
+            sync_client()  # raises the same ImproperlyConfigured as the sync path
+        _cached_topology = topology_of(settings.CACHES[name])
+    return _cached_topology
+
+
+def topology_of(cache: dict[str, Any]) -> str:
+    """SINGLE, SENTINEL or CLUSTER for one CACHES entry (see :func:`topology`)."""
+    options = cache.get("OPTIONS", {})
+    factory = options.get("CONNECTION_FACTORY") or getattr(
+        settings, "DJANGO_REDIS_CONNECTION_FACTORY", None
+    )
+    if is_class(factory, SENTINEL_FACTORY) or is_class(
+        options.get("CLIENT_CLASS"), SENTINEL_CLIENT
+    ):
+        return SENTINEL
+    if is_class(factory, CLUSTER_FACTORY):
+        return CLUSTER
+    return SINGLE
+
+
+def is_class(dotted: object, path: str, *, exact: bool = False) -> bool:
+    """Whether ``dotted`` names the class at ``path`` (or, unless exact, a subclass)."""
+    if not dotted:
+        return False
+    if dotted == path:
+        return True
+    try:
+        cls = import_string(dotted) if isinstance(dotted, str) else dotted
+        base = import_string(path)
+    except ImportError:  # a typo names no class
+        return False
+    if not isinstance(cls, type):
+        return False
+    return cls is base if exact else issubclass(cls, base)
+
+
 def is_cluster() -> bool:
     """Whether the alias's Redis is a Redis Cluster (index keys in other slots)."""
-    return isinstance(sync_client(), redis.RedisCluster)
+    return topology() == CLUSTER
 
 
 def location(name: str) -> tuple[str, dict[str, Any]]:
     """The first server URL and the redis-py keyword arguments of a CACHES entry."""
-    cache = cast("dict[str, Any]", settings.CACHES[name])
+    return location_of(cast("dict[str, Any]", settings.CACHES[name]))
+
+
+def location_of(cache: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The first server URL and the redis-py keyword arguments of a CACHES entry."""
     where = cache.get("LOCATION", "")
     if isinstance(where, str):
         where = where.split(",")
@@ -98,23 +168,56 @@ def location(name: str) -> tuple[str, dict[str, Any]]:
 
 
 _async_clients: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, str, str], redis.asyncio.Redis]
+    asyncio.AbstractEventLoop, dict[tuple[str, str], AsyncClient]
 ] = weakref.WeakKeyDictionary()
 
 
-def async_client() -> redis.asyncio.Redis:
+def async_client() -> AsyncClient:
     """The async client of the alias for the running event loop."""
     name = alias()
     if name not in settings.CACHES:
         sync_client()  # raises the same ImproperlyConfigured as the sync path
-    url, kwargs = location(name)
+    cache = cast("dict[str, Any]", settings.CACHES[name])
     loop = asyncio.get_running_loop()
     clients = _async_clients.setdefault(loop, {})
-    key = (name, url, repr(sorted(kwargs.items())))
+    key = (name, repr(cache))
     client = clients.get(key)
     if client is None:
-        client = clients[key] = redis.asyncio.Redis.from_url(url, **kwargs)
+        client = clients[key] = new_async_client(cache)
     return client
+
+
+def new_async_client(cache: dict[str, Any]) -> AsyncClient:
+    """A ``redis.asyncio`` client reaching what the CACHES entry reaches."""
+    url, kwargs = location_of(cache)
+    options = cache.get("OPTIONS", {})
+    kind = topology_of(cache)
+    if kind == CLUSTER:
+        from .cluster import cluster_kwargs, startup_nodes
+
+        node = redis.asyncio.cluster.ClusterNode
+        return redis.asyncio.cluster.RedisCluster.from_url(
+            url,
+            startup_nodes=[node(host, port) for host, port in startup_nodes(options)],
+            **cluster_kwargs(options),
+        )
+    if kind == SENTINEL:
+        # As django-redis's SentinelConnectionFactory does: the URL's host is
+        # the service name and its path the database; the connection options
+        # go to the sentinels too unless SENTINEL_KWARGS are given. The pool
+        # asks the sentinels for the master at each new connection, so after a
+        # failover the next connection reaches the new master.
+        params = parse_url(url)  # type: ignore[no-untyped-call]
+        service = params.pop("host")
+        params.pop("port", None)
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            options.get("SENTINELS", []),
+            sentinel_kwargs=options.get("SENTINEL_KWARGS"),
+            **kwargs,
+        )
+        client: redis.asyncio.Redis = sentinel.master_for(service, **params)
+        return client
+    return redis.asyncio.Redis.from_url(url, **kwargs)
 
 
 async def aclose_clients() -> None:
@@ -126,6 +229,12 @@ async def aclose_clients() -> None:
     clients = _async_clients.pop(asyncio.get_running_loop(), {})
     for client in clients.values():
         await client.aclose()
+        # A Sentinel-managed client's pool holds the sentinels' clients too.
+        manager = getattr(
+            getattr(client, "connection_pool", None), "sentinel_manager", None
+        )
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
 
 
 def reset_async_clients() -> None:
@@ -133,18 +242,44 @@ def reset_async_clients() -> None:
     _async_clients.clear()
 
 
-def address(client: redis.Redis | redis.asyncio.Redis) -> str:
+def address(client: SyncClient | AsyncClient | None) -> str:
     """The server a client talks to, for error messages."""
-    kwargs = client.connection_pool.connection_kwargs
+    if client is None or isinstance(
+        client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster
+    ):
+        url, _ = location(alias())
+        return f"Redis Cluster via {url}" if topology() == CLUSTER else url
+    pool = client.connection_pool
+    service = getattr(pool, "service_name", None)
+    if service is not None:
+        return f"the master of Sentinel service {service!r}"
+    kwargs = pool.connection_kwargs
     if "path" in kwargs:
         return f"unix:{kwargs['path']}"
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
+_UNAVAILABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    # Cluster: slots without a live master (a failover in progress), a
+    # resharding step, a master that is now a replica.
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.SlotNotCoveredError,
+)
+
+
 @contextmanager
-def translate_errors(client: redis.Redis | redis.asyncio.Redis) -> Iterator[None]:
+def translate_errors(client: SyncClient | AsyncClient | None) -> Iterator[None]:
     """Turn redis-py's errors into chatmemory's."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except _UNAVAILABLE as exc:
         raise StoreUnavailable(alias(), address(client), str(exc) or repr(exc)) from exc
+    except redis.exceptions.RedisClusterException as exc:
+        # No node of the cluster answered (redis-py wraps the connection error).
+        if not isinstance(exc.__cause__, redis.ConnectionError | redis.TimeoutError):
+            raise
+        raise StoreUnavailable(alias(), address(client), str(exc)) from exc

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..conf import conf
 from . import keys
+from .client import is_cluster
 from .codec import (
     TITLE_LENGTH,
     Record,
@@ -26,6 +27,7 @@ from .operations import (
     Command,
     Eval,
     Operation,
+    Scan,
     delete_session_op,
     ms,
     now_ms,
@@ -34,63 +36,68 @@ from .operations import (
 
 
 def rebuild_indexes_op(batch: int = 1000) -> Operation[int]:
-    """Rebuild every index from the sessions' metadata; return the sessions found."""
+    """Rebuild every index from the sessions' metadata; return the sessions found.
+
+    Scans the whole database (on Redis Cluster, every primary). On one server
+    the new indexes replace the old ones in one transaction; on Cluster, whose
+    index keys live in different slots, the new entries are written first and
+    the stale ones removed after, so listings never go empty meanwhile.
+    """
     activity: dict[str, int] = {}
     owners: dict[str, dict[str, int]] = {}
-    pattern = keys.scan_pattern("meta")
-    cursor: int | bytes = 0
-    while True:
-        cursor, found = yield Command(
-            ("SCAN", cursor, "MATCH", pattern, "COUNT", batch)
-        )
-        names = [k.decode() for k in found]
-        if names:
-            replies = yield Batch([("HMGET", key, "updated", "owner") for key in names])
-            for key, (updated, owner) in zip(names, replies, strict=True):
-                session_id = keys.session_id_from_key(key, "meta")
-                if session_id is None or updated is None:
-                    continue
-                activity[session_id] = int(updated)
-                owner_id = "" if owner is None else owner.decode()
-                owners.setdefault(owner_id, {})[session_id] = int(updated)
-        if int(cursor) == 0:
-            break
-    old_owner_keys: list[bytes] = []
-    cursor = 0
-    while True:
-        cursor, found = yield Command(
-            ("SCAN", cursor, "MATCH", keys.scan_pattern("owner"), "COUNT", batch)
-        )
-        old_owner_keys += found
-        if int(cursor) == 0:
-            break
-    commands: list[tuple[Any, ...]] = [
-        (
-            "DEL",
-            keys.sessions_key(),
-            keys.ids_key(),
-            keys.no_owner_key(),
-            *old_owner_keys,
-        )
-    ]
-    items = list(activity.items())
-    for start in range(0, len(items), batch):
-        part = items[start : start + batch]
-        commands.append(
-            ("ZADD", keys.sessions_key(), *(x for sid, t in part for x in (t, sid)))
-        )
-        commands.append(
-            ("ZADD", keys.ids_key(), *(x for sid, _ in part for x in (0, sid)))
-        )
+    found = yield Scan(keys.scan_pattern("meta"), batch)
+    names = [k.decode() for k in found]
+    for start in range(0, len(names), batch):
+        chunk = names[start : start + batch]
+        replies = yield Batch([("HMGET", key, "updated", "owner") for key in chunk])
+        for key, (updated, owner) in zip(chunk, replies, strict=True):
+            session_id = keys.session_id_from_key(key, "meta")
+            if session_id is None or updated is None:
+                continue
+            activity[session_id] = int(updated)
+            owner_id = "" if owner is None else owner.decode()
+            owners.setdefault(owner_id, {})[session_id] = int(updated)
+    old_owner_keys: list[bytes] = yield Scan(keys.scan_pattern("owner"), batch)
+    new_indexes: dict[str, dict[str, int]] = {
+        keys.sessions_key(): activity,
+        keys.ids_key(): dict.fromkeys(activity, 0),
+        keys.no_owner_key(): {},
+    }
     for owner, sessions in owners.items():
-        commands.append(
+        new_indexes[keys.owner_index_key(owner)] = sessions
+    writes: list[tuple[Any, ...]] = []
+    for key, members in new_indexes.items():
+        items = list(members.items())
+        for start in range(0, len(items), batch):
+            part = items[start : start + batch]
+            writes.append(("ZADD", key, *(x for sid, t in part for x in (t, sid))))
+    if not is_cluster():
+        commands: list[tuple[Any, ...]] = [
             (
-                "ZADD",
-                keys.owner_index_key(owner),
-                *(x for sid, t in sessions.items() for x in (t, sid)),
+                "DEL",
+                keys.sessions_key(),
+                keys.ids_key(),
+                keys.no_owner_key(),
+                *old_owner_keys,
             )
-        )
-    yield Batch(commands, transaction=True)
+        ]
+        yield Batch(commands + writes, transaction=True)
+        return len(activity)
+    if writes:
+        yield Batch(writes)
+    # Then drop what the new indexes do not hold: old owners' whole keys, and
+    # stale members of the others.
+    stale_keys = [key for key in old_owner_keys if key.decode() not in new_indexes]
+    removals: list[tuple[Any, ...]] = [("DEL", key) for key in stale_keys]
+    index_keys = list(new_indexes)
+    currents = yield Batch([("ZRANGE", key, 0, -1) for key in index_keys])
+    for key, current in zip(index_keys, currents, strict=True):
+        members = new_indexes[key]
+        stale = [m for m in current if m.decode() not in members]
+        for start in range(0, len(stale), batch):
+            removals.append(("ZREM", key, *stale[start : start + batch]))
+    if removals:
+        yield Batch(removals)
     return len(activity)
 
 

@@ -17,11 +17,22 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+import redis.exceptions
 
 from ..conf import conf
-from ..exceptions import OwnerMismatch
+from ..exceptions import NotReplicated, OwnerMismatch
 from . import keys
-from .client import async_client, is_cluster, sync_client, translate_errors
+from .client import (
+    AsyncClient,
+    SyncClient,
+    alias,
+    async_client,
+    is_cluster,
+    sync_client,
+    translate_errors,
+)
 from .codec import (
     TITLE_LENGTH,
     Record,
@@ -37,11 +48,20 @@ from .scripts import async_script, sync_script
 
 @dataclass(frozen=True, slots=True)
 class Eval:
-    """Run the script ``lua/<name>.lua``."""
+    """Run the script ``lua/<name>.lua``; the reply is the script's.
+
+    ``then`` commands go in the same pipeline, after the script (on Redis
+    Cluster: the index updates, which live in other slots); their replies are
+    dropped, their errors raised. A ``write`` waits for
+    ``CHATMEMORY_WAIT_REPLICAS`` replicas (Redis WAIT, on the connection that
+    ran the script) and raises :class:`NotReplicated` when fewer confirm it.
+    """
 
     name: str
     keys: Sequence[str]
     args: Sequence[Any]
+    then: Sequence[tuple[Any, ...]] = ()
+    write: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,31 +79,52 @@ class Batch:
     transaction: bool = False
 
 
-Request = Eval | Command | Batch
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """Every key matching ``pattern`` (on Redis Cluster: on every primary)."""
+
+    pattern: str
+    count: int = 1000
+
+
+Request = Eval | Command | Batch | Scan
 type Operation[T] = Generator[Request, Any, T]
 
 
-def _execute(client: redis.Redis, request: Request) -> Any:
+def _execute(client: SyncClient, request: Request) -> Any:
     if type(request) is Eval:
+        if request.then or (request.write and conf.WAIT_REPLICAS):
+            return _eval_pipeline(client, request)
         return sync_script(client, request.name)(
             keys=request.keys, args=request.args, client=client
         )
     if type(request) is Command:
         return client.execute_command(*request.args)  # type: ignore[no-untyped-call]
+    if type(request) is Scan:
+        return list(client.scan_iter(match=request.pattern, count=request.count))
     assert type(request) is Batch
     pipe = client.pipeline(transaction=request.transaction)
     for command in request.commands:
-        pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        pipe.execute_command(*command)
     return pipe.execute()
 
 
-async def _aexecute(client: redis.asyncio.Redis, request: Request) -> Any:
+async def _aexecute(client: AsyncClient, request: Request) -> Any:
     if type(request) is Eval:
+        if request.then or (request.write and conf.WAIT_REPLICAS):
+            return await _aeval_pipeline(client, request)
         return await async_script(client, request.name)(
             keys=request.keys, args=request.args
         )
     if type(request) is Command:
-        return await client.execute_command(*request.args)  # type: ignore[no-untyped-call]
+        return await client.execute_command(*request.args)
+    if type(request) is Scan:
+        return [
+            key
+            async for key in client.scan_iter(
+                match=request.pattern, count=request.count
+            )
+        ]
     assert type(request) is Batch
     pipe = client.pipeline(transaction=request.transaction)
     for command in request.commands:
@@ -127,6 +168,82 @@ async def arun[T](operation: Operation[T]) -> T:
         except StopIteration as done:
             result: T = done.value
             return result
+
+
+def _pipeline_commands(
+    request: Eval, sha: str, node: Any
+) -> tuple[list[tuple[tuple[Any, ...], dict[str, Any]]], int]:
+    """The pipeline of a script with its ``then`` commands and WAIT.
+
+    Returns the commands (arguments, options) and the replicas to wait for.
+    """
+    keys_ = request.keys
+    # On Cluster the script's node is named: left to find it, a cluster
+    # pipeline asks its default node for the script's keys (COMMAND GETKEYS),
+    # and fails for as long as that node is down (redis-py 8.1).
+    options = {} if node is None else {"target_nodes": node}
+    commands: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        (("EVALSHA", sha, len(keys_), *keys_, *request.args), options)
+    ]
+    replicas = conf.WAIT_REPLICAS if request.write else 0
+    if replicas:
+        # On the connection that ran the script: WAIT counts the replicas that
+        # have this connection's writes. On Cluster, that is the script's node.
+        timeout_ms = max(1, int(conf.WAIT_TIMEOUT * 1000))
+        commands.append((("WAIT", replicas, timeout_ms), options))
+    commands += [(command, {}) for command in request.then]
+    return commands, replicas
+
+
+def _check_replies(replies: list[Any], replicas: int) -> Any:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    if replicas and int(replies[1]) < replicas:
+        raise NotReplicated(alias(), int(replies[1]), replicas, conf.WAIT_TIMEOUT)
+    return replies[0]
+
+
+def _eval_pipeline(client: SyncClient, request: Eval) -> Any:
+    script = sync_script(client, request.name)
+    node = (
+        client.get_node_from_key(request.keys[0])  # type: ignore[no-untyped-call]
+        if isinstance(client, redis.cluster.RedisCluster)
+        else None
+    )
+    commands, replicas = _pipeline_commands(request, script.sha, node)
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        for args, options in commands:
+            pipe.execute_command(*args, **options)
+        replies = pipe.execute(raise_on_error=False)
+        if attempt == 0 and isinstance(replies[0], redis.exceptions.NoScriptError):
+            # A server that never ran the script (a new or restarted master):
+            # load it and send the pipeline again (its other commands are
+            # idempotent; the script did not run).
+            client.script_load(script.script)
+            continue
+        break
+    return _check_replies(replies, replicas)
+
+
+async def _aeval_pipeline(client: AsyncClient, request: Eval) -> Any:
+    script = async_script(client, request.name)
+    node = None
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        await client.initialize()  # the slot map, once
+        node = client.get_node_from_key(request.keys[0])
+    commands, replicas = _pipeline_commands(request, script.sha, node)
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        for args, options in commands:
+            pipe.execute_command(*args, **options)
+        replies = await pipe.execute(raise_on_error=False)
+        if attempt == 0 and isinstance(replies[0], redis.exceptions.NoScriptError):
+            await client.script_load(script.script)
+            continue
+        break
+    return _check_replies(replies, replicas)
 
 
 # ---------------------------------------------------------------------------
@@ -226,12 +343,11 @@ _KNOWN_OWNERS_MAX = 10_000
 
 
 def _remember_owner(session_id: str, owner: str) -> None:
+    # "" (no owner) is remembered too: on Cluster, knowing the owner lets a
+    # write send its index updates with the script, in one round trip.
     if len(_known_owners) >= _KNOWN_OWNERS_MAX:
         _known_owners.clear()
-    if owner:
-        _known_owners[session_id] = owner
-    else:
-        _known_owners.pop(session_id, None)
+    _known_owners[session_id] = owner
 
 
 _RETRY = -2
@@ -282,6 +398,28 @@ def _index_batch(
                 ("PEXPIRE", day_key, keep),
             )
     return Batch(commands)
+
+
+def _index_commands(session_id: str, owner: str, score: int) -> list[tuple[Any, ...]]:
+    """The index updates of Cluster's second step (idempotent; GT never moves a
+    score back), sent with the script when the owner is known."""
+    commands: list[tuple[Any, ...]] = [
+        ("ZADD", keys.sessions_key(), "GT", score, session_id),
+        ("ZADD", keys.ids_key(), "NX", 0, session_id),
+        ("ZADD", keys.owner_index_key(owner), "GT", score, session_id),
+    ]
+    if owner:
+        commands.append(("ZREM", keys.no_owner_key(), session_id))
+    return commands
+
+
+def _unindex_commands(session_id: str, owner: str) -> list[tuple[Any, ...]]:
+    """Cluster's second step of a delete."""
+    return [
+        ("ZREM", keys.sessions_key(), session_id),
+        ("ZREM", keys.ids_key(), session_id),
+        ("ZREM", keys.owner_index_key(owner), session_id),
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -360,6 +498,10 @@ def append_records_op(
         usage_ttl_ms(),
     ]
     args += encode_records(records)
+    if cluster and not any(usage):
+        # Token usage increments are not idempotent: with usage, the two steps
+        # stay apart (below), so no retry of a pipeline can count them twice.
+        return (yield from _cluster_append(session_id, session_keys, args, given))
     for _ in range(3):
         now = args[1] = now_ms()
         script_keys = session_keys
@@ -367,7 +509,7 @@ def append_records_op(
             script_keys = session_keys + _index_keys(prefix, indexed_owner)
             if indexed_owner and any(usage):
                 script_keys += _usage_keys(prefix, indexed_owner, now)
-        count, effective = yield Eval("append", script_keys, args)
+        count, effective = yield Eval("append", script_keys, args, write=True)
         effective = effective.decode() if isinstance(effective, bytes) else effective
         if count == _THREAD:
             raise ValueError(
@@ -386,6 +528,49 @@ def append_records_op(
     raise RuntimeError(f"session {session_id!r} kept changing owner")
 
 
+def _cluster_append(
+    session_id: str, session_keys: list[str], args: list[Any], given: str
+) -> Operation[int]:
+    """Append on Redis Cluster: the script in the session's slot, then the indexes.
+
+    When this process knows the session's owner (it wrote or read it before)
+    and the write does not name another, the index updates go in the script's
+    pipeline: one round trip. Otherwise (a session new to this process) they
+    follow the script's reply, so that a write refused for naming the wrong
+    owner never touches an index.
+    """
+    now = args[1] = now_ms()
+    known = _known_owners.get(session_id)
+    fused = known is not None and given in ("", known)
+    predicted = known if fused and known is not None else ""
+    then = _index_commands(session_id, predicted, now) if fused else []
+    count, effective = yield Eval("append", session_keys, args, then=then, write=True)
+    effective = effective.decode() if isinstance(effective, bytes) else effective
+    if count == _THREAD:
+        raise ValueError(
+            f"{session_id!r} is a LangGraph thread (chatmemory.langgraph), not "
+            "a chat history session: nothing was written"
+        )
+    if count == _MISMATCH:
+        if fused and predicted and predicted != effective:
+            yield Command(("ZREM", keys.owner_key(predicted), session_id))
+        _remember_owner(session_id, effective)
+        raise OwnerMismatch(session_id, given, effective)
+    _remember_owner(session_id, effective)
+    if not fused:
+        yield _index_batch(session_id, effective, now)
+    elif effective != predicted:
+        # The session changed owner behind this process (deleted and made
+        # again): move its entry to the right owner's index.
+        fix: list[tuple[Any, ...]] = []
+        if predicted:
+            fix.append(("ZREM", keys.owner_key(predicted), session_id))
+        if effective:
+            fix.append(("ZADD", keys.owner_key(effective), "GT", now, session_id))
+        yield Batch(fix)
+    return int(count)
+
+
 def create_session_op(
     session_id: str, owner: str | None, title: str
 ) -> Operation[bool]:
@@ -398,7 +583,7 @@ def create_session_op(
     cluster = is_cluster()
     script_keys = [meta] if cluster else [meta, *_index_keys(prefix, owner)]
     args = [session_id, now, ttl_ms(), shorten(title, TITLE_LENGTH), owner]
-    created = yield Eval("create", script_keys, args)
+    created = yield Eval("create", script_keys, args, write=True)
     if created and cluster:
         yield _index_batch(session_id, owner, now)
     return bool(created)
@@ -412,32 +597,38 @@ def delete_session_op(session_id: str) -> Operation[bool]:
     keys.validate_session_id(session_id)
     prefix = conf.KEY_PREFIX
     owner = _known_owners.get(session_id, "")
-    cluster = is_cluster()
+    # A LangGraph thread of this id goes too: one id, one conversation.
+    meta, checkpoints, blobs, writes = keys.thread_keys_in(prefix, session_id)
+    session_keys = [
+        keys.messages_key_in(prefix, session_id),
+        meta,
+        checkpoints,
+        blobs,
+        writes,
+    ]
+    if is_cluster():
+        # The index removals go with the script when the owner is known (the
+        # entries of a session that is gone are dropped by any listing anyway).
+        known = _known_owners.get(session_id)
+        then = [] if known is None else _unindex_commands(session_id, known)
+        existed, recorded = yield Eval(
+            "delete", session_keys, [session_id, ""], then=then, write=True
+        )
+        recorded = recorded.decode() if isinstance(recorded, bytes) else recorded
+        _known_owners.pop(session_id, None)
+        if known is None or recorded != known:
+            yield Batch(_unindex_commands(session_id, recorded))
+        return bool(existed)
     for _ in range(3):
-        # A LangGraph thread of this id goes too: one id, one conversation.
-        meta, checkpoints, blobs, writes = keys.thread_keys_in(prefix, session_id)
-        script_keys = [
-            keys.messages_key_in(prefix, session_id),
-            meta,
-            checkpoints,
-            blobs,
-            writes,
-        ]
-        if not cluster:
-            script_keys += _index_keys(prefix, owner)
-        existed, recorded = yield Eval("delete", script_keys, [session_id, owner])
+        script_keys = session_keys + _index_keys(prefix, owner)
+        existed, recorded = yield Eval(
+            "delete", script_keys, [session_id, owner], write=True
+        )
         recorded = recorded.decode() if isinstance(recorded, bytes) else recorded
         if existed == _RETRY:
             owner = recorded
             continue
         _known_owners.pop(session_id, None)
-        if cluster:
-            commands: list[tuple[Any, ...]] = [
-                ("ZREM", keys.sessions_key(), session_id),
-                ("ZREM", keys.ids_key(), session_id),
-            ]
-            commands.append(("ZREM", keys.owner_index_key(recorded), session_id))
-            yield Batch(commands)
         return bool(existed)
     raise RuntimeError(f"session {session_id!r} kept changing owner")
 
@@ -446,7 +637,8 @@ def set_title_op(session_id: str, title: str) -> Operation[bool]:
     """Rename a session; False if it does not exist."""
     keys.validate_session_id(session_id)
     title = shorten(" ".join(title.split()), TITLE_LENGTH)
-    return bool((yield Eval("set_title", [keys.meta_key(session_id)], [title])))
+    meta = [keys.meta_key(session_id)]
+    return bool((yield Eval("set_title", meta, [title], write=True)))
 
 
 def get_session_op(session_id: str) -> Operation[SessionInfo | None]:
@@ -519,6 +711,10 @@ def list_sessions_op(
         # A session that got an owner while a crash kept it here (Cluster's
         # second step), or that an import replaced: not ownerless any more.
         infos = [info for info in infos if info.owner is None]
+    elif owner is not None:
+        # An owner's index may hold someone else's session (on Cluster, one
+        # made again by another owner behind this process): never listed.
+        infos = [info for info in infos if info.owner == str(owner)]
     if not everyone and len(infos) < len(ids):
         alive = {info.session_id for info in infos}
         yield Command(("ZREM", index, *(sid for sid in ids if sid not in alive)))

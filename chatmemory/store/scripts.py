@@ -12,9 +12,9 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import redis
-    import redis.asyncio
     from redis.commands.core import AsyncScript, Script
+
+    from .client import AsyncClient, SyncClient
 
 
 @cache
@@ -23,15 +23,15 @@ def source(name: str) -> str:
     return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
 
 
-_sync: weakref.WeakKeyDictionary[redis.Redis, dict[str, Script]] = (
+_sync: weakref.WeakKeyDictionary[SyncClient, dict[str, Script]] = (
     weakref.WeakKeyDictionary()
 )
-_async: weakref.WeakKeyDictionary[redis.asyncio.Redis, dict[str, AsyncScript]] = (
+_async: weakref.WeakKeyDictionary[AsyncClient, dict[str, AsyncScript]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def sync_script(client: redis.Redis, name: str) -> Script:
+def sync_script(client: SyncClient, name: str) -> Script:
     """The script bound to ``client`` (SHA cached; EVALSHA reloads on NOSCRIPT)."""
     scripts = _sync.get(client)
     if scripts is None:
@@ -42,7 +42,7 @@ def sync_script(client: redis.Redis, name: str) -> Script:
     return script
 
 
-def async_script(client: redis.asyncio.Redis, name: str) -> AsyncScript:
+def async_script(client: AsyncClient, name: str) -> AsyncScript:
     """The script bound to the async ``client``."""
     scripts = _async.get(client)
     if scripts is None:
