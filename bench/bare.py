@@ -107,6 +107,8 @@ def _append_args(session_id: str, owner: str, question: str, reply: str) -> list
         question[:80],
         owner,
         owner,
+        -1,  # a plain append: no expected length, no expected last entries
+        0,
         orjson.dumps(message_to_dict(HumanMessage(question))),
         orjson.dumps(message_to_dict(AIMessage(reply))),
     ]

@@ -503,6 +503,8 @@ class Floor:
             title,
             "",  # no owner given
             "",  # the owner whose index is among the keys: none
+            -1,  # a plain append: no expected length...
+            0,  # ...and no expected last entries
             *[dumps(to_dict(message)) for message in messages],
         )
 
@@ -757,6 +759,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 session_title,
                 "",
                 "",
+                -1,  # a plain append (see Floor.write)
+                0,
                 *raw_orjson_items,
             )
             pipe.lpush(anchor(sid).key, *anchor_items)

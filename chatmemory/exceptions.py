@@ -101,3 +101,17 @@ class TurnInProgress(ChatMemoryError):
             )
         )
         super().__init__(self.user_message)
+
+
+class SessionChanged(ChatMemoryError):
+    """A rewrite of a session's last turn found it changed since it was read.
+
+    Nothing was written (another tab or request added or replaced messages).
+    """
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(
+            f"Chat session {session_id!r} changed while its last turn was being "
+            "rewritten: nothing was written"
+        )

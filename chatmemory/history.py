@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -180,14 +181,24 @@ def _compacted(record: store.Record) -> store.Record:
     return {"type": record["type"], "data": how.compact(record["data"])}
 
 
-def messages_to_records(messages: Sequence[BaseMessage]) -> list[store.Record]:
+SENT_AT = "at"
+"""The record field beside ``type`` and ``data`` holding when the message was
+stored (epoch milliseconds). Messages read back do not carry it."""
+
+
+def messages_to_records(
+    messages: Sequence[BaseMessage], *, at: int | None = None
+) -> list[store.Record]:
     """Messages in storable form; chunks become the full message they stand for.
 
     Each record comes with its stored bytes when the fast form (the message's
     own field values) is plain JSON that reads back equal; otherwise the
     record is ``message_to_dict``'s (whose model_dump turns nested models,
     dataclasses and the like into JSON-able values), and the store encodes it.
+    Each record also says when it was written (``at``, epoch ms; now by
+    default).
     """
+    stamp = time.time_ns() // 1_000_000 if at is None else at
     records: list[store.Record] = []
     append = records.append
     exact = store.encode_exact
@@ -200,12 +211,14 @@ def messages_to_records(messages: Sequence[BaseMessage]) -> list[store.Record]:
         if isinstance(message, BaseMessageChunk):
             message = message_chunk_to_message(message)
         record = message_to_record(message)
+        record[SENT_AT] = stamp
         if type(message) in _WRITE_KINDS:
             data = exact(record)
             if data is not None:
                 append(store.EncodedRecord(record, data))
                 continue
             record = _compacted(message_to_dict(message))
+            record[SENT_AT] = stamp
         append(record)
     return records
 

@@ -27,6 +27,7 @@ from contextlib import aclosing, closing
 from typing import Any, cast
 
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
@@ -43,7 +44,7 @@ from langchain_core.runnables import Runnable
 
 from . import store
 from .conf import conf
-from .exceptions import ModelFailed, StoreUnavailable, TurnInProgress
+from .exceptions import ModelFailed, SessionChanged, StoreUnavailable, TurnInProgress
 from .history import messages_to_records, records_to_messages
 from .llm import describe_failure, get_chat_model
 from .records import INTERRUPTED
@@ -92,6 +93,32 @@ def prompt_problem(message: BaseMessage) -> str:
     return ""
 
 
+REWRITES = ("regenerate", "edit", "continue")
+"""The ways a turn can redo the session's last turn (see :class:`ChatTurn`)."""
+
+CONTINUE_PROMPT = (
+    "Continue your previous answer exactly where it stopped, without repeating "
+    "any of it."
+)
+"""The instruction a "continue" turn gives the model (it is not stored)."""
+
+CHANGED_MEANWHILE = gettext_lazy(
+    "This chat changed in another tab or window while the reply was written, "
+    "so it was not saved. Reload the page to see the chat as it is."
+)
+NOTHING_TO_REDO = gettext_lazy(
+    "The last message of this chat is not a reply that can be redone. "
+    "Reload the page to see the chat as it is."
+)
+
+
+class TurnRefused(ModelFailed):
+    """A rewrite of the last turn could not be done or saved; nothing was saved."""
+
+    def __init__(self, user_message: object) -> None:
+        super().__init__(str(user_message))
+
+
 class ChatTurn:
     """One question and its reply on one session: load, trim, stream, save.
 
@@ -109,8 +136,19 @@ class ChatTurn:
         owner: str | None = None,
         model: BaseChatModel | None = None,
         exclusive: bool = False,
+        turn_id: str | None = None,
+        rewrite: str | None = None,
     ) -> None:
         self.session_id = store.validate_session_id(session_id)
+        self.turn_id = None if turn_id is None else store.validate_turn_id(turn_id)
+        """The id the page gave this turn (its Stop report names it)."""
+        if rewrite is not None and rewrite not in REWRITES:
+            raise ValueError(f"rewrite must be one of {REWRITES}, not {rewrite!r}")
+        self.rewrite = rewrite
+        """None (a new question), or how the last turn is redone: "regenerate"
+        its reply, "edit" its question, or "continue" a stopped reply."""
+        self._snapshot: store.Snapshot | None = None
+        self._prefix = ""
         self.exclusive = exclusive
         """One exclusive turn at a time per session (the chat views' turns)."""
         self.question = question
@@ -233,9 +271,10 @@ class ChatTurn:
             await store.aunlock_turn(self.session_id, token)
 
     def _stream(self) -> Generator[str]:
-        history = records_to_messages(
-            store.read_records(self.session_id), session_id=self.session_id
-        )
+        if self.rewrite is None:
+            history = self._history(store.read_records(self.session_id))
+        else:
+            history = self._plan(store.read_snapshot(self.session_id))
         started = time.monotonic()
         chunks = self.chain().stream(self._start(history))
         try:
@@ -254,16 +293,13 @@ class ChatTurn:
         # custom model): the user gets words, the log the traceback.
         except Exception as exc:
             raise self._failed(exc) from exc
-        self.message_count = store.append_records(
-            self.session_id,
-            self._records(interrupted=self.timed_out),
-            owner=self.owner,
-        )
+        self.message_count = self._save(self._records(interrupted=self.timed_out))
 
     async def _astream(self) -> AsyncGenerator[str]:
-        history = records_to_messages(
-            await store.aread_records(self.session_id), session_id=self.session_id
-        )
+        if self.rewrite is None:
+            history = self._history(await store.aread_records(self.session_id))
+        else:
+            history = self._plan(await store.aread_snapshot(self.session_id))
         started = time.monotonic()
         chunks = self.chain().astream(self._start(history))
         try:
@@ -283,10 +319,8 @@ class ChatTurn:
         # Any chat model may raise anything: see stream().
         except Exception as exc:
             raise self._failed(exc) from exc
-        self.message_count = await store.aappend_records(
-            self.session_id,
-            self._records(interrupted=self.timed_out),
-            owner=self.owner,
+        self.message_count = await self._asave(
+            self._records(interrupted=self.timed_out)
         )
 
     def run(self) -> AIMessage:
@@ -317,6 +351,64 @@ class ChatTurn:
         self.reply += text
         return text
 
+    def _history(
+        self, records: list[store.Record | store.UnreadableEntry]
+    ) -> list[BaseMessage]:
+        return records_to_messages(records, session_id=self.session_id)
+
+    def _plan(self, snapshot: store.Snapshot) -> list[BaseMessage]:
+        """The history for a rewrite of the last turn, which must be [human, ai]."""
+        tail = snapshot.records[-2:]
+        kinds = [
+            entry.get("type") if isinstance(entry, dict) else None for entry in tail
+        ]
+        if kinds != ["human", "ai"]:
+            raise TurnRefused(NOTHING_TO_REDO)
+        self._snapshot = snapshot
+        question, reply = self._history(tail)
+        if self.rewrite == "regenerate":
+            self.question = question.text
+        if self.rewrite == "continue":
+            # The stopped reply stays in the prompt; the model is asked to go on.
+            self._prefix = reply.text
+            self.question = CONTINUE_PROMPT
+            return self._history(snapshot.records)
+        return self._history(snapshot.records[:-2])
+
+    def _replaced(self) -> int:
+        """How many of the last stored records the new ones replace."""
+        return 2 if self.rewrite == "edit" else 1
+
+    def _save(self, records: list[store.Record]) -> int:
+        if self._snapshot is None:
+            return store.append_records(self.session_id, records, owner=self.owner)
+        try:
+            return store.replace_last_records(
+                self.session_id,
+                self._snapshot,
+                self._replaced(),
+                records,
+                owner=self.owner,
+            )
+        except SessionChanged as exc:
+            raise TurnRefused(str(CHANGED_MEANWHILE)) from exc
+
+    async def _asave(self, records: list[store.Record]) -> int:
+        if self._snapshot is None:
+            return await store.aappend_records(
+                self.session_id, records, owner=self.owner
+            )
+        try:
+            return await store.areplace_last_records(
+                self.session_id,
+                self._snapshot,
+                self._replaced(),
+                records,
+                owner=self.owner,
+            )
+        except SessionChanged as exc:
+            raise TurnRefused(str(CHANGED_MEANWHILE)) from exc
+
     def _records(self, *, interrupted: bool) -> list[store.Record]:
         if self._chunks:
             # One merge of all the chunks: adding them one by one built a new
@@ -325,10 +417,23 @@ class ChatTurn:
             reply = cast(AIMessage, message_chunk_to_message(merged))
         else:
             reply = AIMessage(content="")
+        if self._prefix:
+            reply.content = (
+                self._prefix + reply.content
+                if isinstance(reply.content, str)
+                else [{"type": "text", "text": self._prefix}, *reply.content]
+            )
         if interrupted:
             reply.response_metadata[INTERRUPTED] = True
         self.message = reply
-        return messages_to_records([HumanMessage(content=self.question), reply])
+        if self.rewrite in ("regenerate", "continue"):
+            records = messages_to_records([reply])  # the question stays as stored
+        else:
+            records = messages_to_records([HumanMessage(content=self.question), reply])
+        if self.turn_id is not None:
+            # A new dict: the record may carry its encoded bytes already.
+            records[-1] = {**records[-1], store.TURN_FIELD: self.turn_id}
+        return records
 
     def _failed(self, exc: Exception) -> ModelFailed:
         logger.warning(
@@ -340,10 +445,11 @@ class ChatTurn:
 
     def _save_interrupted(self) -> None:
         try:
-            self.message_count = store.append_records(
-                self.session_id, self._records(interrupted=True), owner=self.owner
-            )
-        except StoreUnavailable:
+            self.message_count = self._save(self._records(interrupted=True))
+            if self.turn_id is not None:
+                # The page may have said what it showed at Stop: keep just that.
+                store.apply_stop(self.session_id, self.turn_id)
+        except (StoreUnavailable, TurnRefused):
             logger.warning(
                 "chatmemory: could not save the stopped reply of session %r",
                 self.session_id,
@@ -352,10 +458,10 @@ class ChatTurn:
 
     async def _asave_interrupted(self) -> None:
         try:
-            self.message_count = await store.aappend_records(
-                self.session_id, self._records(interrupted=True), owner=self.owner
-            )
-        except StoreUnavailable:
+            self.message_count = await self._asave(self._records(interrupted=True))
+            if self.turn_id is not None:
+                await store.aapply_stop(self.session_id, self.turn_id)
+        except (StoreUnavailable, TurnRefused):
             logger.warning(
                 "chatmemory: could not save the stopped reply of session %r",
                 self.session_id,
@@ -386,9 +492,12 @@ async def achat(
 
 
 __all__ = [
+    "CONTINUE_PROMPT",
     "INTERRUPTED",
+    "REWRITES",
     "ChatTurn",
     "ModelFailed",
+    "TurnRefused",
     "achat",
     "build_prompt",
     "chat",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from django.contrib.admin.utils import quote, unquote
 from django.urls import path, register_converter
+from django.views.i18n import JavaScriptCatalog
 
 from . import views
 
@@ -37,8 +38,15 @@ urlpatterns = [
     # No session id reaches these: quote() writes its "_" as "_5F".
     path("_all/download/", views.download_all, name="download_all"),
     path("_all/delete/", views.delete_all, name="delete_all"),
+    # chat.js's strings, translated (gettext in the page).
+    path(
+        "jsi18n/",
+        JavaScriptCatalog.as_view(packages=["chatmemory"]),
+        name="jsi18n",
+    ),
     path("<chatmemory_session:session_id>/send/", views.send, name="send"),
     path("<chatmemory_session:session_id>/stream/", views.stream, name="stream"),
+    path("<chatmemory_session:session_id>/stop/", views.stop, name="stop"),
     path("<chatmemory_session:session_id>/rename/", views.rename, name="rename"),
     path("<chatmemory_session:session_id>/delete/", views.delete, name="delete"),
     path("<chatmemory_session:session_id>/", views.chat, name="chat"),

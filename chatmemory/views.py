@@ -13,9 +13,11 @@ from __future__ import annotations
 import io
 import logging
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
@@ -29,8 +31,10 @@ from django.http import (
     HttpResponseBase,
 )
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_cache_control
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
@@ -39,9 +43,9 @@ from . import llm, records, sse, store
 from .conf import conf
 from .exceptions import STORE_DOWN, ModelFailed, StoreUnavailable, TurnInProgress
 from .forms import MessageForm, RenameForm
-from .turn import ChatTurn
 from .owners import owner_id
 from .store import transfer
+from .turn import ChatTurn
 
 logger = logging.getLogger("chatmemory")
 
@@ -53,6 +57,9 @@ MODEL_MISCONFIGURED = gettext_lazy(
 
 MAX_OFFSET = 2**53
 """No listing is longer: an offset past it is a page that cannot exist."""
+BAD_TURN = gettext_lazy(
+    "This request cannot be handled: reload the page and try again."
+)
 
 View = Callable[..., HttpResponseBase]
 
@@ -128,6 +135,7 @@ def get_owned_session(request: HttpRequest, session_id: str) -> store.SessionInf
         )
     if info is None or info.owner != owner_of(request):
         raise Http404(_("No such chat session."))
+    forget_new_chat(request, session_id)  # stored now: nothing to remember
     return info
 
 
@@ -258,6 +266,8 @@ class Entry:
     text: str
     interrupted: bool = False
     tool_calls: tuple[records.ToolCall, ...] = ()
+    created: datetime | None = None
+    """When the message was stored (None for records written without a time)."""
 
 
 _ROLES = {"human": "human", "ai": "ai", "system": "system", "unreadable": "unreadable"}
@@ -277,8 +287,24 @@ def transcript(
         if role == "unreadable":
             shown.append(Entry(role, str(UNREADABLE)))
             continue
-        shown.append(Entry(role, record.text, record.interrupted, record.tool_calls))
+        shown.append(
+            Entry(
+                role,
+                record.text,
+                record.interrupted,
+                record.tool_calls,
+                stored_at(entry),
+            )
+        )
     return shown
+
+
+def stored_at(record: store.Record) -> datetime | None:
+    """When a record was written (its ``at`` field), if it says so sensibly."""
+    at = record.get("at")
+    if type(at) is not int or not 0 < at < 253_402_300_800_000:  # before year 10000
+        return None
+    return datetime.fromtimestamp(at / 1000, tz=UTC)
 
 
 def model_context() -> dict[str, Any]:
@@ -300,15 +326,44 @@ def render_chat(
     form: MessageForm | None = None,
     rename_form: RenameForm | None = None,
 ) -> HttpResponse:
-    """The chat page: transcript, message box, rename form."""
+    """The chat page: transcript, message box, rename form, my chats."""
+    sid = [info.session_id]
     context = {
         "session": info,
         "entries": transcript(store.read_records(info.session_id)),
         "form": form or MessageForm(),
         "rename_form": rename_form or RenameForm(initial={"title": info.title}),
+        "send_url": reverse("chatmemory:send", args=sid),
+        "stream_url": reverse("chatmemory:stream", args=sid),
+        "stop_url": reverse("chatmemory:stop", args=sid),
+        **sidebar_context(request),
         **model_context(),
     }
     return render(request, "chatmemory/chat.html", context)
+
+
+SIDEBAR_LENGTH = 50
+"""How many of my most recent chats the chat page's sidebar lists."""
+
+
+def sidebar_context(request: HttpRequest) -> dict[str, Any]:
+    """My most recent chats, for the chat page's sidebar."""
+    page = store.list_sessions(owner=owner_of(request), offset=0, limit=SIDEBAR_LENGTH)
+    return {
+        "chats": page.sessions,
+        "more_chats": page.total > len(page.sessions),
+        "title_length": store.TITLE_LENGTH,
+    }
+
+
+def redirect_back(request: HttpRequest, default: str) -> HttpResponse:
+    """Redirect to the form's ``next`` (a URL of this site), else to ``default``."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return redirect(target)
+    return redirect(default)
 
 
 # ---------------------------------------------------------------------------
@@ -414,10 +469,14 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
             form.cleaned_data["message"],
             owner=owner_of(request),
             exclusive=True,
+            turn_id=request.POST.get("turn") or None,
+            rewrite=request.POST.get("action") or None,
         )
     except ImproperlyConfigured:
         logger.exception("chatmemory: the chat model cannot be built")
         return sse.error_response(str(MODEL_MISCONFIGURED), 500)
+    except ValueError:  # a turn id or an action no page of ours sends
+        return sse.error_response(str(BAD_TURN), 400)
     try:
         admission = admit(request)
     except StoreUnavailable:
@@ -427,9 +486,9 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
         refused = sse.error_response(refusal_message(admission), 429)
         refused["Retry-After"] = str(store.quota.seconds_until(admission))
         return refused
-    # A new chat stays remembered: the turn may fail and store nothing, and
-    # the user must still be able to send again. Once stored, the store's
-    # owner check applies and the remembered id no longer matters.
+    # The id stays remembered until the chat is stored (get_owned_session
+    # forgets it then): a first turn that fails stores nothing, and the page
+    # must still be able to send again.
     # GZipMiddleware only compresses for clients that accept gzip; a
     # compressed stream would reach the browser in lumps.
     request.META.pop("HTTP_ACCEPT_ENCODING", None)
@@ -440,6 +499,46 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
     else:
         events = sse.sync_events(turn, lambda: release(request, admission))
     return sse.response(events)
+
+
+STOP_WAIT = 5.0
+"""Seconds the stop view waits for the stopped turn to be saved."""
+
+
+@login_required
+@post_only
+@store_unavailable_page
+def stop(request: HttpRequest, session_id: str) -> HttpResponse:
+    """The page stopped a reply: save it as the text the page showed (204).
+
+    The server learns of a closed stream only when it next writes to it, so
+    the stopped turn may not be saved yet: the view waits for it a little, so
+    that the page's next turn comes after it. If it takes longer, the turn
+    applies the text itself when it saves.
+    """
+    try:
+        get_owned_session(request, session_id)
+    except Http404:
+        # A new chat's first turn may be stopped before it is stored: then
+        # there is nothing to protect yet (only a reply bearing this turn's
+        # id, which only its page knows, is ever cut). Anyone else's chat
+        # stays a 404.
+        try:
+            stored = store.get_session(session_id)
+        except ValueError:  # not even a session id
+            raise Http404(_("No such chat session.")) from None
+        if stored is not None:
+            raise
+    try:
+        turn = store.validate_turn_id(request.POST.get("turn"))
+    except ValueError:
+        return HttpResponse(str(BAD_TURN), status=400)
+    result = store.note_stop(session_id, turn, request.POST.get("shown", ""))
+    deadline = time.monotonic() + STOP_WAIT
+    while result == "missing" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        result = store.apply_stop(session_id, turn)
+    return HttpResponse(status=204)
 
 
 @login_required
@@ -456,7 +555,7 @@ def rename(request: HttpRequest, session_id: str) -> HttpResponse:
     if not store.set_title(session_id, title):
         store.create_session(session_id, owner=owner_of(request), title=title)
         forget_new_chat(request, session_id)
-    return redirect("chatmemory:chat", session_id)
+    return redirect_back(request, reverse("chatmemory:chat", args=[session_id]))
 
 
 @login_required
@@ -469,7 +568,7 @@ def delete(request: HttpRequest, session_id: str) -> HttpResponse:
     if request.method == "POST":
         store.delete_session(session_id)
         forget_new_chat(request, session_id)
-        return redirect("chatmemory:sessions")
+        return redirect_back(request, reverse("chatmemory:sessions"))
     return render(request, "chatmemory/delete.html", {"session": info})
 
 

@@ -108,3 +108,57 @@ def failing_model(**kwargs: Any) -> HistoryModel:
 def not_a_model() -> object:
     """A factory that returns something that is not a chat model."""
     return object()
+
+
+class ScriptedModel(BaseChatModel):
+    """Streams ``reply`` as it is, ``chunk_size`` characters at a time.
+
+    Markdown arrives cut at any point (inside a fence, a link, a table row),
+    as a real model's tokens do.
+    """
+
+    reply: str = "scripted reply"
+    chunk_size: int = 4
+    token_delay: float = 0.0
+
+    @property
+    def _llm_type(self) -> str:
+        return "test-scripted"
+
+    def _chunks(self) -> list[str]:
+        size = max(1, self.chunk_size)
+        return [self.reply[at : at + size] for at in range(0, len(self.reply), size)]
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        message = AIMessage(content=self.reply)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for position, chunk in enumerate(self._chunks()):
+            if position and self.token_delay:
+                time.sleep(self.token_delay)
+            yield ChatGenerationChunk(message=AIMessageChunk(content=chunk))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        for position, chunk in enumerate(self._chunks()):
+            if position and self.token_delay:
+                await asyncio.sleep(self.token_delay)
+            yield ChatGenerationChunk(message=AIMessageChunk(content=chunk))

@@ -12,6 +12,9 @@ from chatmemory import store
 from tests.admin_helpers import client_for, make_user
 from tests.topologies import test_topology
 
+# The browser tests' shared fixtures (one Chromium per module).
+pytest_plugins = ["tests.browser"]
+
 
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:

@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.admin_helpers import LIST_URL, chat, transcript_url
-from tests.test_browser import ARGS, ARTIFACTS, CHROMIUM
+from tests.browser import ARGS, ARTIFACTS, CHROMIUM
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -1,38 +1,25 @@
 """The chat in a real browser: Playwright driving Debian's Chromium.
 
-Skipped when /usr/bin/chromium is missing, unless CHATMEMORY_REQUIRE_BROWSER=1
-(CI), which turns the skip into a failure.
+Log in, stream, persist, stop, model errors, other users (tests/browser.py
+says when the browser tests are skipped).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.test import override_settings
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from chatmemory import store
 from chatmemory.owners import owner_id
+from tests.browser import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 SLOW_DEMO = {"factory": "chatmemory.llm.DemoChatModel", "token_delay": 0.06}
 
 
@@ -40,26 +27,6 @@ SLOW_DEMO = {"factory": "chatmemory.llm.DemoChatModel", "token_delay": 0.06}
 def close_async_redis_clients() -> None:
     """Replaces conftest's async fixture: nothing here uses async Redis, and
     Playwright's sync API keeps its own event loop running in this thread."""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not os.path.exists(CHROMIUM):
-        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if os.environ.get("CHATMEMORY_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"CHATMEMORY_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    # Playwright's sync API runs an event loop in this thread, so Django's
-    # async-unsafe guard would refuse the ORM calls the tests make here
-    # (creating users); nothing here runs on that loop concurrently.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, args=ARGS, headless=True
-            )
-            yield browser
-            browser.close()
 
 
 @pytest.fixture
@@ -94,7 +61,7 @@ def log_in(page: Page, base: str, username: str) -> None:
 
 
 def new_chat(page: Page) -> str:
-    page.get_by_role("button", name="New chat").click()
+    page.get_by_role("button", name="New chat").first.click()
     page.wait_for_selector("#cm-compose")
     return page.url.rstrip("/").split("/")[-1]
 
@@ -173,18 +140,23 @@ def test_stop_keeps_the_reply_so_far_marked(
     page.get_by_role("button", name="Stop").click()
     expect(page.locator(".cm-ai").last).to_have_class("cm-msg cm-ai cm-interrupted")
     expect(page.locator("#cm-stop")).to_be_hidden()
-    shown = reply.text_content() or ""
+    shown_html = reply.inner_html()
+    shown = reply.evaluate("element => element.cmSource")  # the text rendered
+    assert shown and "I am the offline" in shown
     deadline = time.monotonic() + 10
     saved: list[Any] = []
-    while time.monotonic() < deadline and len(saved) < 2:
-        time.sleep(0.1)  # the server notices the closed connection on a write
+    while time.monotonic() < deadline:
         saved = store.read_records(session_id)
+        if len(saved) == 2 and saved[1]["data"]["content"] == shown:
+            break
+        time.sleep(0.1)  # the server notices the closed connection on a write
     assert saved[1]["data"]["response_metadata"]["interrupted"] is True
-    assert saved[1]["data"]["content"].startswith(shown)
+    assert saved[1]["data"]["content"] == shown  # what the user saw, exactly
     page.reload()
     stopped = page.locator(".cm-ai.cm-interrupted")
     expect(stopped).to_have_count(1)
     expect(stopped.locator(".cm-flag")).to_have_text("stopped")
+    assert stopped.locator(".cm-text").inner_html() == shown_html  # unchanged
     assert "remember it" not in (stopped.text_content() or "")  # not the full reply
 
 
@@ -202,7 +174,7 @@ def test_a_model_error_keeps_the_text_in_the_box(
         "<img src=x onerror=alert(1)>"
     )
     expect(page.locator(".cm-transcript .cm-human")).to_have_count(0)
-    assert store.read_records(session_id) == []
+    assert store.get_session(session_id) is None  # nothing was stored
     # Sent again with the working model, the markup shows as text.
     page.get_by_role("button", name="Send").click()
     expect(page.locator("#cm-typing")).to_be_hidden(timeout=20_000)

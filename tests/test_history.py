@@ -34,6 +34,7 @@ from chatmemory.exceptions import ChatMemoryError, OwnerMismatch, StoreUnavailab
 from chatmemory.history import (
     DjangoRedisChatMessageHistory,
     message_to_record,
+    messages_to_records,
     records_to_messages,
 )
 from tests.topologies import command_calls
@@ -161,7 +162,10 @@ def test_records_leave_out_default_valued_fields(redis_client: redis.Redis) -> N
     )
 
     raw = redis_client.lrange(store.messages_key("compact"), 0, -1)
-    assert [json.loads(item) for item in raw] == [
+    stored = [json.loads(item) for item in raw]
+    for record in stored:
+        del record["at"]  # when it was written: see below
+    assert stored == [
         {"type": "human", "data": {"content": "hi"}},
         {"type": "ai", "data": {"content": "yo", "id": "run-1"}},
         {
@@ -728,3 +732,28 @@ def test_runnable_with_message_history_seed_chain() -> None:
         "Whats my name",
         second.content,
     ]
+
+
+def test_each_record_says_when_it_was_stored(redis_client: redis.Redis) -> None:
+    history = DjangoRedisChatMessageHistory("stamped")
+    before = time.time_ns() // 1_000_000
+    history.add_messages([HumanMessage("when?"), AIMessage("now")])
+    after = time.time_ns() // 1_000_000
+    import json
+
+    raw = [
+        json.loads(item)
+        for item in redis_client.lrange(store.messages_key("stamped"), 0, -1)
+    ]
+
+    assert [sorted(record) for record in raw] == [["at", "data", "type"]] * 2
+    assert all(before <= record["at"] <= after for record in raw)
+    # What the history gives back is unchanged: the messages as written.
+    assert history.messages == [HumanMessage("when?"), AIMessage("now")]
+    assert messages_from_dict(raw) == history.messages
+
+
+def test_a_record_time_can_be_given() -> None:
+    records = messages_to_records([HumanMessage("then")], at=1_700_000_000_000)
+
+    assert records[0]["at"] == 1_700_000_000_000

@@ -4,9 +4,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,15 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.test import AsyncClient, Client, override_settings
 from django.urls import reverse
+from django.utils import translation
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from chatmemory import llm, store, views
 from chatmemory.conf import conf
 from chatmemory.exceptions import STORE_DOWN
-from chatmemory.records import INTERRUPTED
 from chatmemory.owners import owner_id
+from chatmemory.records import INTERRUPTED
+from chatmemory.turn import CONTINUE_PROMPT
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.django_db
@@ -629,6 +633,7 @@ def test_redis_down_gives_a_503_page_not_a_traceback(
             alice_client.post(f"/chat/{session_id}/send/", {"message": "x"}),
             alice_client.post(f"/chat/{session_id}/rename/", {"title": "x"}),
             alice_client.get(f"/chat/{session_id}/delete/"),
+            alice_client.post(f"/chat/{session_id}/stop/", {"turn": "a" * 32}),
         ]
         streamed = alice_client.post(f"/chat/{session_id}/stream/", {"message": "x"})
     for page in pages:
@@ -674,7 +679,8 @@ django.setup()
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
-get_user_model().objects.create_user("streamer", password="pw")
+from chatmemory.owners import owner_id
+print(owner_id(get_user_model().objects.create_user("streamer", password="pw")))
 """
 
 
@@ -690,7 +696,15 @@ def server_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         "CHATMEMORY_TEST_TOKEN_DELAY": "0.05",
         "PYTHONPATH": str(ROOT),
     }
-    subprocess.run([sys.executable, "-c", SETUP], env=env, check=True, cwd=ROOT)
+    setup = subprocess.run(
+        [sys.executable, "-c", SETUP],
+        env=env,
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    env["CHATMEMORY_TEST_OWNER"] = setup.stdout.strip()
     yield env
     client = redis.Redis.from_url(settings.CACHES["chatmemory"]["LOCATION"])
     keys = list(client.scan_iter(match=f"{prefix}:*"))
@@ -745,7 +759,7 @@ def live_url(
     process.wait(timeout=10)
 
 
-def logged_in(url: str) -> tuple[httpx.Client, str, str]:
+def logged_in(url: str, env: dict[str, str]) -> tuple[httpx.Client, str, str]:
     """A client logged in as the servers' user, its CSRF token, a new chat's id."""
     client = httpx.Client(base_url=url, timeout=10)
     client.get("/accounts/login/")
@@ -756,16 +770,17 @@ def logged_in(url: str) -> tuple[httpx.Client, str, str]:
     )
     assert response.status_code == 302, response.text
     token = client.cookies["csrftoken"]  # logging in rotates it
-    response = client.post("/chat/", data={"csrfmiddlewaretoken": token})
-    assert response.status_code == 302
-    session_id = response.headers["Location"].strip("/").split("/")[-1]
+    # A chat of the servers' user (the first in their database), made here.
+    session_id = uuid.uuid4().hex
+    with override_settings(CHATMEMORY_KEY_PREFIX=env["CHATMEMORY_TEST_KEY_PREFIX"]):
+        assert store.create_session(session_id, owner=env["CHATMEMORY_TEST_OWNER"])
     return client, token, session_id
 
 
 def test_tokens_arrive_incrementally_under_real_servers(
     live_url: str, server_env: dict[str, str]
 ) -> None:
-    client, token, session_id = logged_in(live_url)
+    client, token, session_id = logged_in(live_url, server_env)
     arrivals: list[tuple[float, bytes]] = []
     start = time.monotonic()
     with client.stream(
@@ -800,7 +815,7 @@ def test_tokens_arrive_incrementally_under_real_servers(
 def test_a_client_that_stops_reading_gets_its_reply_saved_as_interrupted(
     live_url: str, server_env: dict[str, str]
 ) -> None:
-    client, token, session_id = logged_in(live_url)
+    client, token, session_id = logged_in(live_url, server_env)
     received = b""
     with client.stream(
         "POST",
@@ -826,6 +841,42 @@ def test_a_client_that_stops_reading_gets_its_reply_saved_as_interrupted(
     assert reply["content"].startswith(seen)  # the server got at least that far
     full = llm.demo_reply([SystemMessage("s"), HumanMessage("stop me")])
     assert len(reply["content"]) < len(full)
+
+
+def test_a_stopped_reply_is_saved_as_the_page_showed_it_under_real_servers(
+    live_url: str, server_env: dict[str, str]
+) -> None:
+    prefix = server_env["CHATMEMORY_TEST_KEY_PREFIX"]
+    client, token, session_id = logged_in(live_url, server_env)
+    turn = uuid.uuid4().hex
+    received = b""
+    with client.stream(
+        "POST",
+        f"/chat/{session_id}/stream/",
+        data={"message": "stop me", "csrfmiddlewaretoken": token, "turn": turn},
+    ) as response:
+        for part in response.iter_raw():
+            received += part
+            if received.count(b"event: token") >= 3:
+                break  # the page stops: the connection closes
+    shown = "".join(data for name, data in events(received) if name == "token")
+    answer = client.post(
+        f"/chat/{session_id}/stop/",
+        data={"turn": turn, "shown": shown, "csrfmiddlewaretoken": token},
+    )
+    assert answer.status_code == 204
+    client.close()
+    deadline = time.monotonic() + 10
+    saved: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        with override_settings(CHATMEMORY_KEY_PREFIX=prefix):
+            saved = records(session_id)
+        if len(saved) == 2 and saved[1]["data"]["content"] == shown:
+            break
+        time.sleep(0.1)  # the server saves when it notices the closed stream
+    assert [r["type"] for r in saved] == ["human", "ai"]
+    assert saved[1]["data"]["content"] == shown  # exactly, not a word more
+    assert saved[1]["data"]["response_metadata"][INTERRUPTED] is True
 
 
 def test_every_post_needs_the_csrf_token(
@@ -947,3 +998,290 @@ def test_wait_words() -> None:
     assert views._wait_words(3725) == "1 hour 2 minutes"
     assert views._wait_words(61) == "1 minute 1 second"
     assert views._wait_words(5) == "5 seconds"
+
+
+# --- the sidebar, going back, times ------------------------------------------------
+
+
+def test_the_chat_page_lists_my_chats_newest_first(
+    alice_client: Client, alice: AbstractBaseUser, bob: AbstractBaseUser
+) -> None:
+    for name in ("older", "newer"):
+        store.append_records(
+            name,
+            [{"type": "human", "data": {"content": f"<{name}>"}}],
+            owner=owner_id(alice),
+        )
+        time.sleep(0.002)  # distinct activity times
+    store.append_records(
+        "bobs", [{"type": "human", "data": {"content": "Bob's"}}], owner=owner_id(bob)
+    )
+    html = alice_client.get("/chat/older/").content.decode()
+    sidebar = html[html.index('id="cm-sidebar"') : html.index("</aside>")]
+    assert sidebar.index("&lt;newer&gt;") < sidebar.index("&lt;older&gt;")
+    assert 'aria-current="page">&lt;older&gt;' in sidebar
+    assert "Bob" not in sidebar
+    assert "All my chats" not in sidebar
+    with override_settings():
+        views.SIDEBAR_LENGTH, saved = 1, views.SIDEBAR_LENGTH
+        try:
+            html = alice_client.get("/chat/older/").content.decode()
+        finally:
+            views.SIDEBAR_LENGTH = saved
+    assert (
+        "All my chats" in html and "&lt;older&gt;</a>" not in html.split("</aside>")[0]
+    )
+
+
+def test_rename_and_delete_go_back_where_the_form_says(
+    alice_client: Client, session_id: str
+) -> None:
+    store.create_session("other", owner=store.get_session(session_id).owner)  # type: ignore[union-attr]
+    here = f"/chat/{session_id}/"
+    response = alice_client.post(
+        "/chat/other/rename/", {"title": "Renamed", "next": here}
+    )
+    assert response.status_code == 302 and response["Location"] == here
+    assert store.get_session("other").title == "Renamed"  # type: ignore[union-attr]
+    # Another site is never a target.
+    response = alice_client.post(
+        "/chat/other/rename/", {"title": "Again", "next": "https://evil.example/"}
+    )
+    assert response["Location"] == "/chat/other/"
+    response = alice_client.post("/chat/other/delete/", {"next": here})
+    assert response.status_code == 302 and response["Location"] == here
+    assert store.get_session("other") is None
+    response = alice_client.post(f"{here}delete/", {"next": "//evil.example/"})
+    assert response["Location"] == "/chat/"
+
+
+def test_every_message_shows_when_it_was_stored(
+    alice_client: Client, session_id: str
+) -> None:
+    store.append_records(
+        session_id,
+        [
+            {"type": "human", "data": {"content": "timed"}, "at": 1_700_000_000_000},
+            {"type": "ai", "data": {"content": "untimed"}},
+            {"type": "ai", "data": {"content": "odd"}, "at": "yesterday"},
+        ],
+    )
+    html = alice_client.get(f"/chat/{session_id}/").content.decode()
+    assert html.count('class="cm-time"') == 1
+    stamp = html.split('class="cm-time" datetime="')[1].split('"')[0]
+    assert datetime.fromisoformat(stamp) == datetime(
+        2023, 11, 14, 22, 13, 20, tzinfo=UTC
+    )
+
+
+def test_the_javascript_catalog_is_served(alice_client: Client) -> None:
+    response = alice_client.get(reverse("chatmemory:jsi18n"))
+    assert response.status_code == 200
+    assert b"django.gettext" in response.content
+    with translation.override("es"):
+        spanish = alice_client.get(reverse("chatmemory:jsi18n")).content.decode()
+    assert '"Copy this reply": "Copiar esta respuesta"' in spanish
+
+
+# --- regenerate, edit, continue; Stop saves what the page showed -------------------
+
+SCRIPTED = "tests.chat_models.ScriptedModel"
+
+
+def scripted(reply: str) -> Any:
+    return override_settings(
+        CHATMEMORY_CHAT_MODEL={"factory": SCRIPTED, "reply": reply, "chunk_size": 3}
+    )
+
+
+def stream_turn(client: Client, session_id: str, **data: str) -> list[tuple[str, str]]:
+    response = client.post(f"/chat/{session_id}/stream/", data)
+    return events(body_of(response))
+
+
+def contents(session_id: str) -> list[Any]:
+    return [r["data"]["content"] for r in records(session_id)]
+
+
+def test_regenerate_replaces_the_last_reply_only(
+    alice_client: Client, session_id: str
+) -> None:
+    with scripted("first answer"):
+        stream_turn(alice_client, session_id, message="q1")
+        stream_turn(alice_client, session_id, message="q2")
+    question_before = records(session_id)[2]
+    with scripted("a better answer"):
+        got = stream_turn(
+            alice_client, session_id, message="ignored", action="regenerate"
+        )
+    assert got[-1] == ("done", json.dumps({"message_count": 4}))
+    assert contents(session_id) == ["q1", "first answer", "q2", "a better answer"]
+    assert records(session_id)[2] == question_before  # the question, as stored
+
+
+def test_edit_replaces_the_last_question_and_reply(
+    alice_client: Client, session_id: str
+) -> None:
+    with scripted("answer"):
+        stream_turn(alice_client, session_id, message="q1")
+        stream_turn(alice_client, session_id, message="q2 with a typo")
+        got = stream_turn(alice_client, session_id, message="q2 fixed", action="edit")
+    assert got[-1][0] == "done"
+    assert contents(session_id) == ["q1", "answer", "q2 fixed", "answer"]
+    # The history the model saw had the old turn taken out.
+    with override_settings(
+        CHATMEMORY_CHAT_MODEL={"factory": "tests.chat_models.HistoryModel"}
+    ):
+        got = stream_turn(alice_client, session_id, message="again", action="edit")
+    said = "".join(data for name, data in got if name == "token")
+    assert "q1 | again" in said and "typo" not in said and "fixed" not in said
+
+
+def test_continue_extends_a_stopped_reply(
+    alice_client: Client, session_id: str
+) -> None:
+    store.append_records(
+        session_id,
+        [
+            {"type": "human", "data": {"content": "tell me"}},
+            {
+                "type": "ai",
+                "data": {
+                    "content": "Once upon",
+                    "response_metadata": {"interrupted": True},
+                },
+            },
+        ],
+    )
+    with override_settings(
+        CHATMEMORY_CHAT_MODEL={"factory": "tests.chat_models.HistoryModel"}
+    ):
+        got = stream_turn(
+            alice_client, session_id, message="tell me", action="continue"
+        )
+    tokens = "".join(data for name, data in got if name == "token")
+    saved = records(session_id)
+    assert len(saved) == 2 and saved[0]["data"]["content"] == "tell me"
+    assert saved[1]["data"]["content"] == "Once upon" + tokens
+    assert "interrupted" not in saved[1]["data"].get("response_metadata", {})
+    # The model saw the stopped reply and was asked to go on.
+    assert CONTINUE_PROMPT in tokens and "tell me" in tokens
+
+
+def test_a_rewrite_needs_a_last_turn_to_redo(
+    alice_client: Client, session_id: str
+) -> None:
+    got = stream_turn(alice_client, session_id, message="x", action="regenerate")
+    assert [name for name, _ in got] == ["error"]
+    assert "not a reply that can be redone" in got[-1][1]
+    response = alice_client.post(
+        f"/chat/{session_id}/stream/", {"message": "x", "action": "rewrite-all"}
+    )
+    assert response.status_code == 400
+    response = alice_client.post(
+        f"/chat/{session_id}/stream/", {"message": "x", "turn": "not-an-id"}
+    )
+    assert response.status_code == 400
+    assert records(session_id) == []
+
+
+def test_a_rewrite_of_a_changed_chat_saves_nothing(
+    alice_client: Client, session_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with scripted("answer"):
+        stream_turn(alice_client, session_id, message="q1")
+    real = store.read_snapshot
+
+    def then_another_tab_writes(sid: str) -> store.Snapshot:
+        snapshot = real(sid)
+        store.append_records(sid, [{"type": "human", "data": {"content": "tab 2"}}])
+        return snapshot
+
+    monkeypatch.setattr(store, "read_snapshot", then_another_tab_writes)
+    with scripted("new answer"):
+        got = stream_turn(alice_client, session_id, message="q1", action="regenerate")
+    assert got[-1][0] == "error" and "another tab" in got[-1][1]
+    assert contents(session_id) == ["q1", "answer", "tab 2"]
+
+
+def test_stop_saves_what_the_page_showed(alice_client: Client, session_id: str) -> None:
+    turn = uuid.uuid4().hex
+    with scripted("The whole reply, which the user never saw in full."):
+        response = alice_client.post(
+            f"/chat/{session_id}/stream/", {"message": "q", "turn": turn}
+        )
+        stream = iter(response.streaming_content)  # type: ignore[arg-type]
+        for _ in range(4):  # the opening comment and three tokens
+            next(stream)
+        response.close()  # the page stopped: the server saves what it had
+    saved = records(session_id)
+    assert saved[1]["data"]["response_metadata"]["interrupted"] is True
+    assert saved[1][store.TURN_FIELD] == turn
+    answer = alice_client.post(
+        f"/chat/{session_id}/stop/", {"turn": turn, "shown": "The whole"}
+    )
+    assert answer.status_code == 204
+    assert contents(session_id) == ["q", "The whole"]
+    # Bad or foreign requests change nothing.
+    assert alice_client.post(f"/chat/{session_id}/stop/", {}).status_code == 400
+    assert alice_client.get(f"/chat/{session_id}/stop/").status_code == 302
+
+
+def test_stop_reported_before_the_save_is_applied(
+    alice_client: Client, session_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(views, "STOP_WAIT", 0.2)  # the turn is not even started
+    turn = uuid.uuid4().hex
+    answer = alice_client.post(
+        f"/chat/{session_id}/stop/", {"turn": turn, "shown": "The wh"}
+    )
+    assert answer.status_code == 204
+    with scripted("The whole reply."):
+        response = alice_client.post(
+            f"/chat/{session_id}/stream/", {"message": "q", "turn": turn}
+        )
+        stream = iter(response.streaming_content)  # type: ignore[arg-type]
+        for _ in range(4):
+            next(stream)
+        response.close()
+    assert contents(session_id) == ["q", "The wh"]
+
+
+def test_another_user_cannot_stop_my_reply(bob_client: Client, session_id: str) -> None:
+    store.append_records(
+        session_id,
+        [
+            {"type": "human", "data": {"content": "q"}},
+            {"type": "ai", "data": {"content": "mine"}, "turn": "a" * 32},
+        ],
+    )
+    answer = bob_client.post(
+        f"/chat/{session_id}/stop/", {"turn": "a" * 32, "shown": "m"}
+    )
+    assert answer.status_code == 404
+    assert contents(session_id) == ["q", "mine"]
+
+
+def test_stop_waits_for_the_stopped_turn_to_be_saved(
+    alice_client: Client, session_id: str
+) -> None:
+    turn = uuid.uuid4().hex
+    saver = threading.Timer(
+        0.3,
+        store.append_records,
+        [
+            session_id,
+            [
+                {"type": "human", "data": {"content": "q"}},
+                {"type": "ai", "data": {"content": "late and long"}, "turn": turn},
+            ],
+        ],
+    )
+    saver.start()
+    answer = alice_client.post(
+        f"/chat/{session_id}/stop/", {"turn": turn, "shown": "late"}
+    )
+    saver.join()
+    assert answer.status_code == 204
+    # By the time the page hears back, the reply is saved as it was shown.
+    assert contents(session_id) == ["q", "late"]

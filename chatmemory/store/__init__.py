@@ -11,7 +11,9 @@ the public face; the package's modules are:
 - :mod:`.operations`: each operation written once, run by :func:`run` (sync)
   and :func:`arun` (async); the functions below are those two entry points;
 - :mod:`.maintenance`: reindex and import;
-- :mod:`.diagnostics`: server facts, permission probes, the consistency check.
+- :mod:`.diagnostics`: server facts, permission probes, the consistency check;
+- :mod:`.turns`: rewriting a session's last turn, and a stopped reply cut to
+  what its page showed.
 
 Every write is one Lua script, so it is atomic and one round trip (on Redis
 Cluster the index updates, which live in other slots, follow in the same
@@ -71,6 +73,15 @@ from .maintenance import (
 )
 from .operations import SessionInfo, SessionPage, Usage, arun, day_of, run
 from .quota import Admission, Limits, admit_turn_op, release_turn_op
+from .turns import (
+    TURN_FIELD,
+    Snapshot,
+    StopResult,
+    apply_stop_op,
+    note_stop_op,
+    read_snapshot_op,
+    validate_turn_id,
+)
 
 
 def read_records(session_id: str) -> list[Record | UnreadableEntry]:
@@ -101,6 +112,76 @@ async def aappend_records(
 ) -> int:
     """Async :func:`append_records`."""
     return await arun(_ops.append_records_op(session_id, records, owner))
+
+
+def read_snapshot(session_id: str) -> Snapshot:
+    """The session's entries, decoded and as stored (to rewrite its last turn)."""
+    return run(read_snapshot_op(session_id))
+
+
+async def aread_snapshot(session_id: str) -> Snapshot:
+    """Async :func:`read_snapshot`."""
+    return await arun(read_snapshot_op(session_id))
+
+
+def replace_last_records(
+    session_id: str,
+    snapshot: Snapshot,
+    count: int,
+    records: Sequence[Record],
+    *,
+    owner: str | None = None,
+) -> int:
+    """Replace the last ``count`` entries of ``snapshot`` with ``records``.
+
+    One script, so atomic and one round trip: it takes the old entries off and
+    appends the new ones (with the metadata, TTL and indexes of
+    :func:`append_records`) only if the session is still as ``snapshot`` read
+    it; else it writes nothing and raises
+    :class:`~chatmemory.exceptions.SessionChanged`. Returns the session's count.
+    """
+    return run(
+        _ops.append_records_op(session_id, records, owner, replace=snapshot.tail(count))
+    )
+
+
+async def areplace_last_records(
+    session_id: str,
+    snapshot: Snapshot,
+    count: int,
+    records: Sequence[Record],
+    *,
+    owner: str | None = None,
+) -> int:
+    """Async :func:`replace_last_records`."""
+    return await arun(
+        _ops.append_records_op(session_id, records, owner, replace=snapshot.tail(count))
+    )
+
+
+def note_stop(session_id: str, turn: str, shown: str) -> StopResult:
+    """The page stopped turn ``turn`` showing ``shown``: save the reply as that.
+
+    Cuts the saved reply now if it is there ("cut", or "kept" when it is no
+    longer than ``shown``), and leaves the text for :func:`apply_stop`
+    otherwise ("missing").
+    """
+    return run(note_stop_op(session_id, turn, shown))
+
+
+async def anote_stop(session_id: str, turn: str, shown: str) -> StopResult:
+    """Async :func:`note_stop`."""
+    return await arun(note_stop_op(session_id, turn, shown))
+
+
+def apply_stop(session_id: str, turn: str) -> StopResult:
+    """After saving turn ``turn``'s stopped reply: cut it to what the page showed."""
+    return run(apply_stop_op(session_id, turn))
+
+
+async def aapply_stop(session_id: str, turn: str) -> StopResult:
+    """Async :func:`apply_stop`."""
+    return await arun(apply_stop_op(session_id, turn))
 
 
 def create_session(
@@ -486,15 +567,28 @@ __all__ = [
     "arelease_turn",
     "release_turn",
     "ImportProgress",
+    "TURN_FIELD",
     "ImportedSession",
     "Record",
     "SessionInfo",
     "SessionPage",
+    "Snapshot",
+    "StopResult",
     "UnreadableEntry",
     "Usage",
     "aappend_records",
     "aday_usage",
     "aowner_usage",
+    "aapply_stop",
+    "aappend_records",
+    "anote_stop",
+    "apply_stop",
+    "areplace_last_records",
+    "aread_snapshot",
+    "note_stop",
+    "read_snapshot",
+    "replace_last_records",
+    "validate_turn_id",
     "acheck_connection",
     "aclose_clients",
     "acount_owner_sessions",

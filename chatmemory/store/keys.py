@@ -12,6 +12,8 @@
     P:usage-day:<day>   zset  owner -> total tokens that UTC day (admin usage page)
     P:quota:{O}:turns   zset  one owner's recent turns (member and score: start ms)
     P:quota:{O}:streams zset  one owner's open streams (member: id, score: expiry ms)
+    P:{S}:stop:<T>   string  what the page showed when its user stopped turn T
+                             (expires after a few minutes)
 
 A LangGraph thread (``chatmemory.langgraph``) is a conversation of the same id
 space: it has the same ``meta`` hash (with ``kind`` = ``thread``) and index
@@ -174,6 +176,16 @@ def quota_turns_key(owner: str) -> str:
 def quota_streams_key(owner: str) -> str:
     """The sorted set of one owner's open streams."""
     return quota_streams_key_in(conf.KEY_PREFIX, owner)
+
+
+def stop_key_in(prefix: str, session_id: str, turn: str) -> str:
+    """:func:`stop_key` under ``prefix``."""
+    return f"{prefix}:{{{escape(session_id)}}}:stop:{turn}"
+
+
+def stop_key(session_id: str, turn: str) -> str:
+    """The text the page showed when its user stopped turn ``turn``."""
+    return stop_key_in(conf.KEY_PREFIX, session_id, turn)
 
 
 def messages_key(session_id: str) -> str:

@@ -22,7 +22,7 @@ import redis.cluster
 import redis.exceptions
 
 from ..conf import conf
-from ..exceptions import NotReplicated, OwnerMismatch
+from ..exceptions import NotReplicated, OwnerMismatch, SessionChanged
 from . import keys
 from .client import (
     AsyncClient,
@@ -353,6 +353,7 @@ def _remember_owner(session_id: str, owner: str) -> None:
 _RETRY = -2
 _MISMATCH = -1
 _THREAD = -3
+_CHANGED = -4
 
 
 def _index_keys(prefix: str, owner: str) -> list[str]:
@@ -464,7 +465,11 @@ def read_records_op(session_id: str) -> Operation[list[Record | UnreadableEntry]
 
 
 def append_records_op(
-    session_id: str, records: Sequence[Record], owner: str | None
+    session_id: str,
+    records: Sequence[Record],
+    owner: str | None,
+    *,
+    replace: tuple[int, Sequence[bytes]] | None = None,
 ) -> Operation[int]:
     """Append records atomically; return the session's message count.
 
@@ -473,6 +478,11 @@ def append_records_op(
     Adds the records' token usage to the session's totals and to the owner's
     daily usage. Raises :class:`OwnerMismatch` when ``owner`` is not the
     session's owner, ``ValueError`` when the id is a LangGraph thread's.
+
+    ``replace=(length, tail)`` first takes the entries ``tail`` (raw, as read)
+    off the end of the list, in the same script, if the list still has
+    ``length`` entries ending with them; else nothing is written and
+    :class:`SessionChanged` is raised.
     """
     keys.validate_session_id(session_id)
     if not records:
@@ -497,6 +507,11 @@ def append_records_op(
         *usage,
         usage_ttl_ms(),
     ]
+    if replace is None:
+        args += [-1, 0]
+    else:
+        length, tail = replace
+        args += [length, len(tail), *tail]
     args += encode_records(records)
     if cluster and not any(usage):
         # Token usage increments are not idempotent: with usage, the two steps
@@ -518,6 +533,8 @@ def append_records_op(
             )
         if count == _MISMATCH:
             raise OwnerMismatch(session_id, given, effective)
+        if count == _CHANGED:
+            raise SessionChanged(session_id)
         _remember_owner(session_id, effective)
         if count == _RETRY:
             indexed_owner = args[6] = effective

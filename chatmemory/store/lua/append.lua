@@ -1,15 +1,19 @@
--- Append records to one session, atomically.
+-- Append records to one session, atomically; optionally first take off its
+-- last records, if they are still the ones the caller read (a replaced turn).
 -- KEYS: messages, meta, [sessions, ids, owner index, no-owner index, [owner's
 --   usage that day, the day's usage by owner]]
 --   With only the two session keys (Redis Cluster: the indexes live in other
 --   slots) the caller updates the indexes and the owner's usage itself.
 -- ARGV: session id, now ms, ttl ms (0: none), cap (0: none), title,
 --       given owner ('' none), owner of KEYS[5] ('' when it is the no-owner
---       index), input, output, total tokens, usage keys' ttl ms, records...
+--       index), input, output, total tokens, usage keys' ttl ms,
+--       expected length (-1: a plain append), n, the n last entries expected,
+--       records...
 -- Reply: {count, effective owner} on success;
 --        {-1, recorded owner} when the given owner is not the recorded one;
 --        {-2, recorded owner} when KEYS[5] is not that owner's index (retry);
---        {-3, ''} when the id is a LangGraph thread's (nothing written).
+--        {-3, ''} when the id is a LangGraph thread's (nothing written);
+--        {-4, recorded owner} when the list is not what the caller expected.
 local meta = redis.call('HMGET', KEYS[2], 'owner', 'kind')
 if meta[2] == 'thread' then return {-3, ''} end
 local recorded = meta[1]
@@ -18,12 +22,24 @@ if recorded and given ~= '' and given ~= recorded then return {-1, recorded} end
 local owner = recorded or given
 local indexed = #KEYS >= 4
 if indexed and owner ~= ARGV[7] then return {-2, owner} end
+local expected = tonumber(ARGV[12])
+local tail = tonumber(ARGV[13])
+if expected >= 0 then
+  if redis.call('LLEN', KEYS[1]) ~= expected then return {-4, owner} end
+  if tail > 0 then
+    local stored = redis.call('LRANGE', KEYS[1], -tail, -1)
+    for k = 1, tail do
+      if stored[k] ~= ARGV[13 + k] then return {-4, owner} end
+    end
+    redis.call('LTRIM', KEYS[1], 0, -tail - 1)
+  end
+end
 local now = ARGV[2]
 local ttl = tonumber(ARGV[3])
 local cap = tonumber(ARGV[4])
 local n = #ARGV
 -- unpack() has a stack limit: push in slices.
-local i = 12
+local i = 14 + tail
 local count = 0
 while i <= n do
   local j = math.min(i + 999, n)
