@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from chatmemory.history import DjangoRedisChatMessageHistory
+from chatmemory.owners import owner_id
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -79,7 +80,7 @@ def seed_chat(
     owner: Any, session_id: str, messages: Sequence[BaseMessage | tuple[str, str]]
 ) -> str:
     """Store ``messages`` (or (role, text) pairs) as ``owner``'s chat."""
-    history = DjangoRedisChatMessageHistory(session_id, owner=str(owner.pk))
+    history = DjangoRedisChatMessageHistory(session_id, owner=owner_id(owner))
     built = [
         item
         if isinstance(item, BaseMessage)
