@@ -228,12 +228,63 @@ def import_sessions_op(
     ):
         done.seen += seen
         if len(script_keys) > 2:
-            written, messages = yield Eval("import", script_keys, args)
+            if is_cluster():
+                written, messages = yield from _cluster_import(script_keys, args)
+            else:
+                written, messages = yield Eval("import", script_keys, args)
             done.written += int(written)
             done.messages += int(messages)
         if progress is not None:
             progress(done)
     return done
+
+
+def _cluster_import(
+    script_keys: list[str], args: list[Any]
+) -> Operation[tuple[int, int]]:
+    """import.lua's batch on Redis Cluster, where its keys span many slots.
+
+    The same writes as plain commands in one pipeline (each routed to its
+    key's slot): each session's keys, then the index entries. Not atomic per
+    session, as the import as a whole is not; a rerun repairs a cut one.
+    """
+    replace = args[0] == "replace"
+    sessions: list[tuple[list[str], list[Any], list[Any]]] = []
+    i, k = 1, 2
+    while i < len(args):
+        fields = args[i : i + 10]
+        count = int(fields[9])
+        sessions.append((script_keys[k : k + 3], fields, args[i + 10 : i + 10 + count]))
+        i += 10 + count
+        k += 3
+    if not replace:
+        exists = yield Batch([("EXISTS", names[1]) for names, _, _ in sessions])
+        sessions = [s for s, there in zip(sessions, exists, strict=True) if not there]
+    commands: list[tuple[Any, ...]] = []
+    messages = 0
+    for (mkey, hkey, okey), fields, records in sessions:
+        sid, created, updated, title, owner, left, tin, tout, tall, _ = fields
+        commands.append(("DEL", mkey, hkey))
+        for start in range(0, len(records), 1000):
+            commands.append(("RPUSH", mkey, *records[start : start + 1000]))
+        meta: list[Any] = ["created", created, "updated", updated]
+        meta += ["count", len(records), "title", title]
+        if owner:
+            meta += ["owner", owner]
+        if tin or tout or tall:
+            meta += ["input_tokens", tin, "output_tokens", tout, "total_tokens", tall]
+        commands.append(("HSET", hkey, *meta))
+        if left:
+            if records:
+                commands.append(("PEXPIRE", mkey, left))
+            commands.append(("PEXPIRE", hkey, left))
+        commands.append(("ZADD", keys.sessions_key(), updated, sid))
+        commands.append(("ZADD", keys.ids_key(), 0, sid))
+        commands.append(("ZADD", okey, updated, sid))
+        messages += len(records)
+    if commands:
+        yield Batch(commands)
+    return len(sessions), messages
 
 
 def existing_sessions_op(session_ids: Sequence[str]) -> Operation[list[bool]]:
