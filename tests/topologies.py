@@ -543,7 +543,11 @@ def command_calls(client: Any) -> dict[str, int]:
     for stats in per_node:
         for name, value in stats.items():
             calls[name] = calls.get(name, 0) + value["calls"]
-    # Not the clients': the measuring INFO, and replicas' acknowledgements.
+    # Not the clients': the measuring INFO, replicas' acknowledgements, and
+    # the sentinels' hello messages (PUBLISH to __sentinel__:hello, every 2 s)
+    # and their PINGs.
     calls.pop("cmdstat_info", None)
     calls.pop("cmdstat_replconf", None)
+    calls.pop("cmdstat_publish", None)
+    calls.pop("cmdstat_ping", None)
     return calls
