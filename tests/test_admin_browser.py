@@ -6,17 +6,16 @@ CHATMEMORY_REQUIRE_BROWSER=1.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from langchain_core.messages import AIMessage, HumanMessage
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.admin_helpers import LIST_URL, chat, transcript_url
-from tests.browser import ARGS, ARTIFACTS, CHROMIUM
+from tests.browser import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -28,21 +27,7 @@ def close_async_redis_clients() -> None:
     """Replaces conftest's async fixture (Playwright's sync API owns the loop)."""
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not os.path.exists(CHROMIUM):
-        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if os.environ.get("CHATMEMORY_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"CHATMEMORY_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, args=ARGS, headless=True
-            )
-            yield browser
-            browser.close()
+# The browser fixture is tests/browser.py's (a plugin of conftest).
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from chatmemory.owners import owner_id
 from chatmemory.records import INTERRUPTED
 from chatmemory.turn import CONTINUE_PROMPT
 from tests.redis_server import free_port
+from tests.test_sse import parse as events
 
 pytestmark = pytest.mark.django_db
 
@@ -85,22 +86,6 @@ def session_id(alice: AbstractBaseUser) -> str:
     session_id = uuid.uuid4().hex
     assert store.create_session(session_id, owner=owner_id(alice))
     return session_id
-
-
-def events(body: bytes) -> list[tuple[str, str]]:
-    """Parse a Server-Sent Events body into (event, data) pairs."""
-    parsed = []
-    for block in body.decode().split("\n\n"):
-        name, data = "message", []
-        for line in block.split("\n"):
-            if line.startswith("event: "):
-                name = line[len("event: ") :]
-            elif line.startswith("data:"):
-                value = line[len("data:") :]
-                data.append(value[1:] if value.startswith(" ") else value)
-        if data:
-            parsed.append((name, "\n".join(data)))
-    return parsed
 
 
 def body_of(response: Any) -> bytes:
