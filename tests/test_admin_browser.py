@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from langchain_core.messages import AIMessage, HumanMessage
 from playwright.sync_api import Browser, Page
 
+from chatmemory import store
 from tests.admin_helpers import LIST_URL, chat, transcript_url
 from tests.browser import ARTIFACTS
 
@@ -62,11 +63,15 @@ def test_long_unbroken_text_wraps(page: Page, live_server: Any) -> None:
         HumanMessage("short"),
         AIMessage("y" * 500, response_metadata={"k": word}),
     )
+    tokens = {"input_tokens": 10**9, "output_tokens": 7, "total_tokens": 10**9 + 7}
+    reply = {"type": "ai", "data": {"content": "a", "usage_metadata": tokens}}
+    store.append_records("spent", [reply], owner="o" * 300)
     widths = {}
     for name, url in (
         ("list", LIST_URL),
         ("search", LIST_URL + "?q=" + session_id[:20]),
         ("transcript", transcript_url(session_id)),
+        ("usage", LIST_URL + "usage/"),
     ):
         page.goto(live_server.url + url)
         ARTIFACTS.mkdir(exist_ok=True)

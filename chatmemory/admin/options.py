@@ -30,7 +30,7 @@ from django.http import (
 )
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.http import content_disposition_header
+from django.utils.http import content_disposition_header, urlencode
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.generic import RedirectView
@@ -39,8 +39,9 @@ from .. import store
 from ..exceptions import StoreUnavailable
 from ..models import ChatSession
 from .audit import EXPORT, VIEW, record_access
-from .changelist import PAGE_VAR, SessionChangeList, page_number_or_404
+from .changelist import OWNER_VAR, PAGE_VAR, SessionChangeList, page_number_or_404
 from .transcript import export_json, read_transcript_page
+from .usage import UsageList
 from .utils import session_id_from_url, session_row, users_by_owner
 
 logger = logging.getLogger("chatmemory")
@@ -62,6 +63,9 @@ class ChatSessionAdmin(_ModelAdmin):
     transcript_per_page = 100
     """Entries per transcript page (the session list uses SESSIONS_PER_PAGE)."""
 
+    usage_per_page = 50
+    """(Owner, day) rows per page of the token usage page."""
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Sessions are created by chatting, never in the admin."""
         return False
@@ -81,6 +85,9 @@ class ChatSessionAdmin(_ModelAdmin):
 
         return [
             path("", wrap(self.session_list_view), name=f"{name}_changelist"),
+            # Before the object URLs (as the admin's "add/" is): a session
+            # whose id is "usage" is still reached at usage/change/.
+            path("usage/", wrap(self.usage_view), name=f"{name}_usage"),
             path(
                 "<path:object_id>/export/",
                 wrap(self.export_view),
@@ -136,6 +143,23 @@ class ChatSessionAdmin(_ModelAdmin):
             request, "admin/chatmemory/chatsession/session_list.html", context
         )
 
+    def usage_view(self, request: HttpRequest) -> HttpResponse:
+        """Tokens per owner per UTC day over a range of days, a page at a time."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        usage = UsageList(request, self, self.usage_per_page)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Token usage"),
+            "subtitle": None,
+            "cl": usage,
+            **usage.context(),
+        }
+        return TemplateResponse(
+            request, "admin/chatmemory/chatsession/usage.html", context
+        )
+
     def transcript_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """One page of a session's messages, with its metadata on top."""
         if not self.has_view_permission(request):
@@ -163,6 +187,9 @@ class ChatSessionAdmin(_ModelAdmin):
             ],
             "ellipsis": Paginator.ELLIPSIS,
             "unreadable_count": sum(m.kind == "unreadable" for m in page.messages),
+            "usage_url": None
+            if info.owner is None
+            else self._usage_url() + "?" + urlencode({OWNER_VAR: info.owner}),
             "can_delete": self.has_delete_permission(request),
         }
         return TemplateResponse(
@@ -295,6 +322,12 @@ class ChatSessionAdmin(_ModelAdmin):
             request,
             "admin/chatmemory/chatsession/sessions_delete.html",
             context,
+        )
+
+    def _usage_url(self) -> str:
+        return reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_usage",
+            current_app=self.admin_site.name,
         )
 
     def _changelist_url(self) -> str:

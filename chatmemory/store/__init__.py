@@ -82,6 +82,7 @@ from .turns import (
     read_snapshot_op,
     validate_turn_id,
 )
+from .usage import BY_DAY, BY_TOTAL, UsageCursor, UsagePage, usage_page_op
 
 
 def read_records(session_id: str) -> list[Record | UnreadableEntry]:
@@ -389,6 +390,33 @@ async def aday_usage(
     return await arun(_ops.day_usage_op(day, offset, limit))
 
 
+def usage_page(
+    days: Sequence[str],
+    *,
+    by: str = BY_TOTAL,
+    after: UsageCursor | None = None,
+    limit: int = 50,
+) -> UsagePage:
+    """One page of (owner, day) token usage rows over ``days``, most tokens
+    first (``by=BY_TOTAL``) or newest day first (``BY_DAY``), after ``after``.
+
+    Costs O(days x limit), whatever the number of owners and the page's depth;
+    the count is exact (see :mod:`chatmemory.store.usage`).
+    """
+    return run(usage_page_op(days, by=by, after=after, limit=limit))
+
+
+async def ausage_page(
+    days: Sequence[str],
+    *,
+    by: str = BY_TOTAL,
+    after: UsageCursor | None = None,
+    limit: int = 50,
+) -> UsagePage:
+    """Async :func:`usage_page`."""
+    return await arun(usage_page_op(days, by=by, after=after, limit=limit))
+
+
 def admit_turn(owner: str, limits: Limits | None = None) -> Admission:
     """Check the owner's turn limits and count the turn if they allow it.
 
@@ -576,6 +604,12 @@ __all__ = [
     "StopResult",
     "UnreadableEntry",
     "Usage",
+    "BY_DAY",
+    "BY_TOTAL",
+    "UsageCursor",
+    "UsagePage",
+    "ausage_page",
+    "usage_page",
     "aappend_records",
     "aday_usage",
     "aowner_usage",
