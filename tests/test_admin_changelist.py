@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -18,7 +20,7 @@ from langchain_core.messages import (
 )
 
 from chatmemory import store
-from chatmemory.admin import changelist
+from chatmemory.admin import ChatSessionAdmin, changelist
 from chatmemory.history import DjangoRedisChatMessageHistory
 from chatmemory.owners import owner_id
 
@@ -231,8 +233,12 @@ def test_search_by_owner_username(
     response = admin_client.get(LIST_URL, {"q": "alice"})
     # the ids starting with "alice", then alice's sessions by activity
     assert rows(response) == ["alice-notes", "support-1", "sales-1"]
-    # usernames match in any case; session ids only as written
-    assert rows(admin_client.get(LIST_URL, {"q": "ALICE"})) == ["support-1", "sales-1"]
+    # usernames and title words match in any case; session ids only as written
+    assert rows(admin_client.get(LIST_URL, {"q": "ALICE"})) == [
+        "support-1",
+        "sales-1",
+        "alice-notes",  # its title, "about alice-notes"
+    ]
 
 
 def test_search_by_owner_email(
@@ -255,6 +261,82 @@ def test_search_pages_through_every_source(
 ) -> None:
     pages = [rows(admin_client.get(LIST_URL, {"q": "alice", "p": n})) for n in (1, 2)]
     assert pages == [["alice-notes", "support-1"], ["sales-1"]]
+
+
+@pytest.fixture
+def titled(redis_client: redis.Redis) -> dict[str, User]:
+    """Sessions with titles (their first question), newest first as listed."""
+    alice, bob = make_user("alice"), make_user("bob")
+    now = datetime.now(UTC)
+    sessions = [
+        ("t1", "Deploying the staging server", alice),
+        ("t2", "Why does deployment fail on Staging?", bob),
+        ("t3", "Lunch ideas", alice),
+        ("t4", "Staging: deploy again, Über-fast", None),
+        ("t5", "staging notes", bob),
+    ]
+    for minutes, (sid, title, owner) in enumerate(sessions):
+        chat(sid, HumanMessage(title), AIMessage("ok"), owner=owner)
+        set_activity(redis_client, sid, now - timedelta(minutes=minutes))
+    return {"alice": alice, "bob": bob}
+
+
+def test_search_by_title_words(admin_client: Client, titled: dict[str, User]) -> None:
+    # every word, anywhere in the title, any case; newest activity first
+    response = admin_client.get(LIST_URL, {"q": "staging DEPLOY"})
+    assert rows(response) == ["t1", "t2", "t4"]
+    assert count_line(response) == "3 results"
+    assert rows(admin_client.get(LIST_URL, {"q": "über"})) == ["t4"]
+    assert rows(admin_client.get(LIST_URL, {"q": "deploy lunch"})) == []
+    # every title was read: no caveat under the count
+    assert "Titles searched" not in text(response)
+    # combined with the filters
+    bob = owner_id(titled["bob"])
+    assert rows(admin_client.get(LIST_URL, {"q": "staging", "owner": bob})) == [
+        "t2",
+        "t5",
+    ]
+    ownerless = admin_client.get(LIST_URL, {"q": "staging", "owner__isnull": "1"})
+    assert rows(ownerless) == ["t4"]
+    assert count_line(ownerless) == "1 result"
+
+
+def test_title_matches_are_not_listed_twice(
+    admin_client: Client, titled: dict[str, User]
+) -> None:
+    chat("lunch-2", HumanMessage("lunch again"))
+    # "lunch-2" is found by its id first; "t3" by its title only
+    response = admin_client.get(LIST_URL, {"q": "lunch"})
+    assert rows(response) == ["lunch-2", "t3"]
+    assert count_line(response) == "2 results"
+    # bob's sessions by his username, then titles holding "bob" (none)
+    chat("b", HumanMessage("ask bob about staging"), owner=titled["bob"])
+    response = admin_client.get(LIST_URL, {"q": "bob"})
+    assert sorted(rows(response)) == ["b", "t2", "t5"]
+    assert count_line(response) == "3 results"
+
+
+def test_title_search_says_which_sessions_it_read(
+    admin_client: Client, titled: dict[str, User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ChatSessionAdmin, "title_search_window", 2)
+    response = admin_client.get(LIST_URL, {"q": "staging"})
+    assert rows(response) == ["t1", "t2"]
+    page = text(response)
+    assert "Titles searched: sessions 1–2 of 5, by last activity" in page
+    older = re.search(r'<a href="([^"]+)">Search older sessions', page)
+    assert older is not None
+    response = admin_client.get(LIST_URL + html.unescape(older[1]))
+    assert rows(response) == ["t4"]  # t3's title does not match
+    assert count_line(response) == "1 result"
+    page = text(response)
+    assert "Titles searched: sessions 3–4 of 5" in page
+    assert "Back to the most recent" in page
+    response = admin_client.get(LIST_URL, {"q": "staging", "tw": "3"})
+    assert rows(response) == ["t5"]
+    assert "Search older sessions" not in text(response)
+    assert admin_client.get(LIST_URL, {"q": "staging", "tw": "4"}).status_code == 404
+    assert admin_client.get(LIST_URL, {"q": "staging", "tw": "x"}).status_code == 404
 
 
 def test_filter_by_owner(admin_client: Client, searchable: dict[str, User]) -> None:
@@ -378,7 +460,7 @@ def test_ghost_sessions_disappear(
     assert response.context["total"] == 1
     assert redis_client.zscore(store.sessions_key(), "expired") is None
     assert rows(admin_client.get(LIST_URL, {"owner": owner_id(alice)})) == ["alive"]
-    assert rows(admin_client.get(LIST_URL, {"q": "e"})) == []
+    assert rows(admin_client.get(LIST_URL, {"q": "exp"})) == []
     assert admin_client.get(transcript_url("expired")).status_code == 404
 
 
@@ -433,8 +515,13 @@ def commands_for(
 
 @pytest.mark.slow
 def test_list_page_costs_the_same_at_100_and_100000_sessions(
-    admin_client: Client, redis_client: redis.Redis, key_prefix: str
+    admin_client: Client,
+    redis_client: redis.Redis,
+    key_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # A search reads the titles of a window of sessions: its bound.
+    monkeypatch.setattr(ChatSessionAdmin, "title_search_window", 30)
     users = [make_user(f"user{i}") for i in range(2)]
     variants = [
         {},
@@ -444,6 +531,8 @@ def test_list_page_costs_the_same_at_100_and_100000_sessions(
         {"active": "today"},
         {"q": "session-0000"},
         {"q": "user1"},
+        {"q": "QUESTION 7"},
+        {"q": "question", "owner": owner_id(users[0])},
     ]
     measured = {}
     for count in (100, 100_000):

@@ -37,6 +37,7 @@ PAGE_VAR = "p"
 OWNER_VAR = "owner"
 NO_OWNER_VAR = "owner__isnull"
 ACTIVE_VAR = "active"
+TITLE_WINDOW_VAR = "tw"
 
 ACTIVITY_CHOICES: tuple[tuple[str, StrPromise], ...] = (
     ("today", gettext_lazy("Today")),
@@ -50,6 +51,10 @@ OWNER_SEARCH_LIMIT = 10
 
 OWNER_FILTER_CANDIDATES = 100
 """The owner filter looks for sessions among this many users (by username)."""
+
+TITLE_SEARCH_WINDOW = 5000
+"""Sessions whose titles one search page reads (the most recently active first);
+``ChatSessionAdmin.title_search_window`` overrides it."""
 
 MAX_OFFSET = 2**32
 """No sorted set holds more members: a page past it is 404 without asking Redis."""
@@ -86,6 +91,9 @@ class SessionChangeList:
         self.active = request.GET.get(ACTIVE_VAR, "")
         self.active_since = activity_start(self.active)
         self.page_number = page_number_or_404(request.GET.get(PAGE_VAR))
+        self.title_window = page_number_or_404(request.GET.get(TITLE_WINDOW_VAR))
+        self.title_search: store.TitleMatches | None = None
+        """What the title search covered (None when there was none)."""
         self.per_page = max(1, conf.SESSIONS_PER_PAGE)
         self.has_filters = bool(self.owner or self.ownerless or self.active_since)
 
@@ -98,9 +106,14 @@ class SessionChangeList:
             raise Http404(_("No such page."))
         self.total = page.total
         found = [source for source, total in zip(sources, totals, strict=True) if total]
+        kinds = {source.kind for source in found}
         self.total_is_estimate = (
             any(source.filtered for source in found)
-            or len({source.kind for source in found}) > 1
+            or {
+                "ids",
+                "owner",
+            }
+            <= kinds
         )
         """True when ``total`` is an upper bound rather than an exact count."""
         self.users = users_by_owner(
@@ -135,15 +148,19 @@ class SessionChangeList:
 
     def search_sources(self) -> list[Source]:
         """Sessions whose id starts with the query (the exact id first), then
-        the sessions of the users whose username or email it is.
+        the sessions of the users whose username or email it is, then those
+        whose titles hold the query's words (within a window of recent ones).
 
         Each source is counted by its index. A count is only an upper bound
         when a filter drops rows the index counted (the owner and activity
-        filters on an id search), or when both kinds of source found sessions
-        (a session may be in both; it is listed once).
+        filters on an id search), or when both an id and a user match (a
+        session found both ways is listed once). The title matches leave out
+        the sessions the other sources list, before they are counted.
         """
         query, owner, active_since = self.query, self.owner, self.active_since
         ownerless = self.ownerless
+        if self.title_window > 1:  # older sessions: their titles only
+            return [self.title_source(valid_id=False, owners=[])]
         try:
             store.validate_session_id(query)
         except ValueError:
@@ -167,7 +184,8 @@ class SessionChangeList:
             sources.append(
                 Source(without(by_id, keep) if filtered else by_id, "ids", filtered)
             )
-        for owner_id in [] if ownerless else matching_owners(query):
+        owners = [] if ownerless else matching_owners(query)
+        for owner_id in owners:
             if owner is not None and owner_id != owner:
                 continue
 
@@ -185,7 +203,66 @@ class SessionChangeList:
                     "owner",
                 )
             )
+        if store.title_words(query):
+            sources.append(self.title_source(valid_id=valid_id, owners=owners))
         return sources
+
+    def title_source(self, *, valid_id: bool, owners: Sequence[str]) -> Source:
+        """The sessions of this title window whose titles hold the query's
+        words, less those the id and owner sources list."""
+        size = max(
+            1, getattr(self.model_admin, "title_search_window", TITLE_SEARCH_WINDOW)
+        )
+        start = (self.title_window - 1) * size
+        if start >= MAX_OFFSET:
+            raise Http404(_("No such page."))
+        found = store.search_titles(
+            store.title_words(self.query),
+            owner=self.owner,
+            ownerless=self.ownerless,
+            active_since=self.active_since,
+            start=start,
+            size=size,
+        )
+        if self.title_window > 1 and start >= found.indexed:
+            raise Http404(_("No such page."))
+        self.title_search = found
+        listed_owners = set(owners)
+        query = self.query
+        ids = [
+            session_id
+            for session_id, session_owner in found.matches
+            if not (valid_id and session_id.startswith(query))
+            and session_owner not in listed_owners
+        ]
+
+        def by_title(offset: int, limit: int) -> store.SessionPage:
+            wanted = ids[offset : offset + limit]
+            infos = store.get_sessions(wanted) if wanted else []
+            # A session deleted since the titles were read is counted out.
+            return store.SessionPage(infos, len(ids) - (len(wanted) - len(infos)))
+
+        return Source(by_title, "title")
+
+    def title_search_note(self) -> dict[str, Any] | None:
+        """What the title search covered, for the page to say so; None when it
+        read every session's title (its count is then exact, with no caveat)."""
+        found = self.title_search
+        if found is None or (found.start == 0 and found.complete):
+            return None
+        return {
+            "first": found.start + 1,
+            "last": found.start + found.searched,
+            "indexed": found.indexed,
+            "next_url": None
+            if found.complete
+            else self.get_query(
+                {TITLE_WINDOW_VAR: self.title_window + 1, PAGE_VAR: None}
+            ),
+            "newest_url": self.get_query({TITLE_WINDOW_VAR: None, PAGE_VAR: None})
+            if self.title_window > 1
+            else None,
+        }
 
     # --- what the template shows -------------------------------------------------
 
@@ -235,12 +312,26 @@ class SessionChangeList:
         choices = [
             (
                 _("All"),
-                self.get_query({OWNER_VAR: None, NO_OWNER_VAR: None, PAGE_VAR: None}),
+                self.get_query(
+                    {
+                        OWNER_VAR: None,
+                        NO_OWNER_VAR: None,
+                        PAGE_VAR: None,
+                        TITLE_WINDOW_VAR: None,
+                    }
+                ),
                 selected is None and not self.ownerless,
             ),
             (
                 _("No owner"),
-                self.get_query({OWNER_VAR: None, NO_OWNER_VAR: "1", PAGE_VAR: None}),
+                self.get_query(
+                    {
+                        OWNER_VAR: None,
+                        NO_OWNER_VAR: "1",
+                        PAGE_VAR: None,
+                        TITLE_WINDOW_VAR: None,
+                    }
+                ),
                 self.ownerless,
             ),
         ]
@@ -249,7 +340,12 @@ class SessionChangeList:
                 (
                     label,
                     self.get_query(
-                        {OWNER_VAR: owner_id, NO_OWNER_VAR: None, PAGE_VAR: None}
+                        {
+                            OWNER_VAR: owner_id,
+                            NO_OWNER_VAR: None,
+                            PAGE_VAR: None,
+                            TITLE_WINDOW_VAR: None,
+                        }
                     ),
                     owner_id == selected,
                 )
@@ -262,7 +358,9 @@ class SessionChangeList:
         choices = [
             (
                 _("Any date"),
-                self.get_query({ACTIVE_VAR: None, PAGE_VAR: None}),
+                self.get_query(
+                    {ACTIVE_VAR: None, PAGE_VAR: None, TITLE_WINDOW_VAR: None}
+                ),
                 not current,
             )
         ]
@@ -270,7 +368,9 @@ class SessionChangeList:
             choices.append(
                 (
                     str(label),
-                    self.get_query({ACTIVE_VAR: value, PAGE_VAR: None}),
+                    self.get_query(
+                        {ACTIVE_VAR: value, PAGE_VAR: None, TITLE_WINDOW_VAR: None}
+                    ),
                     value == current,
                 )
             )
@@ -291,7 +391,14 @@ class SessionChangeList:
     def get_query(self, changes: dict[str, Any]) -> str:
         """The list's query string with ``changes`` applied (None drops a key)."""
         params: dict[str, str] = {}
-        for key in (SEARCH_VAR, PAGE_VAR, OWNER_VAR, NO_OWNER_VAR, ACTIVE_VAR):
+        for key in (
+            SEARCH_VAR,
+            PAGE_VAR,
+            OWNER_VAR,
+            NO_OWNER_VAR,
+            ACTIVE_VAR,
+            TITLE_WINDOW_VAR,
+        ):
             value = self.request.GET.get(key)
             if value:
                 params[key] = value
@@ -315,12 +422,19 @@ class SessionChangeList:
             or any(row.expires_at for row in self.rows),
             "search_var": SEARCH_VAR,
             "query": self.query,
+            "title_search": self.title_search_note(),
             "hidden_params": self.hidden_params(),
             "owner_choices": self.owner_choices(),
             "activity_choices": self.activity_choices(),
             "has_active_filters": self.has_filters,
             "clear_filters_url": self.get_query(
-                {OWNER_VAR: None, NO_OWNER_VAR: None, ACTIVE_VAR: None, PAGE_VAR: None}
+                {
+                    OWNER_VAR: None,
+                    NO_OWNER_VAR: None,
+                    ACTIVE_VAR: None,
+                    PAGE_VAR: None,
+                    TITLE_WINDOW_VAR: None,
+                }
             ),
         }
 

@@ -39,7 +39,13 @@ from .. import store
 from ..exceptions import StoreUnavailable
 from ..models import ChatSession
 from .audit import EXPORT, VIEW, record_access
-from .changelist import OWNER_VAR, PAGE_VAR, SessionChangeList, page_number_or_404
+from .changelist import (
+    OWNER_VAR,
+    PAGE_VAR,
+    TITLE_SEARCH_WINDOW,
+    SessionChangeList,
+    page_number_or_404,
+)
 from .transcript import export_json, read_transcript_page
 from .usage import UsageList
 from .utils import session_id_from_url, session_row, users_by_owner
@@ -62,6 +68,10 @@ class ChatSessionAdmin(_ModelAdmin):
 
     transcript_per_page = 100
     """Entries per transcript page (the session list uses SESSIONS_PER_PAGE)."""
+
+    title_search_window = TITLE_SEARCH_WINDOW
+    """Sessions whose titles one search page reads, most recently active first
+    (the page offers the next ones): the bound on a title search's work."""
 
     usage_per_page = 50
     """(Owner, day) rows per page of the token usage page."""

@@ -73,6 +73,7 @@ from .maintenance import (
 )
 from .operations import SessionInfo, SessionPage, Usage, arun, day_of, run
 from .quota import Admission, Limits, admit_turn_op, release_turn_op
+from .search import TitleMatches, search_titles_op, title_matches, title_words
 from .turns import (
     TURN_FIELD,
     Snapshot,
@@ -390,6 +391,32 @@ async def aday_usage(
     return await arun(_ops.day_usage_op(day, offset, limit))
 
 
+def search_titles(
+    words: list[str],
+    *,
+    owner: str | None = None,
+    ownerless: bool = False,
+    active_since: datetime | None = None,
+    start: int = 0,
+    size: int = 5000,
+) -> TitleMatches:
+    """The sessions whose titles hold every word (see :func:`title_words`),
+    among ``size`` of an activity index's entries from ``start``, most recent
+    first: a bounded search whose result says what it covered
+    (see :mod:`chatmemory.store.search`).
+    """
+    return run(
+        search_titles_op(
+            words,
+            owner=owner,
+            ownerless=ownerless,
+            active_since=active_since,
+            start=start,
+            size=size,
+        )
+    )
+
+
 def usage_page(
     days: Sequence[str],
     *,
@@ -604,6 +631,10 @@ __all__ = [
     "StopResult",
     "UnreadableEntry",
     "Usage",
+    "TitleMatches",
+    "search_titles",
+    "title_matches",
+    "title_words",
     "BY_DAY",
     "BY_TOTAL",
     "UsageCursor",
