@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING
 
 from django.http import HttpResponse, StreamingHttpResponse
 
-from .exceptions import STORE_DOWN, ModelFailed, StoreUnavailable, TurnInProgress
+from .exceptions import (
+    SESSION_DELETED,
+    STORE_DOWN,
+    ModelFailed,
+    SessionNotFound,
+    StoreUnavailable,
+    TurnInProgress,
+)
 
 if TYPE_CHECKING:
     from .turn import ChatTurn
@@ -64,9 +71,12 @@ def sync_events(
         except (ModelFailed, TurnInProgress) as exc:
             yield event("error", exc.user_message)
             return
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             logger.exception("chatmemory: Redis unavailable during a turn")
-            yield event("error", str(STORE_DOWN))
+            yield event("error", str(exc.user_message))
+            return
+        except SessionNotFound:
+            yield event("error", str(SESSION_DELETED))
             return
         yield done(turn)
     finally:
@@ -90,9 +100,12 @@ async def async_events(
         except (ModelFailed, TurnInProgress) as exc:
             yield event("error", exc.user_message)
             return
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             logger.exception("chatmemory: Redis unavailable during a turn")
-            yield event("error", str(STORE_DOWN))
+            yield event("error", str(exc.user_message))
+            return
+        except SessionNotFound:
+            yield event("error", str(SESSION_DELETED))
             return
         yield done(turn)
     finally:
@@ -118,6 +131,7 @@ def error_response(message: str, status: int) -> HttpResponse:
 
 __all__ = [
     "OPEN",
+    "STORE_DOWN",
     "async_events",
     "done",
     "error_response",

@@ -41,7 +41,12 @@ from django.views.decorators.http import require_http_methods
 
 from . import llm, records, sse, store
 from .conf import conf
-from .exceptions import STORE_DOWN, ModelFailed, StoreUnavailable, TurnInProgress
+from .exceptions import (
+    ModelFailed,
+    SessionNotFound,
+    StoreUnavailable,
+    TurnInProgress,
+)
 from .forms import MessageForm, RenameForm
 from .owners import owner_id
 from .store import transfer
@@ -243,12 +248,12 @@ def store_unavailable_page(view: View) -> View:
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         try:
             return view(request, *args, **kwargs)
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             logger.exception("chatmemory: Redis unavailable in %s", request.path)
             response = render(
                 request,
                 "chatmemory/unavailable.html",
-                {"message": STORE_DOWN},
+                {"message": exc.user_message},
                 status=503,
             )
             response["Retry-After"] = "60"
@@ -456,9 +461,10 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
     form = MessageForm(request.POST)
     try:
         get_owned_session(request, session_id)
-    except StoreUnavailable:
+    except StoreUnavailable as exc:
         logger.exception("chatmemory: Redis unavailable in %s", request.path)
-        return sse.error_response(str(STORE_DOWN), 503)
+        return sse.error_response(str(exc.user_message), 503)
+    must_exist = session_id not in _new_chats(request)  # see send()
     if not form.is_valid():
         return sse.error_response(
             " ".join(str(error) for error in form.errors["message"]), 400
@@ -479,9 +485,9 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
         return sse.error_response(str(BAD_TURN), 400)
     try:
         admission = admit(request)
-    except StoreUnavailable:
+    except StoreUnavailable as exc:
         logger.exception("chatmemory: Redis unavailable in %s", request.path)
-        return sse.error_response(str(STORE_DOWN), 503)
+        return sse.error_response(str(exc.user_message), 503)
     if not admission.admitted:
         refused = sse.error_response(refusal_message(admission), 429)
         refused["Retry-After"] = str(store.quota.seconds_until(admission))

@@ -30,8 +30,8 @@ from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 from redis.connection import parse_url
 
+from .. import exceptions as exc_
 from ..conf import conf
-from ..exceptions import StoreUnavailable
 
 SyncClient = redis.Redis | redis.cluster.RedisCluster
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
@@ -259,27 +259,49 @@ def address(client: SyncClient | AsyncClient | None) -> str:
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
-_UNAVAILABLE = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    # Cluster: slots without a live master (a failover in progress), a
-    # resharding step, a master that is now a replica.
-    redis.exceptions.ClusterError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.SlotNotCoveredError,
-)
+def _translated(exc: redis.RedisError) -> type[exc_.StoreUnavailable]:
+    """The chatmemory error class for a redis-py error."""
+    text = str(exc)
+    if isinstance(exc, redis.exceptions.MaxConnectionsError) or (
+        isinstance(exc, redis.ConnectionError)
+        and text.startswith("No connection available")
+    ):
+        return exc_.PoolExhausted
+    if isinstance(exc, redis.TimeoutError):
+        return exc_.StoreTimeout
+    if isinstance(
+        exc,
+        redis.ConnectionError
+        # Cluster: slots without a live master (a failover in progress), a
+        # resharding step.
+        | redis.exceptions.ClusterError
+        | redis.exceptions.TryAgainError,
+    ):
+        return exc_.StoreUnavailable
+    # A script relays the error of the command that failed inside it, as
+    # "<CODE> ..." or "ERR ... <CODE> ..." depending on the server version.
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM " in text:
+        return exc_.StoreFull
+    if isinstance(exc, redis.ReadOnlyError) or "READONLY" in text:
+        return exc_.StoreReadOnly
+    if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in text:
+        return exc_.StorePermissionDenied
+    if isinstance(exc, redis.exceptions.NoScriptError) or "unknown command" in text:
+        return exc_.StoreCommandUnavailable
+    return exc_.StoreError
 
 
 @contextmanager
 def translate_errors(client: SyncClient | AsyncClient | None) -> Iterator[None]:
-    """Turn redis-py's errors into chatmemory's."""
+    """Turn every redis-py error into a chatmemory one (a StoreUnavailable)."""
     try:
         yield
-    except _UNAVAILABLE as exc:
-        raise StoreUnavailable(alias(), address(client), str(exc) or repr(exc)) from exc
+    except redis.RedisError as exc:
+        raise _translated(exc)(alias(), address(client), str(exc) or repr(exc)) from exc
+    except redis.exceptions.SlotNotCoveredError as exc:
+        raise exc_.StoreUnavailable(alias(), address(client), str(exc)) from exc
     except redis.exceptions.RedisClusterException as exc:
         # No node of the cluster answered (redis-py wraps the connection error).
         if not isinstance(exc.__cause__, redis.ConnectionError | redis.TimeoutError):
             raise
-        raise StoreUnavailable(alias(), address(client), str(exc)) from exc
+        raise _translated(exc.__cause__)(alias(), address(client), str(exc)) from exc
