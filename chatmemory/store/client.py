@@ -5,17 +5,19 @@ The alias may reach one server, a Sentinel-managed master or a Redis Cluster
 alias (``django_redis.get_redis_connection``: a ``redis.Redis``, or a
 ``RedisCluster`` through :mod:`chatmemory.store.cluster`); the async path builds
 the matching ``redis.asyncio`` client from the same CACHES entry, one per event
-loop: ``Redis``, a Sentinel's ``master_for`` client, or ``RedisCluster``.
-Redis errors leave this package as :class:`~chatmemory.exceptions.ChatMemoryError`
-subclasses (see :func:`translate_errors`).
+loop: ``Redis`` (with a blocking pool: a busy pool waits for a free
+connection), a Sentinel's ``master_for`` client, or ``RedisCluster``; a loop's
+clients are closed when it shuts down. Redis errors leave this package as
+:class:`~chatmemory.exceptions.StoreUnavailable` subclasses (see
+:func:`translate_errors`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any, cast
 
 import redis
@@ -167,19 +169,88 @@ def location_of(cache: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return url, kwargs
 
 
+# Each event loop's clients, keyed by CACHES entry. A client holds its loop (its
+# connections' streams do), so this must not be what keeps a loop alive: the
+# clients are closed and dropped by a hook that runs while the loop shuts down
+# (see _close_with_loop), and entries of loops closed without that step are
+# dropped when the next loop asks for a client.
 _async_clients: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[str, str], AsyncClient]
 ] = weakref.WeakKeyDictionary()
+_keepers: dict[int, Any] = {}
+
+DEFAULT_MAX_CONNECTIONS = 100
+"""Async connections per event loop when CONNECTION_POOL_KWARGS does not say."""
+DEFAULT_POOL_TIMEOUT = 20.0
+"""Seconds a call waits for a free pooled connection when the pool is busy."""
+
+
+async def _close_with_loop(
+    loop: asyncio.AbstractEventLoop, clients: dict[tuple[str, str], Any]
+) -> AsyncIterator[None]:
+    # An async generator suspended at its yield is closed by the loop's
+    # shutdown_asyncgens(), which asyncio.run(), asyncio.Runner and asgiref's
+    # async_to_sync all call before closing the loop: that is the last moment
+    # the clients' connections can still be closed cleanly on their own loop.
+    try:
+        yield
+    finally:
+        _async_clients.pop(loop, None)
+        _keepers.pop(id(loop), None)
+        if not loop.is_closed():
+            for client in list(clients.values()):
+                await _aclose(client)
+
+
+def _watch(loop: asyncio.AbstractEventLoop, clients: dict[Any, Any]) -> None:
+    keeper = _close_with_loop(loop, clients)
+    # The loop's firstiter hook registers the generator on its first step.
+    step = cast("Coroutine[Any, Any, None]", keeper.__anext__())
+    with suppress(StopIteration):
+        step.send(None)
+    _keepers[id(loop)] = keeper
+
+
+def _forget_closed_loops() -> None:
+    # A loop closed without shutdown_asyncgens() (a hand-run loop): its clients
+    # cannot be closed on it any more; dropping them lets the garbage collector
+    # close their sockets. The keeper is finished by hand, so that it is not
+    # handed to the closed loop's finalizer.
+    for loop in [loop for loop in _async_clients if loop.is_closed()]:
+        keeper = _keepers.get(id(loop))
+        if keeper is None:
+            _async_clients.pop(loop, None)
+            continue
+        with suppress(StopIteration):
+            keeper.aclose().send(None)
+
+
+def _new_async_client(url: str, kwargs: dict[str, Any]) -> redis.asyncio.Redis:
+    kwargs = dict(kwargs)
+    max_connections = kwargs.pop("max_connections", DEFAULT_MAX_CONNECTIONS)
+    timeout = kwargs.pop("timeout", DEFAULT_POOL_TIMEOUT)
+    kwargs.pop("connection_pool_class", None)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout, **kwargs
+    )
+    return redis.asyncio.Redis.from_pool(pool)  # the client owns (closes) the pool
 
 
 def async_client() -> AsyncClient:
-    """The async client of the alias for the running event loop."""
+    """The async client of the alias for the running event loop.
+
+    It lives as long as the loop: it is closed while the loop shuts down.
+    """
     name = alias()
     if name not in settings.CACHES:
         sync_client()  # raises the same ImproperlyConfigured as the sync path
     cache = cast("dict[str, Any]", settings.CACHES[name])
     loop = asyncio.get_running_loop()
-    clients = _async_clients.setdefault(loop, {})
+    clients = _async_clients.get(loop)
+    if clients is None:
+        _forget_closed_loops()
+        clients = _async_clients[loop] = {}
+        _watch(loop, clients)
     key = (name, repr(cache))
     client = clients.get(key)
     if client is None:
@@ -217,24 +288,28 @@ def new_async_client(cache: dict[str, Any]) -> AsyncClient:
         )
         client: redis.asyncio.Redis = sentinel.master_for(service, **params)
         return client
-    return redis.asyncio.Redis.from_url(url, **kwargs)
+    return _new_async_client(url, kwargs)
 
 
 async def aclose_clients() -> None:
-    """Close the async Redis clients of the running event loop.
+    """Close the async Redis clients of the running event loop now.
 
-    Call it before closing an event loop that used chatmemory's async API
-    (an ASGI server's loop lives as long as the process and needs nothing).
+    Not needed for correctness: a loop's clients are closed when it shuts
+    down (``asyncio.run``, ``async_to_sync``, an ASGI server's exit).
     """
     clients = _async_clients.pop(asyncio.get_running_loop(), {})
     for client in clients.values():
-        await client.aclose()
-        # A Sentinel-managed client's pool holds the sentinels' clients too.
-        manager = getattr(
-            getattr(client, "connection_pool", None), "sentinel_manager", None
-        )
-        for sentinel in getattr(manager, "sentinels", ()):
-            await sentinel.aclose()
+        await _aclose(client)
+
+
+async def _aclose(client: AsyncClient) -> None:
+    await client.aclose()
+    # A Sentinel-managed client's pool holds the sentinels' clients too.
+    manager = getattr(
+        getattr(client, "connection_pool", None), "sentinel_manager", None
+    )
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
 
 
 def reset_async_clients() -> None:

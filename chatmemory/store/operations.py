@@ -9,7 +9,9 @@ every line of logic and differ only in how a request reaches Redis.
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -91,7 +93,31 @@ Request = Eval | Command | Batch | Scan
 type Operation[T] = Generator[Request, Any, T]
 
 
-def _execute(client: SyncClient, request: Request) -> Any:
+# A connection error on a pooled connection is most often a stale one (Redis
+# restarted or failed over since it was last used): the request is sent again,
+# on a fresh connection, after these pauses. Every request is safe to repeat:
+# reads and index updates are idempotent and writes carry a write id that the
+# script applies at most once.
+RETRY_DELAYS = (0.05, 0.25, 1.0)
+
+
+def retryable(exc: redis.RedisError, client: Any = None) -> bool:
+    """Whether sending the request again may help."""
+    if isinstance(
+        client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster
+    ):
+        # A Cluster client retries on its own, refreshing its slot map first.
+        return False
+    return isinstance(exc, redis.ConnectionError) and not (
+        isinstance(
+            exc, (redis.exceptions.MaxConnectionsError, redis.AuthenticationError)
+        )
+        # A blocking pool that waited its timeout for a free connection.
+        or str(exc).startswith("No connection available")
+    )
+
+
+def _send(client: SyncClient, request: Request) -> Any:
     if type(request) is Eval:
         if request.then or (request.write and conf.WAIT_REPLICAS):
             return _eval_pipeline(client, request)
@@ -109,7 +135,7 @@ def _execute(client: SyncClient, request: Request) -> Any:
     return pipe.execute()
 
 
-async def _aexecute(client: AsyncClient, request: Request) -> Any:
+async def _asend(client: AsyncClient, request: Request) -> Any:
     if type(request) is Eval:
         if request.then or (request.write and conf.WAIT_REPLICAS):
             return await _aeval_pipeline(client, request)
@@ -130,6 +156,38 @@ async def _aexecute(client: AsyncClient, request: Request) -> Any:
     for command in request.commands:
         pipe.execute_command(*command)
     return await pipe.execute()
+
+
+def _execute(client: SyncClient, request: Request) -> Any:
+    try:
+        return _send(client, request)
+    except redis.RedisError as exc:
+        if not retryable(exc, client):
+            raise
+    for pause in RETRY_DELAYS:
+        time.sleep(pause)
+        try:
+            return _send(client, request)
+        except redis.RedisError as exc:
+            if pause == RETRY_DELAYS[-1] or not retryable(exc):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _aexecute(client: AsyncClient, request: Request) -> Any:
+    try:
+        return await _asend(client, request)
+    except redis.RedisError as exc:
+        if not retryable(exc, client):
+            raise
+    for pause in RETRY_DELAYS:
+        await asyncio.sleep(pause)
+        try:
+            return await _asend(client, request)
+        except redis.RedisError as exc:
+            if pause == RETRY_DELAYS[-1] or not retryable(exc):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def run[T](operation: Operation[T]) -> T:
