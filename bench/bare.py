@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -93,9 +94,10 @@ def _append_args(session_id: str, owner: str, question: str, reply: str) -> list
     session = f"{PREFIX}:{{{session_id}}}"
     return [
         SHA,
-        6,
+        7,
         f"{session}:messages",
         f"{session}:meta",
+        f"{session}:write-ids",
         f"{PREFIX}:sessions",
         f"{PREFIX}:session-ids",
         f"{PREFIX}:owner:{owner}",
@@ -107,6 +109,12 @@ def _append_args(session_id: str, owner: str, question: str, reply: str) -> list
         question[:80],
         owner,
         owner,
+        0,  # input, output, total tokens (none counted here)
+        0,
+        0,
+        0,  # usage keys' ttl
+        uuid.uuid4().hex,  # write id
+        "0",  # the session need not exist
         -1,  # a plain append: no expected length, no expected last entries
         0,
         orjson.dumps(message_to_dict(HumanMessage(question))),
@@ -128,7 +136,7 @@ def _sync_events(session_id: str, owner: str, question: str) -> Iterator[bytes]:
         tokens.append(text)
         yield _event(text)
     reply = "".join(tokens)
-    count, _ = _client.evalsha(*_append_args(session_id, owner, question, reply))
+    count, *_ = _client.evalsha(*_append_args(session_id, owner, question, reply))
     yield b'event: done\ndata: {"message_count": %d}\n\n' % count
 
 
@@ -145,7 +153,7 @@ async def _async_events(
         tokens.append(text)
         yield _event(text)
     reply = "".join(tokens)
-    count, _ = await client.evalsha(*_append_args(session_id, owner, question, reply))
+    count, *_ = await client.evalsha(*_append_args(session_id, owner, question, reply))
     yield b'event: done\ndata: {"message_count": %d}\n\n' % count
 
 

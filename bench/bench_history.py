@@ -488,14 +488,27 @@ class Floor:
     def write(self, session_id: str, messages: Sequence[Any], title: str) -> Any:
         """Append ``messages`` (the title is worked out beforehand: constant)."""
         dumps, to_dict = self._dumps, self._to_dict
-        session = f"{self.prefix}:{{{session_id}}}"
         return self.client.evalsha(
+            *self.args(
+                session_id, title, [dumps(to_dict(message)) for message in messages]
+            )
+        )
+
+    def args(self, session_id: str, title: str, items: Sequence[bytes]) -> list[Any]:
+        """EVALSHA's arguments appending the encoded ``items`` (a fresh write id
+        each call, no token usage, no owner)."""
+        session = f"{self.prefix}:{{{session_id}}}"
+        no_owner = f"{self.prefix}:no-owner"
+        return [
             self.sha,
-            4,
+            7,
             f"{session}:messages",
             f"{session}:meta",
+            f"{session}:write-ids",
             self.sessions,
             self.ids,
+            no_owner,  # the index of the owner (none)
+            no_owner,
             session_id,
             time.time_ns() // 1_000_000,
             self.ttl_ms,
@@ -503,10 +516,16 @@ class Floor:
             title,
             "",  # no owner given
             "",  # the owner whose index is among the keys: none
+            0,  # input, output, total tokens
+            0,
+            0,
+            0,  # usage keys' ttl (no usage keys)
+            uuid.uuid4().hex,  # the write id
+            "0",  # the session need not exist
             -1,  # a plain append: no expected length...
             0,  # ...and no expected last entries
-            *[dumps(to_dict(message)) for message in messages],
-        )
+            *items,
+        ]
 
     def read(self, session_id: str, key: str | None = None) -> list[Any]:
         """The records of a session (or of any list ``key``), as dicts."""
@@ -745,24 +764,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw_orjson_items = [encode_orjson(m) for m in session]
         for i in range(sessions):
             sid = f"b20-{i}"
-            pipe.evalsha(
-                floor.sha,
-                4,
-                f"{floor.prefix}:{{{sid}}}:messages",
-                f"{floor.prefix}:{{{sid}}}:meta",
-                floor.sessions,
-                floor.ids,
-                sid,
-                time.time_ns() // 1_000_000,
-                floor.ttl_ms,
-                0,
-                session_title,
-                "",
-                "",
-                -1,  # a plain append (see Floor.write)
-                0,
-                *raw_orjson_items,
-            )
+            args = floor.args(sid, session_title, raw_orjson_items)
+            args[12] = 0  # no cap (the 20 messages stay)
+            pipe.evalsha(*args)
             pipe.lpush(anchor(sid).key, *anchor_items)
             pipe.expire(anchor(sid).key, TTL)
             pipe.rpush(raw_key(sid), *raw_items)

@@ -562,3 +562,87 @@ async def test_async_turn_locks() -> None:
     assert await store.aunlock_turn("l3", "a")
     with pytest.raises(ValueError):
         await store.alock_turn("", "a", seconds=1)
+
+
+# --- write ids, caps, must_exist, TTL pruning ---------------------------------
+
+
+def test_a_repeated_write_id_is_applied_once() -> None:
+    write_id = store.new_write_id()
+    assert store.append_records("w", [human("q"), ai("a")], write_id=write_id) == 2
+    assert store.append_records("w", [human("q"), ai("a")], write_id=write_id) == 2
+    assert store.append_records("w", [human("q2")]) == 3
+    assert [r["data"]["content"] for r in store.read_records("w")] == ["q", "a", "q2"]  # type: ignore[index]
+
+
+async def test_a_repeated_write_id_is_applied_once_async() -> None:
+    write_id = store.new_write_id()
+    assert await store.aappend_records("wa", [human("q")], write_id=write_id) == 1
+    assert await store.aappend_records("wa", [human("q")], write_id=write_id) == 1
+
+
+def test_the_cap_keeps_whole_turns() -> None:
+    with override_settings(CHATMEMORY_MAX_MESSAGES=3):
+        store.append_records("cap", [human("q1"), ai("a1")])
+        store.append_records("cap", [human("q2"), ai("a2")])
+        # Three would start with a1, inside the first turn: it goes too.
+        assert [r["type"] for r in store.read_records("cap")] == ["human", "ai"]
+        assert store.get_session("cap").message_count == 2  # type: ignore[union-attr]
+        store.append_records("cap", [ai("a2, more"), human("q3")])
+        assert [r["data"]["content"] for r in store.read_records("cap")] == [  # type: ignore[index]
+            "q3"
+        ]
+
+
+def test_a_cap_without_a_human_message_in_reach_keeps_the_cap() -> None:
+    with override_settings(CHATMEMORY_MAX_MESSAGES=2):
+        store.append_records("ais", [ai("1"), ai("2"), ai("3")])
+        assert len(store.read_records("ais")) == 2
+
+
+def test_must_exist_refuses_a_missing_session_and_writes_nothing() -> None:
+    from chatmemory.exceptions import SessionNotFound
+
+    with pytest.raises(SessionNotFound):
+        store.append_records("never", [human("q")], owner="1", must_exist=True)
+    assert store.get_session("never") is None
+    store.create_session("there", owner="1")
+    assert store.append_records("there", [human("q")], owner="1", must_exist=True) == 1
+
+
+def test_expired_index_entries_are_never_counted_and_pruned_by_writes(
+    redis_client: redis.Redis,
+) -> None:
+    with override_settings(CHATMEMORY_TTL=60):
+        for i in range(40):
+            store.append_records(f"old{i}", [human("x")], owner="9")
+        old = operations.now_ms() - 120_000  # as if written two minutes ago
+        for i in range(40):
+            redis_client.zadd(store.sessions_key(), {f"old{i}": old})
+            redis_client.zadd(store.owner_key("9"), {f"old{i}": old})
+            redis_client.delete(
+                store.meta_key(f"old{i}"), store.messages_key(f"old{i}")
+            )
+        store.append_records("live", [human("y")], owner="9")
+
+        # One write took a bounded step: 16 of the 40 expired entries.
+        assert redis_client.zcard(store.sessions_key()) == 1 + 40 - 16
+        assert redis_client.zcard(store.owner_key("9")) == 1 + 40 - 16
+        # Listings never count what is known to be expired.
+        with override_settings(CHATMEMORY_TTL=60):
+            assert store.list_sessions(owner="9").total == 1
+            assert store.list_sessions().total == 1
+
+
+def test_a_search_reads_past_expired_ids(redis_client: redis.Redis) -> None:
+    for i in range(150):
+        store.append_records(f"match-{i:03}", [human("x")])
+    store.append_records("match-999", [human("live")])
+    for i in range(150):  # expired behind our back: their ids are still indexed
+        redis_client.delete(store.meta_key(f"match-{i:03}"))
+
+    page = store.search_session_ids("match-", limit=10)
+
+    assert [info.session_id for info in page.sessions] == ["match-999"]
+    assert page.total == 1
+    assert redis_client.zcard(store.ids_key()) == 1

@@ -60,6 +60,7 @@ from .keys import (
     sessions_key,
     turn_lock_key,
     validate_session_id,
+    write_ids_key,
 )
 from .maintenance import (
     ImportedSession,
@@ -71,7 +72,7 @@ from .maintenance import (
     rebuild_indexes_op,
     rename_owner_op,
 )
-from .operations import SessionInfo, SessionPage, Usage, arun, day_of, run
+from .operations import SessionInfo, SessionPage, Usage, arun, day_of, new_write_id, run
 from .quota import Admission, Limits, admit_turn_op, release_turn_op
 from .search import TitleMatches, search_titles_op, title_matches, title_words
 from .turns import (
@@ -96,24 +97,61 @@ async def aread_records(session_id: str) -> list[Record | UnreadableEntry]:
     return await arun(_ops.read_records_op(session_id))
 
 
+def read_tail(
+    session_id: str, count: int
+) -> tuple[list[Record | UnreadableEntry], int]:
+    """The session's last ``count`` records, oldest first, and its length.
+
+    One round trip whose cost follows ``count``, not the session's length
+    (a chat turn reads only what its prompt can use).
+    """
+    return run(_ops.read_tail_op(session_id, count))
+
+
+async def aread_tail(
+    session_id: str, count: int
+) -> tuple[list[Record | UnreadableEntry], int]:
+    """Async :func:`read_tail`."""
+    return await arun(_ops.read_tail_op(session_id, count))
+
+
 def append_records(
-    session_id: str, records: Sequence[Record], *, owner: str | None = None
+    session_id: str,
+    records: Sequence[Record],
+    *,
+    owner: str | None = None,
+    write_id: str | None = None,
+    must_exist: bool = False,
 ) -> int:
     """Append records atomically, in one round trip; return the session's count.
 
-    Also trims to ``CHATMEMORY_MAX_MESSAGES``, sets the metadata (the title and
-    owner only if not set yet), restarts the TTL and updates the indexes.
-    Raises :class:`~chatmemory.exceptions.OwnerMismatch` (writing nothing) when
-    ``owner`` is given and the session belongs to another owner.
+    Also trims to ``CHATMEMORY_MAX_MESSAGES`` (never leaving a history that
+    starts inside a turn), sets the metadata (the title and owner only if not
+    set yet), restarts the TTL and updates the indexes.
+
+    A write is applied at most once per ``write_id`` (see :func:`new_write_id`):
+    after a :class:`~chatmemory.exceptions.StoreTimeout` the same call, with
+    the same id, is safe to repeat. Raises
+    :class:`~chatmemory.exceptions.OwnerMismatch` (writing nothing) when
+    ``owner`` is given and the session belongs to another owner, and
+    :class:`~chatmemory.exceptions.SessionNotFound` (writing nothing) when
+    ``must_exist`` and the session does not exist (deleted meanwhile).
     """
-    return run(_ops.append_records_op(session_id, records, owner))
+    return run(_ops.append_records_op(session_id, records, owner, write_id, must_exist))
 
 
 async def aappend_records(
-    session_id: str, records: Sequence[Record], *, owner: str | None = None
+    session_id: str,
+    records: Sequence[Record],
+    *,
+    owner: str | None = None,
+    write_id: str | None = None,
+    must_exist: bool = False,
 ) -> int:
     """Async :func:`append_records`."""
-    return await arun(_ops.append_records_op(session_id, records, owner))
+    return await arun(
+        _ops.append_records_op(session_id, records, owner, write_id, must_exist)
+    )
 
 
 def read_snapshot(session_id: str) -> Snapshot:
@@ -133,6 +171,7 @@ def replace_last_records(
     records: Sequence[Record],
     *,
     owner: str | None = None,
+    write_id: str | None = None,
 ) -> int:
     """Replace the last ``count`` entries of ``snapshot`` with ``records``.
 
@@ -141,9 +180,12 @@ def replace_last_records(
     :func:`append_records`) only if the session is still as ``snapshot`` read
     it; else it writes nothing and raises
     :class:`~chatmemory.exceptions.SessionChanged`. Returns the session's count.
+    Applied at most once per ``write_id``, like :func:`append_records`.
     """
     return run(
-        _ops.append_records_op(session_id, records, owner, replace=snapshot.tail(count))
+        _ops.append_records_op(
+            session_id, records, owner, write_id, replace=snapshot.tail(count)
+        )
     )
 
 
@@ -154,10 +196,13 @@ async def areplace_last_records(
     records: Sequence[Record],
     *,
     owner: str | None = None,
+    write_id: str | None = None,
 ) -> int:
     """Async :func:`replace_last_records`."""
     return await arun(
-        _ops.append_records_op(session_id, records, owner, replace=snapshot.tail(count))
+        _ops.append_records_op(
+            session_id, records, owner, write_id, replace=snapshot.tail(count)
+        )
     )
 
 
@@ -667,6 +712,7 @@ __all__ = [
     "append_records",
     "aread_records",
     "aread_session",
+    "aread_tail",
     "aread_session_range",
     "arebuild_indexes",
     "asearch_session_ids",
@@ -691,12 +737,14 @@ __all__ = [
     "lock_turn",
     "messages_key",
     "meta_key",
+    "new_write_id",
     "no_owner_key",
     "owner_key",
     "owner_key_prefix",
     "owner_usage",
     "read_records",
     "read_session",
+    "read_tail",
     "read_session_range",
     "rebuild_indexes",
     "search_session_ids",
@@ -707,5 +755,6 @@ __all__ = [
     "shorten",
     "title_from_records",
     "validate_session_id",
+    "write_ids_key",
     "_reset_async_clients",
 ]

@@ -4,6 +4,7 @@
 
     P:{S}:messages   list    one JSON document per message (message_to_dict form)
     P:{S}:meta       hash    created, updated (epoch ms), count, title, owner
+    P:{S}:write-ids  zset    the ids of the session's last appends (each applied once)
     P:sessions       zset    session id -> last activity (epoch ms), every session
     P:owner:<owner>  zset    session id -> last activity, one owner's sessions
     P:no-owner       zset    session id -> last activity, sessions without an owner
@@ -95,6 +96,11 @@ def meta_key_in(prefix: str, session_id: str) -> str:
 def turn_lock_key_in(prefix: str, session_id: str) -> str:
     """:func:`turn_lock_key` under ``prefix``."""
     return f"{prefix}:{{{escape(session_id)}}}:turn-lock"
+
+
+def write_ids_key_in(prefix: str, session_id: str) -> str:
+    """:func:`write_ids_key` under ``prefix``."""
+    return f"{prefix}:{{{escape(session_id)}}}:write-ids"
 
 
 def sessions_key_in(prefix: str) -> str:
@@ -201,6 +207,11 @@ def meta_key(session_id: str) -> str:
 def turn_lock_key(session_id: str) -> str:
     """The string held while a reply is being written on the session (expires)."""
     return turn_lock_key_in(conf.KEY_PREFIX, session_id)
+
+
+def write_ids_key(session_id: str) -> str:
+    """The sorted set of the session's recent write ids (each applied once)."""
+    return write_ids_key_in(conf.KEY_PREFIX, session_id)
 
 
 def sessions_key() -> str:

@@ -24,7 +24,7 @@ import redis.cluster
 import redis.exceptions
 
 from ..conf import conf
-from ..exceptions import NotReplicated, OwnerMismatch, SessionChanged
+from ..exceptions import NotReplicated, OwnerMismatch, SessionChanged, SessionNotFound
 from . import keys
 from .client import (
     AsyncClient,
@@ -412,6 +412,7 @@ _RETRY = -2
 _MISMATCH = -1
 _THREAD = -3
 _CHANGED = -4
+_GONE = -5
 
 
 def _index_keys(prefix: str, owner: str) -> list[str]:
@@ -487,13 +488,36 @@ def _unindex_commands(session_id: str, owner: str) -> list[tuple[Any, ...]]:
 
 def read_records_op(session_id: str) -> Operation[list[Record | UnreadableEntry]]:
     """Every record of the session, oldest first; restarts the TTL if so set."""
+    records, _ = yield from _read_from_op(session_id, 0)
+    return records
+
+
+def read_tail_op(
+    session_id: str, count: int
+) -> Operation[tuple[list[Record | UnreadableEntry], int]]:
+    """The last ``count`` records, oldest first, and the session's length.
+
+    One round trip; Redis's work is proportional to ``count``, not to the
+    session's length. Restarts the TTL like :func:`read_records_op`.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, not {count}")
+    return (yield from _read_from_op(session_id, -count))
+
+
+def _read_from_op(
+    session_id: str, start: int
+) -> Operation[tuple[list[Record | UnreadableEntry], int]]:
     keys.validate_session_id(session_id)
     ttl = ttl_ms()
     prefix = conf.KEY_PREFIX
     messages = keys.messages_key_in(prefix, session_id)
     if not (ttl and conf.REFRESH_TTL_ON_READ):
-        raw = yield Command(("LRANGE", messages, 0, -1))
-        return decode_records(raw)
+        if start == 0:
+            raw = yield Command(("LRANGE", messages, 0, -1))
+            return decode_records(raw), len(raw)
+        raw, length = yield Batch([("LRANGE", messages, start, -1), ("LLEN", messages)])
+        return decode_records(raw), int(length)
     owner = _known_owners.get(session_id, "")
     cluster = is_cluster()
     for _ in range(3):
@@ -502,8 +526,8 @@ def read_records_op(session_id: str) -> Operation[list[Record | UnreadableEntry]
         if not cluster:
             script_keys.append(keys.sessions_key_in(prefix))
             script_keys.append(keys.owner_index_key_in(prefix, owner))
-        items, recorded = yield Eval(
-            "read_refresh", script_keys, [session_id, now, ttl, owner]
+        items, recorded, *length = yield Eval(
+            "read_refresh", script_keys, [session_id, now, ttl, owner, start]
         )
         recorded = recorded.decode() if isinstance(recorded, bytes) else recorded
         _remember_owner(session_id, recorded)
@@ -518,24 +542,36 @@ def read_records_op(session_id: str) -> Operation[list[Record | UnreadableEntry]
                 ("ZADD", keys.owner_index_key(recorded), "XX", "GT", now, session_id)
             )
             yield Batch(commands)
-        return decode_records(items)
+        return decode_records(items), int(length[0])
     raise RuntimeError(f"session {session_id!r} kept changing owner")
+
+
+def new_write_id() -> str:
+    """A fresh write id: a retry of the same write must reuse it."""
+    return uuid.uuid4().hex
 
 
 def append_records_op(
     session_id: str,
     records: Sequence[Record],
     owner: str | None,
+    write_id: str | None = None,
+    must_exist: bool = False,
     *,
     replace: tuple[int, Sequence[bytes]] | None = None,
 ) -> Operation[int]:
     """Append records atomically; return the session's message count.
 
-    Also trims to ``CHATMEMORY_MAX_MESSAGES``, sets the metadata (the title and
-    owner only if not set yet), restarts the TTL and updates the indexes.
-    Adds the records' token usage to the session's totals and to the owner's
-    daily usage. Raises :class:`OwnerMismatch` when ``owner`` is not the
-    session's owner, ``ValueError`` when the id is a LangGraph thread's.
+    Also trims to ``CHATMEMORY_MAX_MESSAGES`` (to a turn boundary), sets the
+    metadata (the title and owner only if not set yet), restarts the TTL and
+    updates the indexes. Adds the records' token usage to the session's totals
+    and to the owner's daily usage. A ``write_id`` already applied to the
+    session is not applied again (the count is returned as it is, no usage is
+    added), so a write that timed out can be retried; without one, a fresh id
+    guards this call's own retries. Raises :class:`OwnerMismatch` when
+    ``owner`` is not the session's owner, :class:`SessionNotFound` when
+    ``must_exist`` and the session is gone, and ``ValueError`` when the id is a
+    LangGraph thread's.
 
     ``replace=(length, tail)`` first takes the entries ``tail`` (raw, as read)
     off the end of the list, in the same script, if the list still has
@@ -550,6 +586,7 @@ def append_records_op(
     session_keys = [
         keys.messages_key_in(prefix, session_id),
         keys.meta_key_in(prefix, session_id),
+        keys.write_ids_key_in(prefix, session_id),
     ]
     given = "" if owner is None else str(owner)
     indexed_owner = given or _known_owners.get(session_id, "")
@@ -564,6 +601,8 @@ def append_records_op(
         indexed_owner,
         *usage,
         usage_ttl_ms(),
+        write_id or new_write_id(),
+        "1" if must_exist else "0",
     ]
     if replace is None:
         args += [-1, 0]
@@ -582,7 +621,7 @@ def append_records_op(
             script_keys = session_keys + _index_keys(prefix, indexed_owner)
             if indexed_owner and any(usage):
                 script_keys += _usage_keys(prefix, indexed_owner, now)
-        count, effective = yield Eval("append", script_keys, args, write=True)
+        count, effective, *applied = yield Eval("append", script_keys, args, write=True)
         effective = effective.decode() if isinstance(effective, bytes) else effective
         if count == _THREAD:
             raise ValueError(
@@ -593,12 +632,16 @@ def append_records_op(
             raise OwnerMismatch(session_id, given, effective)
         if count == _CHANGED:
             raise SessionChanged(session_id)
+        if count == _GONE:
+            raise SessionNotFound(session_id)
         _remember_owner(session_id, effective)
         if count == _RETRY:
             indexed_owner = args[6] = effective
             continue
         if cluster:
-            yield _index_batch(session_id, effective, now, usage)
+            # A repeated write id added no usage: neither does this step.
+            done = bool(applied) and not int(applied[0])
+            yield _index_batch(session_id, effective, now, (0, 0, 0) if done else usage)
         return int(count)
     raise RuntimeError(f"session {session_id!r} kept changing owner")
 
@@ -619,13 +662,25 @@ def _cluster_append(
     fused = known is not None and given in ("", known)
     predicted = known if fused and known is not None else ""
     then = _index_commands(session_id, predicted, now) if fused else []
-    count, effective = yield Eval("append", session_keys, args, then=then, write=True)
+    count, effective, *_ = yield Eval(
+        "append", session_keys, args, then=then, write=True
+    )
     effective = effective.decode() if isinstance(effective, bytes) else effective
     if count == _THREAD:
         raise ValueError(
             f"{session_id!r} is a LangGraph thread (chatmemory.langgraph), not "
             "a chat history session: nothing was written"
         )
+    if count == _GONE:
+        # Deleted meanwhile (must_exist): the fused index updates are undone.
+        if fused:
+            yield Batch(_unindex_commands(session_id, predicted))
+        raise SessionNotFound(session_id)
+    if count == _CHANGED:
+        # A replaced turn changed meanwhile: nothing written (the fused index
+        # updates only moved the session's activity time).
+        _remember_owner(session_id, effective)
+        raise SessionChanged(session_id)
     if count == _MISMATCH:
         if fused and predicted and predicted != effective:
             yield Command(("ZREM", keys.owner_key(predicted), session_id))
@@ -680,6 +735,7 @@ def delete_session_op(session_id: str) -> Operation[bool]:
         checkpoints,
         blobs,
         writes,
+        keys.write_ids_key_in(prefix, session_id),
     ]
     if is_cluster():
         # The index removals go with the script when the owner is known (the
@@ -799,22 +855,46 @@ def list_sessions_op(
 def search_session_ids_op(
     prefix: str, offset: int, limit: int
 ) -> Operation[SessionPage]:
-    """Sessions whose id starts with ``prefix``, in id order, and how many."""
+    """Sessions whose id starts with ``prefix``, in id order, and how many.
+
+    Ids whose session expired are removed from the index as they are met, and
+    the search reads on past them, so no live match hides behind them.
+    """
     low = b"[" + prefix.encode()
     # No UTF-8 text contains the byte 0xff, so it sorts after every id with
     # the prefix.
     high = b"[" + prefix.encode() + b"\xff"
     ids_key = keys.ids_key()
-    total, raw_ids = yield Batch(
-        [
-            ("ZLEXCOUNT", ids_key, low, high),
-            ("ZRANGEBYLEX", ids_key, low, high, "LIMIT", offset, limit),
-        ]
-    )
-    ids = [raw.decode() for raw in raw_ids]
-    infos = yield from get_sessions_op(ids)
-    # Ghosts met on this page were just dropped from the index.
-    return SessionPage(infos, int(total) - (len(ids) - len(infos)))
+    infos: list[SessionInfo] = []
+    ghosts_met = False
+    while True:
+        want = limit - len(infos)
+        # A page's worth first; wider steps once ghosts show up.
+        batch = max(want, 100) if ghosts_met else want
+        total, raw_ids = yield Batch(
+            [
+                ("ZLEXCOUNT", ids_key, low, high),
+                (
+                    "ZRANGEBYLEX",
+                    ids_key,
+                    low,
+                    high,
+                    "LIMIT",
+                    offset + len(infos),
+                    batch,
+                ),
+            ]
+        )
+        ids = [raw.decode() for raw in raw_ids]
+        found = yield from get_sessions_op(ids)
+        infos += found[:want]
+        # Ghosts met here were just dropped from the index.
+        total = int(total) - (len(ids) - len(found))
+        if len(infos) >= limit or len(raw_ids) < batch:
+            return SessionPage(infos, total)
+        ghosts_met = True
+        # Every id read was live (and taken) or a ghost now gone from the
+        # index: the next matches start right after the live ones found.
 
 
 def read_session_op(

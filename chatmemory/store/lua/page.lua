@@ -12,8 +12,12 @@ if cutoff > 0 then
     if KEYS[2] then redis.call('ZREM', KEYS[2], unpack(gone)) end
   end
 end
-local total = redis.call('ZCOUNT', KEYS[1], ARGV[2], '+inf')
-local ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', ARGV[2],
+-- Entries older than the cutoff that are left (more than 1000 expired) are
+-- never counted nor shown.
+local low = ARGV[2]
+if cutoff > 0 and (low == '-inf' or tonumber(low) < cutoff) then low = cutoff end
+local total = redis.call('ZCOUNT', KEYS[1], low, '+inf')
+local ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', low,
                        'LIMIT', ARGV[3], ARGV[4])
 table.insert(ids, 1, total)
 return ids

@@ -1,8 +1,9 @@
--- Read every message and restart the session's TTL.
+-- Read the messages from ARGV[5] (0: all; -n: the last n) and restart the TTL.
 -- KEYS: messages, meta, [sessions, owner index]
--- ARGV: session id, now ms, ttl ms, owner of KEYS[4] ('' for the no-owner index)
--- Reply: {items, recorded owner or ''}; {-2, owner} when KEYS[4] is not
--- that owner's index (retry).
+-- ARGV: session id, now ms, ttl ms, owner of KEYS[4] ('' for the no-owner
+--       index), start
+-- Reply: {items, recorded owner or '', list length}; {-2, owner} when KEYS[4] is
+-- not that owner's index (retry).
 local owner = ''
 if redis.call('EXISTS', KEYS[2]) == 1 then
   owner = redis.call('HGET', KEYS[2], 'owner') or ''
@@ -16,4 +17,4 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
     redis.call('ZADD', KEYS[4], 'XX', ARGV[2], ARGV[1])
   end
 end
-return {redis.call('LRANGE', KEYS[1], 0, -1), owner}
+return {redis.call('LRANGE', KEYS[1], ARGV[5], -1), owner, redis.call('LLEN', KEYS[1])}
