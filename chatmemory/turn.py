@@ -9,9 +9,11 @@ I have a session id and a question, and I want the answer, with both saved::
         print(token, end="")
     turn.message_count  # the session's messages after the save
 
-A turn loads the history (one round trip), trims it to
-``CHATMEMORY_PROMPT_MAX_TOKENS``, streams ``prompt | model``, and saves the
-human and AI messages together in one atomic write when the reply completes.
+A turn loads the tail of the history its prompt can use (one round trip, more
+only for a large token budget), trims it to ``CHATMEMORY_PROMPT_MAX_TOKENS``,
+streams ``prompt | model``, and saves the human and AI messages together in one
+atomic write when the reply completes (at most once: the write carries the
+turn's write id, so a save retried after a timeout is never applied twice).
 A model failure saves nothing (:class:`ModelFailed`); a reply whose consumer
 stops early is saved as far as it got, with ``response_metadata["interrupted"]``.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncGenerator, Generator
@@ -39,17 +42,28 @@ from langchain_core.messages import (
     message_chunk_to_message,
     trim_messages,
 )
+from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import Runnable
 
 from . import store
 from .conf import conf
-from .exceptions import ModelFailed, SessionChanged, StoreUnavailable, TurnInProgress
+from .exceptions import (
+    ModelFailed,
+    SessionChanged,
+    SessionNotFound,
+    StoreTimeout,
+    StoreUnavailable,
+    TurnInProgress,
+)
 from .history import messages_to_records, records_to_messages
 from .llm import describe_failure, get_chat_model
 from .records import INTERRUPTED
 
 logger = logging.getLogger("chatmemory")
+
+TAIL = 64
+"""Records a turn reads first (more only while they fit the token budget)."""
 
 
 def build_prompt() -> ChatPromptTemplate:
@@ -125,7 +139,9 @@ class ChatTurn:
     Iterate :meth:`stream` (or :meth:`astream`) once; the text tokens come as
     the model produces them. After the loop, :attr:`message` is the saved reply
     and :attr:`message_count` the session's size. Raises :class:`ModelFailed`
-    (nothing saved) or ``StoreUnavailable``.
+    (nothing saved), ``StoreUnavailable`` (a subclass says why), or
+    ``SessionNotFound`` when ``must_exist`` and the session was deleted while
+    the reply was written (nothing saved).
     """
 
     def __init__(
@@ -138,6 +154,7 @@ class ChatTurn:
         exclusive: bool = False,
         turn_id: str | None = None,
         rewrite: str | None = None,
+        must_exist: bool = False,
     ) -> None:
         self.session_id = store.validate_session_id(session_id)
         self.turn_id = None if turn_id is None else store.validate_turn_id(turn_id)
@@ -153,6 +170,11 @@ class ChatTurn:
         """One exclusive turn at a time per session (the chat views' turns)."""
         self.question = question
         self.owner = owner
+        self.must_exist = must_exist
+        """Save only into a live session: one deleted meanwhile stays deleted
+        (the save raises :class:`~chatmemory.exceptions.SessionNotFound`)."""
+        self.write_id = store.new_write_id()
+        """The turn's write id: its save is applied at most once."""
         self.model = get_chat_model() if model is None else model
         self.reply = ""
         """The reply's text so far."""
@@ -202,6 +224,52 @@ class ChatTurn:
             else:
                 usable.append(message)
         return usable
+
+    def load_history(self) -> list[BaseMessage]:
+        """The tail of the history the prompt can use (not the whole session).
+
+        Reads the last :data:`TAIL` records, and more (as many as the tokens
+        per record so far say the budget needs) while they fit the token
+        budget and the session holds more, so a turn's cost follows the prompt
+        budget, not the session's length.
+        """
+        count = TAIL
+        while True:
+            records, length = store.read_tail(self.session_id, count)
+            history = self._history(records)
+            more = self._more(history, count, length)
+            if not more:
+                return history
+            count = more
+
+    async def aload_history(self) -> list[BaseMessage]:
+        """Async :meth:`load_history`."""
+        count = TAIL
+        while True:
+            records, length = await store.aread_tail(self.session_id, count)
+            history = self._history(records)
+            more = self._more(history, count, length)
+            if not more:
+                return history
+            count = more
+
+    @staticmethod
+    def _more(history: list[BaseMessage], count: int, length: int) -> int:
+        """How many records to read next; 0 when ``history`` is enough."""
+        if length <= count:
+            return 0
+        budget = conf.PROMPT_MAX_TOKENS
+        try:
+            tokens = count_tokens_approximately(history)
+        # Malformed records can break the counting: read the whole session,
+        # and let the prompt builder leave them out.
+        except Exception:
+            return length
+        if tokens >= budget:
+            return 0
+        # Enough records for the budget at this tail's tokens per record, with
+        # a margin; at least twice as many, so a few rounds reach any budget.
+        return max(2 * count, math.ceil(count * budget * 1.25 / max(tokens, 1)))
 
     def _start(self, history: list[BaseMessage]) -> Any:
         """The chain's (lazy) stream of chunks; a prompt that fails is ModelFailed."""
@@ -272,7 +340,7 @@ class ChatTurn:
 
     def _stream(self) -> Generator[str]:
         if self.rewrite is None:
-            history = self._history(store.read_records(self.session_id))
+            history = self.load_history()
         else:
             history = self._plan(store.read_snapshot(self.session_id))
         started = time.monotonic()
@@ -297,7 +365,7 @@ class ChatTurn:
 
     async def _astream(self) -> AsyncGenerator[str]:
         if self.rewrite is None:
-            history = self._history(await store.aread_records(self.session_id))
+            history = await self.aload_history()
         else:
             history = self._plan(await store.aread_snapshot(self.session_id))
         started = time.monotonic()
@@ -380,8 +448,28 @@ class ChatTurn:
         return 2 if self.rewrite == "edit" else 1
 
     def _save(self, records: list[store.Record]) -> int:
+        try:
+            return self._write(records)
+        except StoreTimeout:
+            # The write may have been applied; its write id makes one more
+            # try safe (applied at most once).
+            return self._write(records)
+
+    async def _asave(self, records: list[store.Record]) -> int:
+        try:
+            return await self._awrite(records)
+        except StoreTimeout:
+            return await self._awrite(records)
+
+    def _write(self, records: list[store.Record]) -> int:
         if self._snapshot is None:
-            return store.append_records(self.session_id, records, owner=self.owner)
+            return store.append_records(
+                self.session_id,
+                records,
+                owner=self.owner,
+                write_id=self.write_id,
+                must_exist=self.must_exist,
+            )
         try:
             return store.replace_last_records(
                 self.session_id,
@@ -389,14 +477,19 @@ class ChatTurn:
                 self._replaced(),
                 records,
                 owner=self.owner,
+                write_id=self.write_id,
             )
         except SessionChanged as exc:
             raise TurnRefused(str(CHANGED_MEANWHILE)) from exc
 
-    async def _asave(self, records: list[store.Record]) -> int:
+    async def _awrite(self, records: list[store.Record]) -> int:
         if self._snapshot is None:
             return await store.aappend_records(
-                self.session_id, records, owner=self.owner
+                self.session_id,
+                records,
+                owner=self.owner,
+                write_id=self.write_id,
+                must_exist=self.must_exist,
             )
         try:
             return await store.areplace_last_records(
@@ -405,6 +498,7 @@ class ChatTurn:
                 self._replaced(),
                 records,
                 owner=self.owner,
+                write_id=self.write_id,
             )
         except SessionChanged as exc:
             raise TurnRefused(str(CHANGED_MEANWHILE)) from exc
@@ -449,7 +543,7 @@ class ChatTurn:
             if self.turn_id is not None:
                 # The page may have said what it showed at Stop: keep just that.
                 store.apply_stop(self.session_id, self.turn_id)
-        except (StoreUnavailable, TurnRefused):
+        except (StoreUnavailable, SessionNotFound, TurnRefused):
             logger.warning(
                 "chatmemory: could not save the stopped reply of session %r",
                 self.session_id,
@@ -461,7 +555,7 @@ class ChatTurn:
             self.message_count = await self._asave(self._records(interrupted=True))
             if self.turn_id is not None:
                 await store.aapply_stop(self.session_id, self.turn_id)
-        except (StoreUnavailable, TurnRefused):
+        except (StoreUnavailable, SessionNotFound, TurnRefused):
             logger.warning(
                 "chatmemory: could not save the stopped reply of session %r",
                 self.session_id,

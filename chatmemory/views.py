@@ -423,6 +423,9 @@ def chat(request: HttpRequest, session_id: str) -> HttpResponse:
 def send(request: HttpRequest, session_id: str) -> HttpResponse:
     """Run a turn without JavaScript: wait for the reply, then show the chat."""
     info = get_owned_session(request, session_id)
+    # A stored chat deleted (in another tab) while the reply is written stays
+    # deleted; a new chat is stored by this turn.
+    must_exist = session_id not in _new_chats(request)
     form = MessageForm(request.POST)
     if not form.is_valid():
         return render_chat(request, info, form)
@@ -439,6 +442,7 @@ def send(request: HttpRequest, session_id: str) -> HttpResponse:
             form.cleaned_data["message"],
             owner=owner_of(request),
             exclusive=True,
+            must_exist=must_exist,
         )
         turn.run()
     except ImproperlyConfigured:
@@ -448,6 +452,8 @@ def send(request: HttpRequest, session_id: str) -> HttpResponse:
     except (ModelFailed, TurnInProgress) as exc:
         form.add_error(None, exc.user_message)
         return render_chat(request, info, form)
+    except SessionNotFound:  # deleted (in another tab) while the model answered
+        return redirect("chatmemory:sessions")
     finally:
         release(request, admission)
     forget_new_chat(request, session_id)
@@ -475,6 +481,7 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
             form.cleaned_data["message"],
             owner=owner_of(request),
             exclusive=True,
+            must_exist=must_exist,
             turn_id=request.POST.get("turn") or None,
             rewrite=request.POST.get("action") or None,
         )

@@ -562,3 +562,82 @@ async def test_an_async_exclusive_turn_locks_too() -> None:
     await stream.aclose()
     assert await store.alock_turn("ex3", "probe", seconds=30)
     assert len(stored("ex3")) == 2
+
+
+# --- the tail read, write ids, a chat deleted meanwhile -------------------------
+
+
+def _long_session(session_id: str, n: int) -> None:
+    store.append_records(
+        session_id,
+        [
+            {
+                "type": "human" if i % 2 == 0 else "ai",
+                "data": {"content": f"message {i} " + "word " * (i % 13)},
+            }
+            for i in range(n)
+        ],
+    )
+
+
+@pytest.mark.parametrize(("n", "budget"), [(10, 3000), (2000, 3000), (2000, 200)])
+def test_the_tail_read_gives_the_prompt_the_whole_history_would(
+    n: int, budget: int
+) -> None:
+    from chatmemory.history import records_to_messages
+
+    _long_session("long", n)
+    with override_settings(CHATMEMORY_PROMPT_MAX_TOKENS=budget):
+        turn = ChatTurn("long", "and now?", model=HistoryModel())
+        tail = turn.load_history()
+        whole = records_to_messages(store.read_records("long"), session_id="long")
+
+        assert len(tail) < n or n == 10  # the long session was not read whole
+        assert turn.prompt_input(tail) == turn.prompt_input(whole)
+
+
+async def test_the_async_tail_read_gives_the_same_prompt() -> None:
+    _long_session("along", 1000)
+    turn = ChatTurn("along", "and now?", model=HistoryModel())
+    tail = await turn.aload_history()
+    assert len(tail) < 1000
+    assert turn.prompt_input(tail) == turn.prompt_input(turn.load_history())
+
+
+def test_a_turn_saves_with_its_write_id_once() -> None:
+    turn = ChatTurn("wid", "hello", model=HistoryModel())
+    turn.run()
+    # The same save again (a retry after a timeout) changes nothing.
+    again = store.append_records(
+        "wid",
+        [{"type": "human", "data": {"content": "hello"}}],
+        write_id=turn.write_id,
+    )
+    assert again == 2
+    assert [kind for kind, _ in texts("wid")] == ["human", "ai"]
+    assert ChatTurn("wid", "x", model=HistoryModel()).write_id != turn.write_id
+
+
+def test_a_chat_deleted_while_its_reply_streams_stays_deleted() -> None:
+    from chatmemory.exceptions import SessionNotFound
+
+    store.create_session("gone", owner="7")
+    turn = ChatTurn("gone", "hi", owner="7", model=HistoryModel(), must_exist=True)
+    tokens = turn.stream()
+    next(tokens)
+    store.delete_session("gone")
+    with pytest.raises(SessionNotFound):
+        list(tokens)
+    assert store.get_session("gone") is None
+    assert store.list_sessions(owner="7").total == 0
+
+
+async def test_an_async_turn_on_a_deleted_chat_saves_nothing() -> None:
+    from chatmemory.exceptions import SessionNotFound
+
+    store.create_session("agone", owner="7")
+    turn = ChatTurn("agone", "hi", owner="7", model=HistoryModel(), must_exist=True)
+    store.delete_session("agone")
+    with pytest.raises(SessionNotFound):
+        await turn.arun()
+    assert store.get_session("agone") is None
