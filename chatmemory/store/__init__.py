@@ -535,8 +535,11 @@ def rebuild_indexes(*, batch: int = 1000) -> int:
 
     The indexes are derived data; use this after restoring a backup, or if
     something wrote session keys without going through chatmemory. It scans the
-    whole database, so its cost is proportional to the number of keys. The new
-    indexes replace the old ones in one transaction.
+    whole database, so its cost is proportional to the number of keys, but it
+    is safe while writers are active (no session ever leaves an index it
+    belongs in) and runs in steps of a few hundred sessions, so Redis is never
+    blocked for more than a few milliseconds (see
+    :func:`~chatmemory.store.maintenance.rebuild_indexes_op`).
     """
     return run(rebuild_indexes_op(batch))
 

@@ -34,71 +34,110 @@ from .operations import (
     ttl_ms,
 )
 
+REINDEX_STEP = 200
+"""Sessions per script call of the reindex: each call stays around a millisecond."""
+
 
 def rebuild_indexes_op(batch: int = 1000) -> Operation[int]:
-    """Rebuild every index from the sessions' metadata; return the sessions found.
+    """Bring every index in line with the sessions' metadata, live.
 
-    Scans the whole database (on Redis Cluster, every primary). On one server
-    the new indexes replace the old ones in one transaction; on Cluster, whose
-    index keys live in different slots, the new entries are written first and
-    the stale ones removed after, so listings never go empty meanwhile.
+    Safe while writers are active and never blocking Redis for long: first
+    every session found by SCAN (on Redis Cluster, on every primary) is added
+    to the indexes, a few hundred per script call (a session deleted meanwhile
+    is skipped, activity scores only move forward); then the indexes are read
+    in ranges and the entries whose session is gone (or, in an owner index,
+    belongs to someone else; in the no-owner index, has an owner) are
+    removed, each checked in the same script call that removes it. The indexes
+    are never emptied, so no session drops out of a listing meanwhile.
+    Returns the sessions indexed. (On Redis Cluster the checks and the index
+    updates cannot share a script; they run as pipelines, and what a write
+    racing them leaves behind is repaired by the readers.)
     """
-    activity: dict[str, int] = {}
-    owners: dict[str, dict[str, int]] = {}
+    cluster = is_cluster()
+    step = max(1, min(batch, REINDEX_STEP))
+    prefix = conf.KEY_PREFIX
+    sessions_key, ids_key = keys.sessions_key(), keys.ids_key()
+    indexed = 0
     found = yield Scan(keys.scan_pattern("meta"), batch)
     names = [k.decode() for k in found]
-    for start in range(0, len(names), batch):
-        chunk = names[start : start + batch]
-        replies = yield Batch([("HMGET", key, "updated", "owner") for key in chunk])
-        for key, (updated, owner) in zip(chunk, replies, strict=True):
-            session_id = keys.session_id_from_key(key, "meta")
-            if session_id is None or updated is None:
-                continue
-            activity[session_id] = int(updated)
-            owner_id = "" if owner is None else owner.decode()
-            owners.setdefault(owner_id, {})[session_id] = int(updated)
-    old_owner_keys: list[bytes] = yield Scan(keys.scan_pattern("owner"), batch)
-    new_indexes: dict[str, dict[str, int]] = {
-        keys.sessions_key(): activity,
-        keys.ids_key(): dict.fromkeys(activity, 0),
-        keys.no_owner_key(): {},
-    }
-    for owner, sessions in owners.items():
-        new_indexes[keys.owner_index_key(owner)] = sessions
-    writes: list[tuple[Any, ...]] = []
-    for key, members in new_indexes.items():
-        items = list(members.items())
-        for start in range(0, len(items), batch):
-            part = items[start : start + batch]
-            writes.append(("ZADD", key, *(x for sid, t in part for x in (t, sid))))
-    if not is_cluster():
-        commands: list[tuple[Any, ...]] = [
-            (
-                "DEL",
-                keys.sessions_key(),
-                keys.ids_key(),
-                keys.no_owner_key(),
-                *old_owner_keys,
-            )
-        ]
-        yield Batch(commands + writes, transaction=True)
-        return len(activity)
-    if writes:
-        yield Batch(writes)
-    # Then drop what the new indexes do not hold: old owners' whole keys, and
-    # stale members of the others.
-    stale_keys = [key for key in old_owner_keys if key.decode() not in new_indexes]
-    removals: list[tuple[Any, ...]] = [("DEL", key) for key in stale_keys]
-    index_keys = list(new_indexes)
-    currents = yield Batch([("ZRANGE", key, 0, -1) for key in index_keys])
-    for key, current in zip(index_keys, currents, strict=True):
-        members = new_indexes[key]
-        stale = [m for m in current if m.decode() not in members]
-        for start in range(0, len(stale), batch):
-            removals.append(("ZREM", key, *stale[start : start + batch]))
-    if removals:
-        yield Batch(removals)
-    return len(activity)
+    for start in range(0, len(names), step):
+        indexed += yield from _index_batch_op(
+            names[start : start + step], cluster, prefix, sessions_key, ids_key
+        )
+    yield from _prune_op(sessions_key, ids_key, None, step, cluster)
+    yield from _prune_op(ids_key, sessions_key, None, step, cluster)
+    no_owner_key = keys.no_owner_key()
+    yield from _prune_op(no_owner_key, no_owner_key, "", step, cluster)
+    owner_keys = yield Scan(keys.scan_pattern("owner"), batch)
+    for raw in owner_keys:
+        owner_key = raw.decode()
+        owner = keys.owner_from_key(owner_key)
+        if owner:
+            yield from _prune_op(owner_key, owner_key, owner, step, cluster)
+    return indexed
+
+
+def _index_batch_op(
+    names: list[str], cluster: bool, prefix: str, sessions_key: str, ids_key: str
+) -> Operation[int]:
+    replies = yield Batch([("HMGET", key, "updated", "owner") for key in names])
+    script_keys: list[str] = [sessions_key, ids_key]
+    args: list[Any] = []
+    commands: list[tuple[Any, ...]] = []
+    for key, (updated, raw_owner) in zip(names, replies, strict=True):
+        session_id = keys.session_id_from_key(key, "meta")
+        if session_id is None or updated is None:
+            continue
+        owner = "" if raw_owner is None else raw_owner.decode()
+        owner_key = keys.owner_index_key_in(prefix, owner)
+        script_keys += (key, owner_key)
+        args += (session_id, owner)
+        commands += (
+            ("ZADD", sessions_key, "GT", int(updated), session_id),
+            ("ZADD", ids_key, "NX", 0, session_id),
+            ("ZADD", owner_key, "GT", int(updated), session_id),
+        )
+    if not args:
+        return 0
+    if cluster:
+        yield Batch(commands)
+        return len(args) // 2
+    return int((yield Eval("reindex_add", script_keys, args)))
+
+
+def _prune_op(
+    index: str, other: str, owner: str | None, step: int, cluster: bool
+) -> Operation[None]:
+    # owner None: an entry stays while its session exists; else while the
+    # session's owner is ``owner`` ('' : no owner, the no-owner index).
+    start = 0
+    while True:
+        raw_ids = yield Command(("ZRANGE", index, start, start + step - 1))
+        if not raw_ids:
+            return
+        ids = [raw.decode() for raw in raw_ids]
+        metas = [keys.meta_key(session_id) for session_id in ids]
+        if cluster:
+            found = yield Batch([("HMGET", meta, "updated", "owner") for meta in metas])
+            gone = [
+                session_id
+                for session_id, (updated, raw_owner) in zip(ids, found, strict=True)
+                if updated is None
+                or (
+                    owner is not None
+                    and ("" if raw_owner is None else raw_owner.decode()) != owner
+                )
+            ]
+            if gone:
+                yield Batch([("ZREM", index, *gone), ("ZREM", other, *gone)])
+            removed = len(gone)
+        else:
+            mode = "" if owner is None else "=" + owner
+            removed = yield Eval("reindex_prune", [index, other, *metas], [mode, *ids])
+        # The entries removed were before the next range: it starts earlier.
+        start += len(ids) - int(removed)
+        if len(ids) < step:
+            return
 
 
 @dataclass(frozen=True, slots=True)

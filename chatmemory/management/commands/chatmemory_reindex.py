@@ -16,7 +16,8 @@ from chatmemory.owners import owner_id, primary_key_text
 class Command(BaseCommand):
     help = (
         "Rebuild chatmemory's session indexes (activity, owners, ids) from the "
-        "sessions' metadata. Scans the whole chat database."
+        "sessions' metadata. Scans the whole chat database in small steps; safe "
+        "while the site is running."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
