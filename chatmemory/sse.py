@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from django.http import HttpResponse, StreamingHttpResponse
 
+from . import records
 from .exceptions import (
     SESSION_DELETED,
     STORE_DOWN,
@@ -48,11 +49,24 @@ def event(name: str, data: str) -> bytes:
 
 
 def done(turn: ChatTurn) -> bytes:
-    """The ``done`` event closing a turn's stream: the session's message count.
+    """The ``done`` event closing a turn's stream, with what the page shows.
 
-    ``"stopped": true`` says the reply was cut at the turn's time limit.
+    ``message_count`` is the session's size; ``title`` the title the saved
+    records give a session that has none yet (the one the store keeps, from
+    :func:`chatmemory.records.title`; ``""`` when they give none);
+    ``tool_calls`` the reply's tool calls (``name`` and ``arguments`` as JSON
+    text), when it has any. ``"stopped": true`` says the reply was cut at the
+    turn's time limit.
     """
-    data: dict[str, object] = {"message_count": turn.message_count}
+    data: dict[str, object] = {
+        "message_count": turn.message_count,
+        "title": records.title(turn.records),
+    }
+    calls = records.read(turn.records[-1]).tool_calls if turn.records else ()
+    if calls:
+        data["tool_calls"] = [
+            {"name": call.name, "arguments": call.arguments} for call in calls
+        ]
     if turn.timed_out:
         data["stopped"] = True
     return event("done", json.dumps(data))

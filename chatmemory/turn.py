@@ -184,6 +184,8 @@ class ChatTurn:
         """The session's message count after the save."""
         self.timed_out = False
         """Whether the reply was cut at ``CHATMEMORY_TURN_TIME_LIMIT``."""
+        self.records: list[store.Record] = []
+        """The records the turn saves (the question, if new, and the reply)."""
         self._chunks: list[AIMessageChunk] = []
 
     def chain(self) -> Runnable[dict[str, Any], BaseMessage]:
@@ -527,6 +529,7 @@ class ChatTurn:
         if self.turn_id is not None:
             # A new dict: the record may carry its encoded bytes already.
             records[-1] = {**records[-1], store.TURN_FIELD: self.turn_id}
+        self.records = records
         return records
 
     def _failed(self, exc: Exception) -> ModelFailed:

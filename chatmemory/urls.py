@@ -38,6 +38,7 @@ urlpatterns = [
     # No session id reaches these: quote() writes its "_" as "_5F".
     path("_all/download/", views.download_all, name="download_all"),
     path("_all/delete/", views.delete_all, name="delete_all"),
+    path("_all/search/", views.search_chats, name="search"),
     # chat.js's strings, translated (gettext in the page).
     path(
         "jsi18n/",

@@ -29,6 +29,7 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBase,
+    JsonResponse,
 )
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -65,6 +66,9 @@ MAX_OFFSET = 2**53
 BAD_TURN = gettext_lazy(
     "This request cannot be handled: reload the page and try again."
 )
+
+LONG_SEARCH = gettext_lazy("Search with at most %(length)d characters.")
+EMPTY_SEARCH = gettext_lazy("Type some of a chat's title to search for it.")
 
 View = Callable[..., HttpResponseBase]
 
@@ -341,7 +345,7 @@ def render_chat(
         "send_url": reverse("chatmemory:send", args=sid),
         "stream_url": reverse("chatmemory:stream", args=sid),
         "stop_url": reverse("chatmemory:stop", args=sid),
-        **sidebar_context(request),
+        **sidebar_context(request, info.session_id),
         **model_context(),
     }
     return render(request, "chatmemory/chat.html", context)
@@ -351,13 +355,69 @@ SIDEBAR_LENGTH = 50
 """How many of my most recent chats the chat page's sidebar lists."""
 
 
-def sidebar_context(request: HttpRequest) -> dict[str, Any]:
-    """My most recent chats, for the chat page's sidebar."""
+def sidebar_context(request: HttpRequest, current: str = "") -> dict[str, Any]:
+    """My most recent chats, for the chat page's sidebar.
+
+    ``current_listed`` says whether the chat ``current`` is among them (a new
+    chat is not, until its first reply: the page then shows its entry).
+    """
     page = store.list_sessions(owner=owner_of(request), offset=0, limit=SIDEBAR_LENGTH)
     return {
         "chats": page.sessions,
         "more_chats": page.total > len(page.sessions),
+        "current_listed": any(chat.session_id == current for chat in page.sessions),
         "title_length": store.TITLE_LENGTH,
+        "search_length": SEARCH_LENGTH,
+    }
+
+
+SEARCH_SCANNED = 500
+"""How many of my chats one search request reads, at most."""
+SEARCH_BATCH = 100
+"""How many chats the search reads from the store at a time."""
+SEARCH_RESULTS = 50
+"""How many matching chats one search request returns, at most."""
+SEARCH_LENGTH = 200
+"""The longest search text (no title is longer than ``TITLE_LENGTH``)."""
+
+
+def find_chats(owner: str, needle: str, start: int) -> dict[str, Any]:
+    """My chats whose title holds ``needle``, from the ``start``-th most recent.
+
+    Reads at most :data:`SEARCH_SCANNED` chats (newest first) and stops at
+    :data:`SEARCH_RESULTS` matches; ``next`` is the offset to go on from
+    (None once every chat was read). Chats that move while one searches on
+    (a new reply makes a chat the newest) may be read twice or skipped.
+    """
+    wanted = records.one_line(needle).casefold()
+    found: list[store.SessionInfo] = []
+    offset = start
+    total = 0
+    for _batch in range(math.ceil(SEARCH_SCANNED / SEARCH_BATCH)):
+        limit = min(SEARCH_BATCH, start + SEARCH_SCANNED - offset)
+        if limit <= 0:
+            break
+        page = store.list_sessions(owner=owner, offset=offset, limit=limit)
+        total = page.total
+        for info in page.sessions:
+            offset += 1
+            if wanted in info.title.casefold():
+                found.append(info)
+                if len(found) == SEARCH_RESULTS:
+                    break
+        if len(found) == SEARCH_RESULTS or not page.sessions or offset >= total:
+            break
+    return {
+        "results": [
+            {
+                "title": info.title,
+                "url": reverse("chatmemory:chat", args=[info.session_id]),
+            }
+            for info in found
+        ],
+        "searched": offset,
+        "total": total,
+        "next": offset if offset < total else None,
     }
 
 
@@ -405,6 +465,36 @@ def session_list(request: HttpRequest) -> HttpResponse:
         "next_page": number + 1 if number < num_pages else None,
     }
     return render(request, "chatmemory/session_list.html", context)
+
+
+@login_required
+@private_page
+@require_http_methods(["GET", "HEAD"])
+def search_chats(request: HttpRequest) -> JsonResponse:
+    """My chats whose title holds ``q`` (JSON), reading ``from`` the offset given.
+
+    The answer says how many chats were searched of how many, and the offset
+    to go on from: one request reads a bounded number of chats
+    (:func:`find_chats`).
+    """
+    needle = request.GET.get("q", "")
+    try:
+        start = int(request.GET.get("from", "0"))
+    except ValueError:
+        start = -1
+    if not 0 <= start <= MAX_OFFSET:
+        return JsonResponse({"error": str(BAD_TURN)}, status=400)
+    if len(needle) > SEARCH_LENGTH:
+        error = LONG_SEARCH % {"length": SEARCH_LENGTH}
+        return JsonResponse({"error": error}, status=400)
+    if not needle.strip():
+        return JsonResponse({"error": str(EMPTY_SEARCH)}, status=400)
+    try:
+        found = find_chats(owner_of(request), needle, start)
+    except StoreUnavailable as exc:
+        logger.exception("chatmemory: Redis unavailable in %s", request.path)
+        return JsonResponse({"error": str(exc.user_message)}, status=503)
+    return JsonResponse(found)
 
 
 @login_required

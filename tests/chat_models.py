@@ -6,6 +6,7 @@ Servers started by the tests load them by dotted path (CHATMEMORY_CHAT_MODEL).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -15,7 +16,13 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    message_chunk_to_message,
+)
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 
@@ -111,7 +118,8 @@ def not_a_model() -> object:
 
 
 class ScriptedModel(BaseChatModel):
-    """Streams ``reply`` as it is, ``chunk_size`` characters at a time.
+    """Streams ``reply`` as it is, ``chunk_size`` characters at a time, then
+    asks for ``tool_calls`` (``{"name": ..., "args": {...}}`` each), if any.
 
     Markdown arrives cut at any point (inside a fence, a link, a table row),
     as a real model's tokens do.
@@ -120,14 +128,45 @@ class ScriptedModel(BaseChatModel):
     reply: str = "scripted reply"
     chunk_size: int = 4
     token_delay: float = 0.0
+    tool_calls: list[dict[str, Any]] = []
 
     @property
     def _llm_type(self) -> str:
         return "test-scripted"
 
-    def _chunks(self) -> list[str]:
+    def _chunks(self) -> list[AIMessageChunk]:
         size = max(1, self.chunk_size)
-        return [self.reply[at : at + size] for at in range(0, len(self.reply), size)]
+        chunks = [
+            AIMessageChunk(content=self.reply[at : at + size])
+            for at in range(0, len(self.reply), size)
+        ]
+        for index, call in enumerate(self.tool_calls):
+            # A provider streams a call's arguments as JSON text, in pieces.
+            arguments = json.dumps(call.get("args", {}))
+            half = len(arguments) // 2
+            call_id = f"call_{index}"
+            chunks.append(
+                AIMessageChunk(
+                    content="",
+                    tool_call_chunks=[
+                        tool_call_chunk(
+                            name=call["name"],
+                            args=arguments[:half],
+                            id=call_id,
+                            index=index,
+                        )
+                    ],
+                )
+            )
+            chunks.append(
+                AIMessageChunk(
+                    content="",
+                    tool_call_chunks=[
+                        tool_call_chunk(args=arguments[half:], index=index)
+                    ],
+                )
+            )
+        return chunks
 
     def _generate(
         self,
@@ -136,7 +175,9 @@ class ScriptedModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        message = AIMessage(content=self.reply)
+        chunks = self._chunks()
+        merged = chunks[0] + chunks[1:] if chunks else AIMessageChunk(content="")
+        message = message_chunk_to_message(merged)
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(
@@ -149,7 +190,7 @@ class ScriptedModel(BaseChatModel):
         for position, chunk in enumerate(self._chunks()):
             if position and self.token_delay:
                 time.sleep(self.token_delay)
-            yield ChatGenerationChunk(message=AIMessageChunk(content=chunk))
+            yield ChatGenerationChunk(message=chunk)
 
     async def _astream(
         self,
@@ -161,4 +202,4 @@ class ScriptedModel(BaseChatModel):
         for position, chunk in enumerate(self._chunks()):
             if position and self.token_delay:
                 await asyncio.sleep(self.token_delay)
-            yield ChatGenerationChunk(message=AIMessageChunk(content=chunk))
+            yield ChatGenerationChunk(message=chunk)

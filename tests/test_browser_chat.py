@@ -11,7 +11,7 @@ import pytest
 from django.test import override_settings
 from playwright.sync_api import Browser, Page, expect
 
-from chatmemory import store
+from chatmemory import records, store, views
 from chatmemory.owners import owner_id
 from tests.browser import (
     DESKTOP,
@@ -542,14 +542,19 @@ def test_the_sidebar_lists_searches_renames_and_deletes(
     expect(page.locator("#cm-chat-list a[aria-current=page]")).to_have_text(
         "Planning a trip to Rome"
     )
-    search = page.get_by_label("Search chats by title")
+    search = page.get_by_label("Search all my chats by title")
     search.fill("TRIP")
-    expect(page.locator("#cm-chat-list > li:visible > a")).to_have_text(
+    expect(page.locator("#cm-search-list > li > a")).to_have_text(
         ["Planning a trip to Rome", "Trip to Lisbon"]
     )
+    expect(page.locator("#cm-chat-list")).to_be_hidden()
+    expect(page.locator("#cm-search-status")).to_have_text("2 chats found.")
     search.fill("nothing like this")
-    expect(page.locator("#cm-chat-nomatch")).to_be_visible()
+    expect(page.locator("#cm-search-status")).to_have_text("No chat has that title.")
+    expect(page.locator("#cm-search-list > li")).to_have_count(0)
     search.fill("")
+    expect(page.locator("#cm-chat-list")).to_be_visible()
+    expect(page.locator("#cm-search-results")).to_be_hidden()
     screenshot(page, "sidebar")
     # Rename another chat from the list: back on this chat, the list says so.
     page.get_by_role("button", name="Rename \u201cSoup recipes\u201d").click()
@@ -571,6 +576,37 @@ def test_the_sidebar_lists_searches_renames_and_deletes(
     page.get_by_role("button", name="Delete \u201cSoups <b>and</b> stews\u201d").click()
     page.wait_for_timeout(300)
     assert store.get_session("soup") is not None
+
+
+def test_the_search_finds_chats_older_than_the_sidebar_lists(
+    open_chat: Any, alice: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One request reads 20 chats here (500 by default): a search for the
+    # oldest of 60 chats goes on twice, saying each time how far it got.
+    monkeypatch.setattr(views, "SEARCH_SCANNED", 20)
+    monkeypatch.setattr(views, "SEARCH_BATCH", 7)
+    seed_chat(alice, "oldest", [("human", "An ancient needle"), ("ai", "ok")])
+    time.sleep(0.002)
+    owner = owner_id(alice)
+    for number in range(59):
+        store.create_session(f"hay{number}", owner=owner, title=f"Hay {number}")
+    page = open_chat("oldest")
+    listed = page.locator("#cm-chat-list > li:visible")
+    expect(listed).to_have_count(views.SIDEBAR_LENGTH)
+    expect(listed.filter(has_text="An ancient needle")).to_have_count(0)
+    page.get_by_label("Search all my chats by title").fill("NEEDLE")
+    status = page.locator("#cm-search-status")
+    more = page.get_by_role("button", name="Search older chats")
+    expect(status).to_have_text("0 chats found in your 20 most recent chats (of 60).")
+    more.click()
+    expect(status).to_have_text("0 chats found in your 40 most recent chats (of 60).")
+    more.click()
+    expect(status).to_have_text("1 chat found.")
+    expect(more).to_be_hidden()
+    expect(page.locator("#cm-search-list > li > a")).to_have_text(["An ancient needle"])
+    page.get_by_role("link", name="An ancient needle").click()
+    page.wait_for_url("**/chat/oldest/")
+    assert page.script_errors == []  # type: ignore[attr-defined]
 
 
 def test_on_a_phone_the_sidebar_opens_from_a_button(open_chat: Any, alice: Any) -> None:
@@ -612,6 +648,101 @@ def test_a_new_chat_is_stored_by_its_first_message(open_chat: Any, alice: Any) -
     expect(page.locator("#cm-chat-list > li > a").first).to_have_text("Hello, new chat")
 
 
+def test_the_live_title_is_the_saved_one_everywhere(open_chat: Any, alice: Any) -> None:
+    seed_chat(alice, "old", [("human", "An older chat"), ("ai", "ok")])
+    page = open_chat()
+    session_id = page.url.rstrip("/").split("/")[-1]
+    expect(page).to_have_title("New chat")
+    current = page.locator("#cm-chat-list > li.cm-current")
+    expect(current).to_be_hidden()  # not stored yet
+    # Runs of spaces and newlines, and a cut among characters JavaScript
+    # counts twice: the page must not compute a title of its own.
+    question = "  Plan   a trip\n\nto " + "\U0001f30d" * 40 + " and beyond " * 8
+    with scripted("Sure."):
+        page.get_by_label("Your message").fill(question)
+        page.keyboard.press("Enter")
+        wait_for_reply(page)
+    info = store.get_session(session_id)
+    assert info is not None
+    title = info.title
+    assert title.startswith("Plan a trip to \U0001f30d") and title.endswith("\u2026")
+    expect(page.locator(".cm-title")).to_have_text(title)
+    expect(page).to_have_title(title)
+    expect(current).to_be_visible()
+    expect(page.locator("#cm-chat-list > li").first).to_have_class("cm-current")
+    expect(current.locator("a")).to_have_text(title)
+    expect(
+        current.get_by_role("button", name=f"Rename \u201c{title}\u201d")
+    ).to_be_visible()
+    live = page.evaluate(
+        "() => [document.title, document.querySelector('.cm-title').textContent,"
+        " document.querySelector('#cm-chat-list > li.cm-current a').textContent]"
+    )
+    assert live == [title, title, title]
+    page.reload()
+    reloaded = page.evaluate(
+        "() => [document.title, document.querySelector('.cm-title').textContent,"
+        " document.querySelector('#cm-chat-list > li.cm-current a').textContent]"
+    )
+    assert reloaded == live
+    # Another reply on an older chat puts it first in the list.
+    page.get_by_role("link", name="An older chat").click()
+    page.wait_for_url("**/chat/old/")
+    expect(page.locator("#cm-chat-list > li > a").first).to_have_text(title)
+    with scripted("Again."):
+        page.get_by_label("Your message").fill("More")
+        page.keyboard.press("Enter")
+        wait_for_reply(page)
+    expect(page.locator("#cm-chat-list > li > a").first).to_have_text("An older chat")
+    expect(page).to_have_title("An older chat")
+    assert page.script_errors == []  # type: ignore[attr-defined]
+
+
+def test_a_reply_of_only_tool_calls_shows_them_live_and_after_reload(
+    open_chat: Any,
+) -> None:
+    page = open_chat()
+    session_id = page.url.rstrip("/").split("/")[-1]
+    model = {
+        "factory": "tests.chat_models.ScriptedModel",
+        "reply": "",
+        "tool_calls": [
+            {"name": "get_weather", "args": {"city": "<img src=x onerror=alert(1)>"}},
+            {"name": "clock", "args": {}},
+        ],
+    }
+    page.evaluate(RECORD_ANNOUNCEMENTS)
+    with override_settings(CHATMEMORY_CHAT_MODEL=model):
+        page.get_by_label("Your message").fill("Weather and time?")
+        page.keyboard.press("Enter")
+        wait_for_reply(page)
+    saved = records.read(store.read_records(session_id)[-1]).tool_calls
+    shown = [f"Called tool {call.name} with {call.arguments}" for call in saved]
+    assert len(shown) == 2
+    calls = page.locator(".cm-ai .cm-calls > li")
+    expect(calls).to_have_text(shown)
+    expect(calls.locator("code")).to_have_text(
+        ["get_weather", saved[0].arguments, "clock", "{}"]
+    )
+    expect(page.locator(".cm-ai .cm-text")).to_be_hidden()  # no empty bubble
+    live = page.locator(".cm-ai").evaluate(
+        "e => e.querySelector('.cm-calls').outerHTML"
+    )
+    page.wait_for_timeout(200)
+    assert page.evaluate("window.heard")[-1] == (
+        "The assistant replied: " + " ".join(shown)
+    )
+    screenshot(page, "chat-tool-calls")
+    page.reload()
+    expect(calls).to_have_text(shown)
+    assert (
+        page.locator(".cm-ai").evaluate("e => e.querySelector('.cm-calls').outerHTML")
+        == live
+    )
+    assert page.locator("#cm-transcript img").count() == 0
+    assert page.script_errors == []  # type: ignore[attr-defined]
+
+
 def test_regenerate_edit_and_continue(open_chat: Any, alice: Any) -> None:
     seed_chat(alice, "redo", [("human", "First question"), ("ai", "First answer")])
     page = open_chat("redo")
@@ -642,10 +773,6 @@ def test_regenerate_edit_and_continue(open_chat: Any, alice: Any) -> None:
     )
     screenshot(page, "chat-edited")
     # Stop, then continue where it stopped.
-    page.on(
-        "response",
-        lambda r: print("RESP", r.url, r.status) if "stop" in r.url else None,
-    )
     with scripted("word " * 200, delay=0.03, size=5):
         last_ai.get_by_role("button", name="Regenerate this reply").click()
         expect(last_ai.locator(".cm-text")).to_contain_text("word word word")

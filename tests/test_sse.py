@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from django.test import override_settings
 
-from chatmemory import sse, store
+from chatmemory import records, sse, store
 from chatmemory.turn import ChatTurn
-from tests.chat_models import HistoryModel
+from tests.chat_models import HistoryModel, ScriptedModel
 
 
 def parse(body: bytes) -> list[tuple[str, str]]:
@@ -36,14 +37,26 @@ def test_every_line_gets_its_own_data_field() -> None:
     assert parse(sse.event("token", "x\n\ny")) == [("token", "x\n\ny")]
 
 
+def saved_title(session_id: str) -> str:
+    info = store.get_session(session_id)
+    assert info is not None
+    return info.title
+
+
 def test_sync_events_stream_a_turn_then_done() -> None:
-    turn = ChatTurn("sse1", "hi", model=HistoryModel())
+    question = "  hi\n\nthere " + "long " * 30
+    turn = ChatTurn("sse1", question, model=HistoryModel())
     body = list(sse.sync_events(turn))
     assert body[0] == sse.OPEN
     parsed = parse(b"".join(body))
     assert {name for name, _ in parsed[:-1]} == {"token"}
     assert "".join(data for _, data in parsed[:-1]) == turn.reply
-    assert parsed[-1] == ("done", '{"message_count": 2}')
+    name, data = parsed[-1]
+    # The title the page shows is the one the store saved, cut the same way.
+    title = saved_title("sse1")
+    assert title.endswith("\u2026") and "\n" not in title
+    assert name == "done"
+    assert json.loads(data) == {"message_count": 2, "title": title}
 
 
 def test_async_events_stream_a_turn_then_done() -> None:
@@ -52,7 +65,30 @@ def test_async_events_stream_a_turn_then_done() -> None:
         return [chunk async for chunk in sse.async_events(turn)]
 
     parsed = parse(b"".join(asyncio.run(run())))
-    assert parsed[-1] == ("done", '{"message_count": 2}')
+    assert parsed[-1] == ("done", json.dumps({"message_count": 2, "title": "hi"}))
+
+
+def test_done_says_the_tool_calls_of_a_reply_that_has_them() -> None:
+    calls = [
+        {"name": "get_weather", "args": {"city": "Paris"}},
+        {"name": "lookup", "args": {}},
+    ]
+    model = ScriptedModel(reply="", tool_calls=calls)
+    turn = ChatTurn("sse5", "weather?", model=model)
+    parsed = parse(b"".join(sse.sync_events(turn)))
+    assert [name for name, _ in parsed] == ["done"]  # no text at all
+    done = json.loads(parsed[-1][1])
+    saved = records.read(store.read_records("sse5")[-1]).tool_calls
+    assert [call.name for call in saved] == ["get_weather", "lookup"]
+    assert done["tool_calls"] == [
+        {"name": call.name, "arguments": call.arguments} for call in saved
+    ]
+    assert json.loads(done["tool_calls"][0]["arguments"]) == {"city": "Paris"}
+    # A rewrite that saves only a reply names nothing.
+    again = ChatTurn("sse5", "", model=ScriptedModel(), rewrite="regenerate")
+    done = json.loads(parse(b"".join(sse.sync_events(again)))[-1][1])
+    assert done == {"message_count": 2, "title": ""}
+    assert saved_title("sse5") == "weather?"
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

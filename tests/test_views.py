@@ -395,7 +395,10 @@ def test_stream_sends_tokens_then_done_and_saves_the_turn(
     got = events(body_of(response))
     tokens = [data for name, data in got if name == "token"]
     assert len(tokens) > 10
-    assert got[-1] == ("done", json.dumps({"message_count": 2}))
+    # The page names the chat as the store did.
+    title = store.get_session(session_id).title  # type: ignore[union-attr]
+    assert title == "hello <there>"
+    assert got[-1] == ("done", json.dumps({"message_count": 2, "title": title}))
     saved = records(session_id)
     assert saved[0]["data"]["content"] == "hello <there>"
     assert saved[1]["data"]["content"] == "".join(tokens)
@@ -412,7 +415,7 @@ async def test_stream_under_asgi_uses_an_async_iterator(
     assert response.is_async  # ASGI: an async iterator, served incrementally
     body = b"".join([part async for part in response.streaming_content])
     got = events(body)
-    assert got[-1] == ("done", json.dumps({"message_count": 2}))
+    assert got[-1] == ("done", json.dumps({"message_count": 2, "title": "hi"}))
     saved = await store.aread_records(session_id)
     tokens = "".join(data for name, data in got if name == "token")
     assert saved[1]["data"]["content"] == tokens  # type: ignore[index]
@@ -782,7 +785,10 @@ def test_tokens_arrive_incrementally_under_real_servers(
             arrivals.append((time.monotonic() - start, part))
     client.close()
     got = events(b"".join(part for _, part in arrivals))
-    assert got[-1] == ("done", json.dumps({"message_count": 2}))
+    assert got[-1] == (
+        "done",
+        json.dumps({"message_count": 2, "title": "stream me"}),
+    )
     token_reads = [at for at, part in arrivals if b"event: token" in part]
     total = arrivals[-1][0]
     # About 40 tokens 50 ms apart: the first arrives long before the end, and
@@ -1013,8 +1019,28 @@ def test_the_chat_page_lists_my_chats_newest_first(
             html = alice_client.get("/chat/older/").content.decode()
         finally:
             views.SIDEBAR_LENGTH = saved
+    sidebar = html[html.index('id="cm-sidebar"') : html.index("</aside>")]
+    assert "All my chats" in sidebar
+    # This chat is not among the most recent: its entry waits, hidden, for
+    # its next reply to make it the most recent.
+    assert sidebar.count("&lt;older&gt;</a>") == 1
+    assert '<li data-title="&lt;older&gt;" class="cm-current" hidden>' in sidebar
+
+
+def test_a_new_chat_waits_hidden_in_the_sidebar(alice_client: Client) -> None:
+    session_id = new_chat(alice_client)
+    html = alice_client.get(f"/chat/{session_id}/").content.decode()
+    sidebar = html[html.index('id="cm-sidebar"') : html.index("</aside>")]
+    assert '<li data-title="" class="cm-current" hidden>' in sidebar
     assert (
-        "All my chats" in html and "&lt;older&gt;</a>" not in html.split("</aside>")[0]
+        f'href="/chat/{session_id}/" aria-current="page">Untitled chat</a>' in sidebar
+    )
+    stream_turn(alice_client, session_id, message="First words")
+    html = alice_client.get(f"/chat/{session_id}/").content.decode()
+    sidebar = html[html.index('id="cm-sidebar"') : html.index("</aside>")]
+    listed = sidebar[sidebar.index('id="cm-chat-list"') :]
+    assert listed.index('<li data-title="First words" class="cm-current">') < (
+        listed.index("</li>")
     )
 
 
@@ -1099,7 +1125,8 @@ def test_regenerate_replaces_the_last_reply_only(
         got = stream_turn(
             alice_client, session_id, message="ignored", action="regenerate"
         )
-    assert got[-1] == ("done", json.dumps({"message_count": 4}))
+    # Only a reply was saved: it names nothing (the chat keeps "q1").
+    assert got[-1] == ("done", json.dumps({"message_count": 4, "title": ""}))
     assert contents(session_id) == ["q1", "first answer", "q2", "a better answer"]
     assert records(session_id)[2] == question_before  # the question, as stored
 
@@ -1270,3 +1297,127 @@ def test_stop_waits_for_the_stopped_turn_to_be_saved(
     assert answer.status_code == 204
     # By the time the page hears back, the reply is saved as it was shown.
     assert contents(session_id) == ["q", "late"]
+
+
+# --- tool calls; searching all my chats -------------------------------------------
+
+
+def test_a_reply_of_only_tool_calls_shows_them(
+    alice_client: Client, session_id: str
+) -> None:
+    arguments = {"city": "<Paris>", "days": 2}
+    store.append_records(
+        session_id,
+        [
+            {"type": "human", "data": {"content": "Weather?"}},
+            {
+                "type": "ai",
+                "data": {
+                    "content": "",
+                    "tool_calls": [
+                        {"name": "get_weather", "args": arguments, "id": "c1"},
+                        {"name": "<clock>", "args": {}, "id": "c2"},
+                    ],
+                },
+            },
+        ],
+    )
+    html = alice_client.get(f"/chat/{session_id}/").content.decode()
+    shown = json.dumps(arguments, sort_keys=True).replace('"', "&quot;")
+    shown = shown.replace("<", "&lt;").replace(">", "&gt;")
+    assert (
+        f"<li>Called tool <code>get_weather</code> with <code>{shown}</code></li>"
+        in html
+    )
+    assert (
+        "<li>Called tool <code>&lt;clock&gt;</code> with <code>{}</code></li>" in html
+    )
+
+
+def search(client: Client, **query: Any) -> Any:
+    return client.get(reverse("chatmemory:search"), query)
+
+
+def test_search_finds_any_of_my_chats_by_title(
+    alice_client: Client, alice: AbstractBaseUser, bob: AbstractBaseUser
+) -> None:
+    store.create_session("needle-old", owner=owner_id(alice), title="An old NEEDLE")
+    time.sleep(0.002)
+    for number in range(views.SIDEBAR_LENGTH + 5):
+        store.create_session(
+            f"hay{number}", owner=owner_id(alice), title=f"Hay {number}"
+        )
+    store.create_session("bobs", owner=owner_id(bob), title="Bob's needle")
+    page = alice_client.get("/chat/hay0/").content.decode()
+    assert "An old NEEDLE" not in page  # past the sidebar's most recent chats
+    response = search(alice_client, q="  needle ")
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "private, no-store"
+    assert response.json() == {
+        "results": [{"title": "An old NEEDLE", "url": "/chat/needle-old/"}],
+        "searched": views.SIDEBAR_LENGTH + 6,
+        "total": views.SIDEBAR_LENGTH + 6,
+        "next": None,
+    }
+    assert search(alice_client, q="nothing like it").json()["results"] == []
+
+
+def test_search_reads_a_bounded_number_of_chats_per_request(
+    alice_client: Client, alice: AbstractBaseUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(views, "SEARCH_SCANNED", 10)
+    monkeypatch.setattr(views, "SEARCH_BATCH", 4)
+    monkeypatch.setattr(views, "SEARCH_RESULTS", 3)
+    for number in range(25):
+        title = f"chat {number}" + (" match" if number % 2 == 0 else "")
+        store.create_session(f"c{number:02}", owner=owner_id(alice), title=title)
+        time.sleep(0.002)
+    read = []
+    real = store.list_sessions
+    monkeypatch.setattr(
+        store,
+        "list_sessions",
+        lambda **kwargs: read.append(kwargs["limit"]) or real(**kwargs),
+    )
+    first = search(alice_client, q="match").json()
+    # Newest first; three matches fill the answer after reading five chats.
+    assert [r["title"] for r in first["results"]] == [
+        "chat 24 match",
+        "chat 22 match",
+        "chat 20 match",
+    ]
+    assert (first["searched"], first["total"], first["next"]) == (5, 25, 5)
+    assert read == [4, 4]
+    read.clear()
+    none = search(alice_client, q="chat 1", **{"from": 10}).json()
+    # Ten chats read (c14..c05: "chat 14", "chat 13"... match), at most 4 a time.
+    assert [r["title"] for r in none["results"]] == [
+        "chat 14 match",
+        "chat 13",
+        "chat 12 match",
+    ]
+    assert sum(read) <= 10 and max(read) <= 4
+    read.clear()
+    last = search(alice_client, q="chat 0", **{"from": 20}).json()
+    assert [r["title"] for r in last["results"]] == ["chat 0 match"]
+    assert (last["searched"], last["next"]) == (25, None)
+
+
+def test_search_refuses_what_it_cannot_do(alice_client: Client) -> None:
+    for query, status in [
+        ({"q": ""}, 400),
+        ({"q": "   "}, 400),
+        ({"q": "x" * (views.SEARCH_LENGTH + 1)}, 400),
+        ({"q": "x", "from": "-1"}, 400),
+        ({"q": "x", "from": "nope"}, 400),
+        ({"q": "x", "from": str(views.MAX_OFFSET + 1)}, 400),
+    ]:
+        response = search(alice_client, **query)
+        assert response.status_code == status, query
+        assert response.json()["error"], query
+    assert "at most 200 characters" in search(alice_client, q="x" * 201).json()["error"]
+    anonymous = Client().get(reverse("chatmemory:search"), {"q": "x"})
+    assert anonymous.status_code == 302
+    with override_settings(CACHES=DOWN, CHATMEMORY_CACHE_ALIAS="down"):
+        down = search(alice_client, q="x")
+    assert down.status_code == 503 and down.json() == {"error": str(STORE_DOWN)}

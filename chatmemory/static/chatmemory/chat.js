@@ -8,7 +8,14 @@
 
   // Django's JavaScript catalog defines gettext; without it, English.
   var gettext = window.gettext || function (text) { return text; };
-  var interpolate = window.interpolate || function (format, values) {
+  var ngettext = window.ngettext || function (singular, plural, count) {
+    return count === 1 ? singular : plural;
+  };
+  var interpolate = window.interpolate || function (format, values, named) {
+    if (named) {
+      return format.replace(/%\((\w+)\)s/g, function (match, name) { return String(values[name]); });
+    }
+    values = values.slice();
     return format.replace(/%s/g, function () { return String(values.shift()); });
   };
 
@@ -211,21 +218,105 @@
   });
 
   // ---------------------------------------------------------------------
-  // The sidebar: filter by title; rename in place.
+  // The sidebar: search all my chats by title (on the server, which reads a
+  // bounded number of chats per request: "Search older chats" goes on);
+  // rename in place.
 
   var search = document.getElementById("cm-chat-search");
-  if (search) {
-    var noMatch = document.getElementById("cm-chat-nomatch");
+  if (search && window.fetch) {
+    var chatList = document.getElementById("cm-chat-list");
+    var moreLink = document.querySelector(".cm-sidebar .cm-more");
+    var results = document.getElementById("cm-search-results");
+    var resultList = document.getElementById("cm-search-list");
+    var searchStatus = document.getElementById("cm-search-status");
+    var searchMore = document.getElementById("cm-search-more");
+    var searchTimer = null;
+    var searchNumber = 0;
+    var searchNext = null;
+    var found = 0;
+
+    var showList = function (on) {
+      chatList.hidden = !on;
+      if (moreLink) moreLink.hidden = !on;
+      results.hidden = on;
+    };
+
+    // Says what was searched: all my chats, or (with more to read) how many.
+    var searchStatusText = function (answer) {
+      if (answer.next === null) {
+        return found
+          ? interpolate(ngettext("%s chat found.", "%s chats found.", found), [found])
+          : gettext("No chat has that title.");
+      }
+      return interpolate(
+        ngettext(
+          "%(found)s chat found in your %(searched)s most recent chats (of %(total)s).",
+          "%(found)s chats found in your %(searched)s most recent chats (of %(total)s).",
+          found
+        ),
+        { found: found, searched: answer.searched, total: answer.total },
+        true
+      );
+    };
+
+    var runSearch = function (from) {
+      var needle = search.value;
+      var number = ++searchNumber;
+      var url = search.dataset.searchUrl + "?q=" + encodeURIComponent(needle) + "&from=" + from;
+      searchMore.hidden = true;
+      if (!from) searchStatus.textContent = gettext("Searching\u2026");
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) {
+          return response.json().then(function (answer) {
+            if (!response.ok) throw new Error(answer.error || response.status);
+            return answer;
+          });
+        })
+        .then(function (answer) {
+          if (number !== searchNumber) return; // a newer search replaced this one
+          if (!from) {
+            resultList.textContent = "";
+            found = 0;
+          }
+          answer.results.forEach(function (chat) {
+            var item = document.createElement("li");
+            var link = document.createElement("a");
+            link.href = chat.url;
+            link.textContent = chat.title;
+            item.appendChild(link);
+            resultList.appendChild(item);
+          });
+          found += answer.results.length;
+          searchNext = answer.next;
+          searchMore.hidden = searchNext === null;
+          searchStatus.textContent = searchStatusText(answer);
+        })
+        .catch(function (err) {
+          if (number !== searchNumber) return;
+          searchStatus.textContent = err && err.message && !/^\d+$/.test(err.message)
+            ? err.message : gettext("The search failed: try again.");
+        });
+    };
+
     search.addEventListener("input", function () {
-      var needle = search.value.trim().toLowerCase();
-      var shown = 0;
-      document.querySelectorAll("#cm-chat-list > li").forEach(function (item) {
-        var title = (item.dataset.title || "").toLowerCase();
-        var match = !needle || title.indexOf(needle) >= 0;
-        item.hidden = !match;
-        if (match) shown += 1;
-      });
-      if (noMatch) noMatch.hidden = shown > 0;
+      clearTimeout(searchTimer);
+      if (!search.value.trim()) {
+        searchNumber += 1; // answers still on their way are dropped
+        showList(true);
+        return;
+      }
+      showList(false);
+      searchTimer = setTimeout(function () { runSearch(0); }, 200);
+    });
+    search.addEventListener("keydown", function (event) {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        clearTimeout(searchTimer);
+        if (search.value.trim()) runSearch(0);
+      }
+    });
+    searchMore.addEventListener("click", function () {
+      if (searchNext !== null) runSearch(searchNext);
     });
   }
   document.querySelectorAll(".cm-chat-rename").forEach(function (button) {
@@ -369,6 +460,43 @@
     return item;
   }
 
+  // A reply's tool calls, as the page shows them after a reload.
+  function showToolCalls(item, calls) {
+    var old = item.querySelector(".cm-calls");
+    if (old) old.remove();
+    if (!calls || !calls.length) return;
+    var list = document.createElement("ul");
+    list.className = "cm-calls";
+    calls.forEach(function (call) {
+      var entry = document.createElement("li");
+      // The call's name and arguments go in as text, never as HTML.
+      gettext("Called tool %(name)s with %(arguments)s")
+        .split(/(%\((?:name|arguments)\)s)/)
+        .forEach(function (part) {
+          var field = /^%\((name|arguments)\)s$/.exec(part);
+          if (field) {
+            var code = document.createElement("code");
+            code.textContent = String(call[field[1]]);
+            entry.appendChild(code);
+          } else if (part) {
+            entry.appendChild(document.createTextNode(part));
+          }
+        });
+      list.appendChild(entry);
+    });
+    item.querySelector(".cm-text").after(list);
+  }
+
+  // What a message says, for screen readers: its text, then its tool calls.
+  function messageWords(item) {
+    var parts = [];
+    item.querySelectorAll(".cm-text, .cm-calls li").forEach(function (part) {
+      var text = part.textContent.trim();
+      if (text) parts.push(text);
+    });
+    return parts.join(" ");
+  }
+
   function showError(message) {
     errors.textContent = "";
     var p = document.createElement("p");
@@ -414,16 +542,32 @@
     }
   }
 
-  function shorten(text, length) {
-    return text.length <= length ? text : text.slice(0, length - 1).replace(/\s+$/, "") + "\u2026";
-  }
-
-  function setTitle(title) {
+  // A turn was saved: this chat is now my most recent one (first in the
+  // sidebar, shown there if it was not), and named by the store from its
+  // first message if it had no title: the heading, the tab and the sidebar
+  // show that saved title.
+  function chatStored(title) {
+    var entry = document.querySelector("#cm-chat-list > li.cm-current");
+    if (entry) {
+      entry.hidden = false;
+      entry.parentNode.prepend(entry);
+    }
     var heading = document.querySelector(".cm-title");
-    if (!heading || heading.dataset.untitled !== "1" || !title) return;
+    if (!title || !heading || heading.dataset.untitled !== "1") return;
     heading.textContent = title;
     heading.dataset.untitled = "0";
     document.title = title;
+    var rename = document.querySelector(".cm-rename input[name=title]");
+    if (rename && !rename.value) rename.value = title;
+    if (!entry || entry.dataset.title) return;
+    entry.dataset.title = title;
+    entry.querySelector(".cm-chat-link").textContent = title;
+    entry.querySelector(".cm-chat-delete").dataset.title = title;
+    entry.querySelector(".cm-rename-inline input[name=title]").value = title;
+    entry.querySelector(".cm-chat-rename").setAttribute(
+      "aria-label", interpolate(gettext("Rename \u201c%s\u201d"), [title]));
+    entry.querySelector(".cm-chat-delete button").setAttribute(
+      "aria-label", interpolate(gettext("Delete \u201c%s\u201d"), [title]));
   }
 
   function stop() {
@@ -694,8 +838,9 @@
       if (options.old && options.old !== reply) options.old.remove();
       addTools(question);
       addTools(reply);
-      setTitle(finished.title || shorten(messageSource(transcript.querySelector(".cm-human")).trim().split(/\s+/).join(" "), 80));
-      announce(interpolate(gettext("The assistant replied: %s"), [replyText.textContent]));
+      showToolCalls(reply, finished.tool_calls);
+      chatStored(finished.title);
+      announce(interpolate(gettext("The assistant replied: %s"), [messageWords(reply)]));
     }
     contentGrew();
     controller = null;
