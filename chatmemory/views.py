@@ -37,7 +37,7 @@ from django.utils import timezone
 from django.utils.cache import patch_cache_control
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext, ngettext_lazy
 from django.views.decorators.http import require_http_methods
 
 from . import llm, records, sse, store
@@ -72,7 +72,11 @@ EMPTY_SEARCH = gettext_lazy("Type some of a chat's title to search for it.")
 
 View = Callable[..., HttpResponseBase]
 
-UNITS = (("hour", 3600), ("minute", 60), ("second", 1))
+UNITS = (
+    (3600, ngettext_lazy("%(count)d hour", "%(count)d hours", "count")),
+    (60, ngettext_lazy("%(count)d minute", "%(count)d minutes", "count")),
+    (1, ngettext_lazy("%(count)d second", "%(count)d seconds", "count")),
+)
 
 
 # ---------------------------------------------------------------------------
@@ -188,31 +192,43 @@ def quota_owner(request: HttpRequest) -> str | None:
 
 def _wait_words(seconds: int) -> str:
     parts = []
-    for unit, size in UNITS:
+    for size, words in UNITS:
         amount, seconds = divmod(seconds, size)
         if amount:
-            parts.append(f"{amount} {unit}{'' if amount == 1 else 's'}")
+            parts.append(words % {"count": amount})
     return " ".join(parts[:2])
 
 
 def refusal_message(admission: store.Admission) -> str:
     """Words for a refused turn, saying which limit and when to try again."""
     wait = store.quota.seconds_until(admission)
-    when = f"Try again in {_wait_words(wait)}."
+    when = _("Try again in %(wait)s.") % {"wait": _wait_words(wait)}
     if admission.refused == "turns":
-        return (
-            f"You have sent {conf.TURNS_PER_MINUTE} messages in the last minute, "
-            f"the most allowed. {when}"
+        limit = conf.TURNS_PER_MINUTE or 0
+        said = ngettext(
+            "You have sent %(limit)s message in the last minute, the most allowed.",
+            "You have sent %(limit)s messages in the last minute, the most allowed.",
+            limit,
         )
-    if admission.refused == "streams":
-        return (
-            f"You already have {conf.CONCURRENT_STREAMS} replies being written, "
-            f"the most allowed at once. Wait for one to finish. {when}"
+    elif admission.refused == "streams":
+        limit = conf.CONCURRENT_STREAMS or 0
+        said = ngettext(
+            "You already have %(limit)s reply being written, the most allowed "
+            "at once. Wait for it to finish.",
+            "You already have %(limit)s replies being written, the most allowed "
+            "at once. Wait for one to finish.",
+            limit,
         )
-    return (
-        f"You have used today's allowance of {conf.TOKENS_PER_DAY:,} tokens. "
-        f"It resets at midnight UTC. {when}"
-    )
+    else:
+        limit = conf.TOKENS_PER_DAY or 0
+        said = ngettext(
+            "You have used today's allowance of %(limit)s token. It resets at "
+            "midnight UTC.",
+            "You have used today's allowance of %(limit)s tokens. It resets at "
+            "midnight UTC.",
+            limit,
+        )
+    return f"{said % {'limit': f'{limit:,}'}} {when}"
 
 
 def admit(request: HttpRequest) -> store.Admission:

@@ -936,7 +936,7 @@ def test_a_stream_holds_its_slot_until_it_ends(
     next(content)  # the stream is open, the model not done
     second = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
     assert second.status_code == 429
-    assert "replies being written" in events(body_of(second))[0][1]
+    assert "1 reply being written" in events(body_of(second))[0][1]
     list(content)  # the first stream ends and gives its slot back
     third = alice_client.post(f"/chat/{session_id}/send/", {"message": "q"})
     assert third.status_code == 302
@@ -1332,6 +1332,9 @@ def test_a_reply_of_only_tool_calls_shows_them(
     assert (
         "<li>Called tool <code>&lt;clock&gt;</code> with <code>{}</code></li>" in html
     )
+    with translation.override("es"):
+        spanish = alice_client.get(f"/chat/{session_id}/").content.decode()
+    assert "Llamó a la herramienta <code>get_weather</code> con" in spanish
 
 
 def search(client: Client, **query: Any) -> Any:
