@@ -131,8 +131,10 @@ def open_chat(
         page.script_errors = script_errors(page)  # type: ignore[attr-defined]
         if session_id is None:
             page.goto("/chat/")
-            page.get_by_role("button", name="New chat").first.click()
-            page.wait_for_selector("#cm-compose")
+            # Until the new page's "load", chat.js (deferred) may not run yet:
+            # a key pressed then would not send.
+            with page.expect_navigation(url="**/chat/*/"):
+                page.get_by_role("button", name="New chat").first.click()
         else:
             page.goto(f"/chat/{session_id}/")
         return page
