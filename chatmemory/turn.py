@@ -187,6 +187,10 @@ class ChatTurn:
         self.records: list[store.Record] = []
         """The records the turn saves (the question, if new, and the reply)."""
         self._chunks: list[AIMessageChunk] = []
+        self.admission: store.Admission | None = None
+        """The turn-limit admission this turn holds (see ``store.admit_turn``):
+        an exclusive turn gives its stream slot back with its lock, in one
+        round trip, and sets this to None; else its caller releases it."""
 
     def chain(self) -> Runnable[dict[str, Any], BaseMessage]:
         """``prompt | model``."""
@@ -316,7 +320,8 @@ class ChatTurn:
         try:
             yield from self._stream()
         finally:
-            store.unlock_turn(self.session_id, token)
+            store.unlock_turn(self.session_id, token, release=self.admission)
+            self.admission = None
 
     async def astream(self) -> AsyncGenerator[str]:
         """Run the turn, yielding the reply's text as it comes (async)."""
@@ -338,7 +343,8 @@ class ChatTurn:
                 async for text in texts:
                     yield text
         finally:
-            await store.aunlock_turn(self.session_id, token)
+            await store.aunlock_turn(self.session_id, token, release=self.admission)
+            self.admission = None
 
     def _stream(self) -> Generator[str]:
         if self.rewrite is None:

@@ -133,7 +133,14 @@ def get_owned_session(request: HttpRequest, session_id: str) -> store.SessionInf
         store.validate_session_id(session_id)
     except ValueError:
         raise Http404(_("No such chat session.")) from None
-    info = store.get_session(session_id)
+    return owned_session(request, session_id, store.get_session(session_id))
+
+
+def owned_session(
+    request: HttpRequest, session_id: str, info: store.SessionInfo | None
+) -> store.SessionInfo:
+    """``info`` (the session ``session_id`` as read) if it is the user's, or a
+    new chat of theirs not stored yet; else 404."""
     if info is None and session_id in _new_chats(request):
         now = timezone.now()
         return store.SessionInfo(
@@ -239,10 +246,32 @@ def admit(request: HttpRequest) -> store.Admission:
     return store.admit_turn(owner)
 
 
-def release(request: HttpRequest, admission: store.Admission) -> None:
+def get_owned_session_and_admit(
+    request: HttpRequest, session_id: str
+) -> tuple[store.SessionInfo, store.Admission]:
+    """:func:`get_owned_session` and :func:`admit` in one round trip.
+
+    A turn counted for a session that is not the user's is given back.
+    """
+    owner = quota_owner(request)
+    if owner is None:
+        return get_owned_session(request, session_id), store.Admission("")
+    try:
+        store.validate_session_id(session_id)
+    except ValueError:
+        raise Http404(_("No such chat session.")) from None
+    info, admission = store.get_session_and_admit(session_id, owner)
+    try:
+        return owned_session(request, session_id, info), admission
+    except Http404:
+        release(request, admission)
+        raise
+
+
+def release(request: HttpRequest, admission: store.Admission | None) -> None:
     """Give back the stream slot of an admitted turn; never raises."""
     owner = quota_owner(request)
-    if owner is None or not admission.holds_stream:
+    if owner is None or admission is None or not admission.holds_stream:
         return
     try:
         store.release_turn(owner, admission)
@@ -250,10 +279,10 @@ def release(request: HttpRequest, admission: store.Admission) -> None:
         logger.warning("chatmemory: could not release a stream slot", exc_info=True)
 
 
-async def arelease(request: HttpRequest, admission: store.Admission) -> None:
+async def arelease(request: HttpRequest, admission: store.Admission | None) -> None:
     """Async :func:`release`."""
     owner = quota_owner(request)
-    if owner is None or not admission.holds_stream:
+    if owner is None or admission is None or not admission.holds_stream:
         return
     try:
         await store.arelease_turn(owner, admission)
@@ -569,14 +598,12 @@ def send(request: HttpRequest, session_id: str) -> HttpResponse:
 @login_required
 @post_only
 def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
-    """Run a turn, streaming the reply as ``token``, ``done`` or ``error`` events."""
+    """Run a turn, streaming the reply as ``token``, ``done`` or ``error`` events.
+
+    The checks that need no Redis come first; then one round trip reads the
+    session and counts the turn against the user's limits.
+    """
     form = MessageForm(request.POST)
-    try:
-        get_owned_session(request, session_id)
-    except StoreUnavailable as exc:
-        logger.exception("chatmemory: Redis unavailable in %s", request.path)
-        return sse.error_response(str(exc.user_message), 503)
-    must_exist = session_id not in _new_chats(request)  # see send()
     if not form.is_valid():
         return sse.error_response(
             " ".join(str(error) for error in form.errors["message"]), 400
@@ -587,7 +614,6 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
             form.cleaned_data["message"],
             owner=owner_of(request),
             exclusive=True,
-            must_exist=must_exist,
             turn_id=request.POST.get("turn") or None,
             rewrite=request.POST.get("action") or None,
         )
@@ -597,7 +623,7 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
     except ValueError:  # a turn id or an action no page of ours sends
         return sse.error_response(str(BAD_TURN), 400)
     try:
-        admission = admit(request)
+        _info, admission = get_owned_session_and_admit(request, session_id)
     except StoreUnavailable as exc:
         logger.exception("chatmemory: Redis unavailable in %s", request.path)
         return sse.error_response(str(exc.user_message), 503)
@@ -605,6 +631,12 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
         refused = sse.error_response(refusal_message(admission), 429)
         refused["Retry-After"] = str(store.quota.seconds_until(admission))
         return refused
+    # A stored chat must still exist when the reply is saved (see send()); a
+    # new one is stored by it.
+    turn.must_exist = session_id not in _new_chats(request)
+    # The turn gives its stream slot back with its lock; if it never took the
+    # lock (another turn held it), the stream's end does.
+    turn.admission = admission
     # The id stays remembered until the chat is stored (get_owned_session
     # forgets it then): a first turn that fails stores nothing, and the page
     # must still be able to send again.
@@ -613,10 +645,10 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
     request.META.pop("HTTP_ACCEPT_ENCODING", None)
     if isinstance(request, ASGIRequest):
         events: Iterator[bytes] | AsyncIterator[bytes] = sse.async_events(
-            turn, lambda: arelease(request, admission)
+            turn, lambda: arelease(request, turn.admission)
         )
     else:
-        events = sse.sync_events(turn, lambda: release(request, admission))
+        events = sse.sync_events(turn, lambda: release(request, turn.admission))
     return sse.response(events)
 
 

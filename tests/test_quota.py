@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -173,3 +174,71 @@ async def test_parallel_async_attempts_admit_exactly_the_limit() -> None:
     ).admitted
     await store.arelease_turn("8", held)
     assert (await store.aadmit_turn("8", quota.Limits(concurrent_streams=1))).admitted
+
+
+def _requests(operation: object) -> int:
+    """Round trips an operation makes (each request it yields is one), run on
+    the real server."""
+    client = store.client.sync_client()
+    count = 0
+    op: Any = operation
+    try:
+        request = next(op)
+        while True:
+            count += 1
+            try:
+                reply = store.operations._execute(client, request)
+            except redis.RedisError as exc:
+                request = op.throw(exc)
+            else:
+                request = op.send(reply)
+    except StopIteration:
+        return count
+
+
+def test_reading_a_session_and_admitting_its_turn_is_one_round_trip(
+    redis_client: redis.Redis,
+) -> None:
+    store.append_records("s", [HUMAN], owner="7")
+    limits = quota.Limits(turns_per_minute=2, concurrent_streams=5)
+    info, first = store.get_session_and_admit("s", "7", limits)
+    assert info is not None and info.owner == "7" and info.message_count == 1
+    assert first.admitted and first.holds_stream and first.owner == "7"
+    missing, second = store.get_session_and_admit("nothing", "7", limits)
+    assert missing is None and second.admitted  # counted all the same
+    _, third = store.get_session_and_admit("s", "7", limits)
+    assert third.refused == "turns"
+    assert _requests(quota.get_session_and_admit_op("s", "8", limits)) == 1
+    assert _requests(quota.get_session_and_admit_op("s", "8", quota.Limits())) == 1
+    # a server that lost its scripts: refused, loaded, read (this once)
+    redis_client.script_flush()
+    assert _requests(quota.get_session_and_admit_op("s", "9", limits)) == 3
+    info, admission = store.get_session_and_admit("s", "9", limits)
+    assert info is not None and admission.admitted
+
+
+async def test_reading_a_session_and_admitting_its_turn_async() -> None:
+    limits = quota.Limits(turns_per_minute=1)
+    info, admission = await store.aget_session_and_admit("none", "7", limits)
+    assert info is None and admission.admitted
+    _, refused = await store.aget_session_and_admit("none", "7", limits)
+    assert refused.refused == "turns"
+
+
+def test_the_turn_lock_gives_the_stream_slot_back_in_its_round_trip() -> None:
+    limits = quota.Limits(concurrent_streams=1)
+    held = store.admit_turn("7", limits)
+    assert store.lock_turn("s", "token", seconds=5)
+    assert not store.admit_turn("7", limits).admitted
+    assert store.unlock_turn("s", "token", release=held)
+    assert store.admit_turn("7", limits).admitted
+    op = store.locks.unlock_turn_op("s", "t", [quota.release_command("7", "x")])
+    assert _requests(op) == 1
+
+
+async def test_the_turn_lock_gives_the_stream_slot_back_async() -> None:
+    limits = quota.Limits(concurrent_streams=1)
+    held = await store.aadmit_turn("7", limits)
+    assert await store.alock_turn("s", "token", seconds=5)
+    assert await store.aunlock_turn("s", "token", release=held)
+    assert (await store.aadmit_turn("7", limits)).admitted

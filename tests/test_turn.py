@@ -641,3 +641,23 @@ async def test_an_async_turn_on_a_deleted_chat_saves_nothing() -> None:
     with pytest.raises(SessionNotFound):
         await turn.arun()
     assert store.get_session("agone") is None
+
+
+def test_an_exclusive_turn_gives_its_stream_slot_back_with_its_lock() -> None:
+    limits = store.Limits(concurrent_streams=1)
+    admission = store.admit_turn("7", limits)
+    turn = ChatTurn("slot", "q", exclusive=True, model=HistoryModel(token_delay=0))
+    turn.admission = admission
+    assert not store.admit_turn("7", limits).admitted
+    turn.run()
+    assert turn.admission is None  # given back: the caller has nothing to do
+    assert store.admit_turn("7", limits).admitted
+
+
+async def test_an_async_exclusive_turn_gives_its_stream_slot_back() -> None:
+    limits = store.Limits(concurrent_streams=1)
+    turn = ChatTurn("slot", "q", exclusive=True, model=HistoryModel(token_delay=0))
+    turn.admission = await store.aadmit_turn("7", limits)
+    await turn.arun()
+    assert turn.admission is None
+    assert (await store.aadmit_turn("7", limits)).admitted

@@ -1424,3 +1424,29 @@ def test_search_refuses_what_it_cannot_do(alice_client: Client) -> None:
     with override_settings(CACHES=DOWN, CHATMEMORY_CACHE_ALIAS="down"):
         down = search(alice_client, q="x")
     assert down.status_code == 503 and down.json() == {"error": str(STORE_DOWN)}
+
+
+@override_settings(CHATMEMORY_CONCURRENT_STREAMS=1)
+def test_a_turn_on_someone_elses_chat_gives_its_slot_back(
+    alice_client: Client, bob: AbstractBaseUser, session_id: str
+) -> None:
+    theirs = uuid.uuid4().hex
+    assert store.create_session(theirs, owner=owner_id(bob))
+    refused = alice_client.post(f"/chat/{theirs}/stream/", {"message": "q"})
+    assert refused.status_code == 404
+    # the slot the read counted is free again: her own turn runs
+    response = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+    assert events(body_of(response))[-1][0] == "done"
+
+
+@override_settings(CHATMEMORY_CONCURRENT_STREAMS=1)
+def test_a_stream_that_finds_its_chat_busy_gives_its_slot_back(
+    alice_client: Client, session_id: str
+) -> None:
+    assert store.lock_turn(session_id, "another", seconds=30)
+    busy = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+    assert busy.status_code == 200
+    assert events(body_of(busy))[-1][0] == "error"  # the turn in progress
+    store.unlock_turn(session_id, "another")
+    response = alice_client.post(f"/chat/{session_id}/stream/", {"message": "q"})
+    assert events(body_of(response))[-1][0] == "done"

@@ -73,7 +73,14 @@ from .maintenance import (
     rename_owner_op,
 )
 from .operations import SessionInfo, SessionPage, Usage, arun, day_of, new_write_id, run
-from .quota import Admission, Limits, admit_turn_op, release_turn_op
+from .quota import (
+    Admission,
+    Limits,
+    admit_turn_op,
+    get_session_and_admit_op,
+    release_command,
+    release_turn_op,
+)
 from .search import TitleMatches, search_titles_op, title_matches, title_words
 from .turns import (
     TURN_FIELD,
@@ -265,14 +272,28 @@ async def alock_turn(session_id: str, token: str, *, seconds: float) -> bool:
     return await arun(_locks.lock_turn_op(session_id, token, seconds))
 
 
-def unlock_turn(session_id: str, token: str) -> bool:
-    """Release the turn lock ``token`` holds; False if it had expired."""
-    return run(_locks.unlock_turn_op(session_id, token))
+def _releasing(admission: Admission | None) -> list[tuple[object, ...]]:
+    if admission is None or not admission.holds_stream:
+        return []
+    return [release_command(admission.owner, admission.turn_id)]
 
 
-async def aunlock_turn(session_id: str, token: str) -> bool:
+def unlock_turn(
+    session_id: str, token: str, *, release: Admission | None = None
+) -> bool:
+    """Release the turn lock ``token`` holds; False if it had expired.
+
+    With ``release``, the admission's stream slot is given back in the same
+    round trip (see :func:`release_turn`).
+    """
+    return run(_locks.unlock_turn_op(session_id, token, _releasing(release)))
+
+
+async def aunlock_turn(
+    session_id: str, token: str, *, release: Admission | None = None
+) -> bool:
     """Async :func:`unlock_turn`."""
-    return await arun(_locks.unlock_turn_op(session_id, token))
+    return await arun(_locks.unlock_turn_op(session_id, token, _releasing(release)))
 
 
 def delete_session(session_id: str) -> bool:
@@ -508,6 +529,32 @@ async def aadmit_turn(owner: str, limits: Limits | None = None) -> Admission:
     )
 
 
+def get_session_and_admit(
+    session_id: str, owner: str, limits: Limits | None = None
+) -> tuple[SessionInfo | None, Admission]:
+    """:func:`get_session` and :func:`admit_turn` in one round trip.
+
+    The turn is counted (when the limits allow it) whatever the session turns
+    out to be: :func:`release_turn` it when it does not run.
+    """
+    return run(
+        get_session_and_admit_op(
+            session_id, owner, Limits.from_settings() if limits is None else limits
+        )
+    )
+
+
+async def aget_session_and_admit(
+    session_id: str, owner: str, limits: Limits | None = None
+) -> tuple[SessionInfo | None, Admission]:
+    """Async :func:`get_session_and_admit`."""
+    return await arun(
+        get_session_and_admit_op(
+            session_id, owner, Limits.from_settings() if limits is None else limits
+        )
+    )
+
+
 def release_turn(owner: str, admission: Admission) -> None:
     """Give back the stream slot of an admitted turn."""
     if admission.holds_stream:
@@ -662,6 +709,8 @@ __all__ = [
     "Admission",
     "Limits",
     "aadmit_turn",
+    "aget_session_and_admit",
+    "get_session_and_admit",
     "adelete_owner_sessions",
     "delete_owner_sessions",
     "owners",

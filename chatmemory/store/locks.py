@@ -9,6 +9,8 @@ next turn's. A process killed mid-turn leaves a lock that expires by itself.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
+from typing import Any
 
 from . import keys
 from .operations import Command, Eval, Operation
@@ -35,8 +37,16 @@ def lock_turn_op(session_id: str, token: str, seconds: float) -> Operation[bool]
     return reply is not None and reply is not False
 
 
-def unlock_turn_op(session_id: str, token: str) -> Operation[bool]:
-    """Release the lock if ``token`` still holds it; False if it had expired."""
+def unlock_turn_op(
+    session_id: str, token: str, then: Sequence[tuple[Any, ...]] = ()
+) -> Operation[bool]:
+    """Release the lock if ``token`` still holds it; False if it had expired.
+
+    ``then``: commands sent in the same round trip (a turn's stream slot
+    given back, see :func:`chatmemory.store.quota.release_command`).
+    """
     keys.validate_session_id(session_id)
-    released = yield Eval("unlock", [keys.turn_lock_key(session_id)], [token])
+    released = yield Eval(
+        "unlock", [keys.turn_lock_key(session_id)], [token], then=then
+    )
     return bool(released)

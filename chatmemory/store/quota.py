@@ -9,13 +9,28 @@ the turn that crosses it still completes.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
+from typing import Any
+
+import redis.exceptions
 
 from ..conf import conf
 from . import keys
-from .operations import Command, Eval, Operation, day_of, now_ms
+from .operations import (
+    Batch,
+    Command,
+    Eval,
+    Operation,
+    SessionInfo,
+    _parse_info,
+    day_of,
+    now_ms,
+)
+from .scripts import source
 
 STREAM_LEASE_MS = 600_000
 """A turn holds a stream slot until released, or for at most this long (a
@@ -60,6 +75,8 @@ class Admission:
     """When refused: how long until the limit lets a turn through."""
     holds_stream: bool = False
     """Whether the turn holds a stream slot (to release when it ends)."""
+    owner: str = ""
+    """The owner whose limits counted the turn."""
 
     @property
     def admitted(self) -> bool:
@@ -71,15 +88,13 @@ def _ms_to_next_utc_midnight(now: int) -> int:
     return 86_400_000 - now % 86_400_000
 
 
-def admit_turn_op(owner: str, limits: Limits) -> Operation[Admission]:
-    """Check the limits and, when they allow it, count the turn (one script)."""
-    turn_id = uuid.uuid4().hex
-    if not limits:
-        return Admission(turn_id)
+def _quota_call(
+    owner: str, limits: Limits, turn_id: str
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of ``quota.lua`` for one turn, now."""
     prefix = conf.KEY_PREFIX
     now = now_ms()
-    waited, reason = yield Eval(
-        "quota",
+    return (
         [
             keys.quota_turns_key_in(prefix, owner),
             keys.quota_streams_key_in(prefix, owner),
@@ -95,17 +110,75 @@ def admit_turn_op(owner: str, limits: Limits) -> Operation[Admission]:
             _ms_to_next_utc_midnight(now),
         ],
     )
+
+
+def _admission(owner: str, limits: Limits, turn_id: str, reply: list[Any]) -> Admission:
+    waited, reason = reply
     if not waited:
-        return Admission(turn_id, holds_stream=limits.concurrent_streams > 0)
+        return Admission(
+            turn_id, holds_stream=limits.concurrent_streams > 0, owner=owner
+        )
     refused = reason.decode() if isinstance(reason, bytes) else str(reason)
     if refused == "streams":
         waited = min(int(waited), STREAM_RETRY_MS)
-    return Admission(turn_id, refused, timedelta(milliseconds=int(waited)))
+    return Admission(turn_id, refused, timedelta(milliseconds=int(waited)), owner=owner)
+
+
+def admit_turn_op(owner: str, limits: Limits) -> Operation[Admission]:
+    """Check the limits and, when they allow it, count the turn (one script)."""
+    turn_id = uuid.uuid4().hex
+    if not limits:
+        return Admission(turn_id, owner=owner)
+    script_keys, args = _quota_call(owner, limits, turn_id)
+    reply = yield Eval("quota", script_keys, args)
+    return _admission(owner, limits, turn_id, reply)
+
+
+@cache
+def _sha(name: str) -> str:
+    return hashlib.sha1(source(name).encode()).hexdigest()
+
+
+def get_session_and_admit_op(
+    session_id: str, owner: str, limits: Limits
+) -> Operation[tuple[SessionInfo | None, Admission]]:
+    """The session's metadata, and the owner's turn checked against the limits
+    (and counted if they allow it): one round trip, where reading the session
+    and then admitting the turn would take two.
+
+    The turn is counted whatever the session turns out to be: a caller that
+    does not run it gives its stream slot back (:func:`release_turn_op`).
+    """
+    keys.validate_session_id(session_id)
+    turn_id = uuid.uuid4().hex
+    meta_key = keys.meta_key(session_id)
+    reads: list[tuple[Any, ...]] = [("HGETALL", meta_key), ("PTTL", meta_key)]
+    if not limits:
+        meta, pttl = yield Batch(reads)
+        admission = Admission(turn_id, owner=owner)
+    else:
+        script_keys, args = _quota_call(owner, limits, turn_id)
+        evalsha = ("EVALSHA", _sha("quota"), len(script_keys), *script_keys, *args)
+        try:
+            meta, pttl, reply = yield Batch([*reads, evalsha])
+        except redis.exceptions.NoScriptError:
+            # A server that never ran the script (new or restarted): Eval
+            # loads it; this once, three round trips.
+            reply = yield Eval("quota", script_keys, args)
+            meta, pttl = yield Batch(reads)
+        admission = _admission(owner, limits, turn_id, reply)
+    info = _parse_info(session_id, meta, pttl) if meta else None
+    return info, admission
+
+
+def release_command(owner: str, turn_id: str) -> tuple[Any, ...]:
+    """The command giving back a turn's stream slot (to send with another)."""
+    return ("ZREM", keys.quota_streams_key(owner), turn_id)
 
 
 def release_turn_op(owner: str, turn_id: str) -> Operation[None]:
     """Give back the stream slot a turn held (no-op when it held none)."""
-    yield Command(("ZREM", keys.quota_streams_key(owner), turn_id))
+    yield Command(release_command(owner, turn_id))
 
 
 def seconds_until(admission: Admission) -> int:
@@ -113,4 +186,12 @@ def seconds_until(admission: Admission) -> int:
     return max(1, int(-(-admission.retry_after.total_seconds() // 1)))
 
 
-__all__ = ["Admission", "Limits", "admit_turn_op", "release_turn_op", "seconds_until"]
+__all__ = [
+    "Admission",
+    "Limits",
+    "admit_turn_op",
+    "get_session_and_admit_op",
+    "release_command",
+    "release_turn_op",
+    "seconds_until",
+]
