@@ -431,6 +431,12 @@ def test_dark_mode_covers_the_chat_page(
     assert luminance(page, "body", "backgroundColor") < 0.15
     assert luminance(page, ".cm-sessions", "backgroundColor") < 0.3
     screenshot(page, f"sessions-dark-{name}")
+    page.goto("/chat/dark/delete/")
+    assert luminance(page, "body", "backgroundColor") < 0.15
+    assert luminance(page, "h1", "color") > 0.7
+    assert luminance(page, ".cm-toolbar a", "color") > 0.5  # the Cancel link
+    assert luminance(page, ".cm-danger", "color") > 0.5
+    screenshot(page, f"delete-dark-{name}")
 
 
 # ---------------------------------------------------------------------------
@@ -462,6 +468,79 @@ def test_screen_readers_hear_the_reply_once(open_chat: Any) -> None:
         "The assistant is typing\u2026",
         "The assistant replied: A calm and complete answer.",
     ]
+
+
+def test_a_reply_cut_at_the_time_limit_shows_as_stopped(
+    open_chat: Any, alice: Any
+) -> None:
+    seed_chat(alice, "slow", [("human", "Hi"), ("ai", "Hello")])
+    page = open_chat("slow")
+    page.evaluate(RECORD_ANNOUNCEMENTS)
+    endless = "word " * 400
+    with (
+        scripted(endless, delay=0.05, size=5),
+        override_settings(CHATMEMORY_TURN_TIME_LIMIT=0.6),
+    ):
+        page.get_by_label("Your message").fill("Talk a lot")
+        page.keyboard.press("Enter")
+        wait_for_reply(page)
+    reply = page.locator(".cm-ai").last
+    expect(reply).to_have_class("cm-msg cm-ai cm-interrupted")
+    expect(reply.locator(".cm-flag")).to_have_text("stopped")
+    expect(reply.get_by_role("button", name="Continue this reply")).to_be_visible()
+    saved = records.read(store.read_records("slow")[-1])
+    assert saved.interrupted and 0 < len(saved.text) < len(endless)
+    assert reply.locator(".cm-text").evaluate("e => e.cmSource") == saved.text
+    page.wait_for_timeout(200)
+    assert page.evaluate("window.heard") == [
+        "The assistant is typing\u2026",
+        "The reply took too long and was stopped: " + saved.text.strip(),
+    ]
+    page.reload()
+    expect(reply).to_have_class("cm-msg cm-ai cm-interrupted")
+    expect(reply.get_by_role("button", name="Continue this reply")).to_be_visible()
+    assert page.script_errors == []  # type: ignore[attr-defined]
+
+
+def test_the_page_speaks_spanish_live_and_after_reload(
+    open_chat: Any, alice: Any
+) -> None:
+    seed_chat(alice, "hola", [("human", "Hola"), ("ai", "Buenas")])
+    tools = {
+        "factory": "tests.chat_models.ScriptedModel",
+        "reply": "",
+        "tool_calls": [{"name": "lookup", "args": {}}],
+    }
+    called = "Llamó a la herramienta lookup con {}"
+    with override_settings(LANGUAGE_CODE="es"):
+        page = open_chat("hola")
+        expect(page.locator("html")).to_have_attribute("lang", "es")
+        expect(page.get_by_role("button", name="Enviar")).to_be_visible()
+        # chat.js's strings come from the JavaScript catalog.
+        expect(
+            page.locator(".cm-ai").get_by_role("button", name="Copiar esta respuesta")
+        ).to_be_visible()
+        page.evaluate(RECORD_ANNOUNCEMENTS)
+        with override_settings(CHATMEMORY_CHAT_MODEL=tools):
+            page.get_by_label("Su mensaje").fill("¿Qué hora es?")
+            page.keyboard.press("Enter")
+            wait_for_reply(page)
+        expect(page.locator(".cm-calls > li")).to_have_text([called])
+        page.wait_for_timeout(200)
+        assert page.evaluate("window.heard") == [
+            "El asistente está escribiendo\u2026",
+            "El asistente respondió: " + called,
+        ]
+        page.get_by_label("Buscar en todos mis chats por título").fill("nada así")
+        expect(page.locator("#cm-search-status")).to_have_text(
+            "Ningún chat tiene ese título."
+        )
+        page.reload()
+        expect(page.locator(".cm-calls > li")).to_have_text([called])
+        expect(
+            page.get_by_role("button", name="Regenerar esta respuesta")
+        ).to_be_visible()
+    assert page.script_errors == []  # type: ignore[attr-defined]
 
 
 def test_every_control_is_labelled_and_reachable_by_keyboard(

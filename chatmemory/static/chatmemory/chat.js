@@ -487,6 +487,19 @@
     item.querySelector(".cm-text").after(list);
   }
 
+  // Marks a reply as stopped, as the page shows a stopped reply after a reload.
+  function flagStopped(reply) {
+    var flag = reply.querySelector(".cm-flag");
+    if (!flag) {
+      flag = document.createElement("span");
+      flag.className = "cm-flag";
+      flag.textContent = gettext("stopped");
+      (reply.querySelector(".cm-calls") || reply.querySelector(".cm-text")).after(flag);
+    }
+    flag.hidden = false;
+    reply.classList.add("cm-interrupted");
+  }
+
   // What a message says, for screen readers: its text, then its tool calls.
   function messageWords(item) {
     var parts = [];
@@ -802,14 +815,7 @@
     if (stopped) {
       // What the user saw is what the reply is: the page says so to the server.
       renderMarkdown(replyText, shown);
-      reply.classList.add("cm-interrupted");
-      if (!flag) {
-        flag = document.createElement("span");
-        flag.className = "cm-flag";
-        flag.textContent = gettext("stopped");
-        replyText.after(flag);
-      }
-      flag.hidden = false;
+      flagStopped(reply);
       if (options.old && options.old !== reply) options.old.remove();
       addTools(question);
       addTools(reply);
@@ -833,14 +839,23 @@
       showError(failed);
     } else {
       renderMarkdown(replyText, received);
-      if (flag) flag.remove();
-      reply.classList.remove("cm-interrupted");
+      showToolCalls(reply, finished.tool_calls);
+      if (finished.stopped) {
+        flagStopped(reply); // cut at the server's time limit, saved as stopped
+      } else {
+        if (flag) flag.remove();
+        reply.classList.remove("cm-interrupted");
+      }
       if (options.old && options.old !== reply) options.old.remove();
       addTools(question);
       addTools(reply);
-      showToolCalls(reply, finished.tool_calls);
       chatStored(finished.title);
-      announce(interpolate(gettext("The assistant replied: %s"), [messageWords(reply)]));
+      announce(interpolate(
+        finished.stopped
+          ? gettext("The reply took too long and was stopped: %s")
+          : gettext("The assistant replied: %s"),
+        [messageWords(reply)]
+      ));
     }
     contentGrew();
     controller = null;
