@@ -679,6 +679,7 @@ def test_the_search_finds_chats_older_than_the_sidebar_lists(
     status = page.locator("#cm-search-status")
     more = page.get_by_role("button", name="Search older chats")
     expect(status).to_have_text("0 chats found in your 20 most recent chats (of 60).")
+    screenshot(page, "sidebar-search")
     more.click()
     expect(status).to_have_text("0 chats found in your 40 most recent chats (of 60).")
     more.click()
@@ -814,6 +815,8 @@ def test_a_reply_of_only_tool_calls_shows_them_live_and_after_reload(
         "The assistant replied: " + " ".join(shown)
     )
     screenshot(page, "chat-tool-calls")
+    page.get_by_role("button", name="Copy this reply").click()
+    assert page.evaluate("navigator.clipboard.readText()") == "\n".join(shown)
     page.reload()
     expect(calls).to_have_text(shown)
     assert (

@@ -202,7 +202,14 @@
     copy.textContent = gettext("Copy");
     copy.setAttribute("aria-label", item.classList.contains("cm-human")
       ? gettext("Copy this message") : gettext("Copy this reply"));
-    copy.addEventListener("click", function () { copyText(messageSource(item), copy); });
+    copy.addEventListener("click", function () {
+      // A reply made only of tool calls copies what it shows of them.
+      var calls = [];
+      item.querySelectorAll(".cm-calls > li").forEach(function (call) {
+        calls.push(call.textContent);
+      });
+      copyText(messageSource(item) || calls.join("\n"), copy);
+    });
     tools.appendChild(copy);
     item.appendChild(tools);
   }
