@@ -417,52 +417,43 @@ def sidebar_context(request: HttpRequest, current: str = "") -> dict[str, Any]:
 
 
 SEARCH_SCANNED = 500
-"""How many of my chats one search request reads, at most."""
-SEARCH_BATCH = 100
-"""How many chats the search reads from the store at a time."""
+"""How many of my chats one search request reads (their titles), at most."""
 SEARCH_RESULTS = 50
-"""How many matching chats one search request returns, at most."""
+"""How many matching chats one search request lists, at most."""
 SEARCH_LENGTH = 200
 """The longest search text (no title is longer than ``TITLE_LENGTH``)."""
 
 
-def find_chats(owner: str, needle: str, start: int) -> dict[str, Any]:
-    """My chats whose title holds ``needle``, from the ``start``-th most recent.
+def find_chats(owner: str, query: str, start: int) -> dict[str, Any]:
+    """My chats whose titles hold each word of ``query`` (any case), among the
+    :data:`SEARCH_SCANNED` most recent from the ``start``-th
+    (:func:`chatmemory.store.search_titles`, as the admin's title search).
 
-    Reads at most :data:`SEARCH_SCANNED` chats (newest first) and stops at
-    :data:`SEARCH_RESULTS` matches; ``next`` is the offset to go on from
-    (None once every chat was read). Chats that move while one searches on
-    (a new reply makes a chat the newest) may be read twice or skipped.
+    ``found`` counts the matches of that window, of which the first
+    :data:`SEARCH_RESULTS` are listed (newest first); ``searched`` is where the
+    window ended, of ``total`` chats, and ``next`` the ``start`` to go on from
+    (None once every chat was read). Chats that move while one searches on (a
+    new reply makes a chat the newest) may be read twice or skipped.
     """
-    wanted = records.one_line(needle).casefold()
-    found: list[store.SessionInfo] = []
-    offset = start
-    total = 0
-    for _batch in range(math.ceil(SEARCH_SCANNED / SEARCH_BATCH)):
-        limit = min(SEARCH_BATCH, start + SEARCH_SCANNED - offset)
-        if limit <= 0:
-            break
-        page = store.list_sessions(owner=owner, offset=offset, limit=limit)
-        total = page.total
-        for info in page.sessions:
-            offset += 1
-            if wanted in info.title.casefold():
-                found.append(info)
-                if len(found) == SEARCH_RESULTS:
-                    break
-        if len(found) == SEARCH_RESULTS or not page.sessions or offset >= total:
-            break
+    window = store.search_titles(
+        store.title_words(query), owner=owner, start=start, size=SEARCH_SCANNED
+    )
+    listed = [session_id for session_id, _owner in window.matches][:SEARCH_RESULTS]
+    # A chat deleted since its title was read is left out.
+    infos = store.get_sessions(listed) if listed else []
+    searched = window.start + window.searched
     return {
         "results": [
             {
                 "title": info.title,
                 "url": reverse("chatmemory:chat", args=[info.session_id]),
             }
-            for info in found
+            for info in infos
         ],
-        "searched": offset,
-        "total": total,
-        "next": offset if offset < total else None,
+        "found": len(window.matches) - (len(listed) - len(infos)),
+        "searched": searched,
+        "total": window.indexed,
+        "next": None if window.complete else searched,
     }
 
 
@@ -516,7 +507,7 @@ def session_list(request: HttpRequest) -> HttpResponse:
 @private_page
 @require_http_methods(["GET", "HEAD"])
 def search_chats(request: HttpRequest) -> JsonResponse:
-    """My chats whose title holds ``q`` (JSON), reading ``from`` the offset given.
+    """My chats whose titles hold each word of ``q`` (JSON), from offset ``from``.
 
     The answer says how many chats were searched of how many, and the offset
     to go on from: one request reads a bounded number of chats
@@ -532,7 +523,7 @@ def search_chats(request: HttpRequest) -> JsonResponse:
     if len(needle) > SEARCH_LENGTH:
         error = LONG_SEARCH % {"length": SEARCH_LENGTH}
         return JsonResponse({"error": error}, status=400)
-    if not needle.strip():
+    if not store.title_words(needle):
         return JsonResponse({"error": str(EMPTY_SEARCH)}, status=400)
     try:
         found = find_chats(owner_of(request), needle, start)

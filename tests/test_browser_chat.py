@@ -665,7 +665,6 @@ def test_the_search_finds_chats_older_than_the_sidebar_lists(
     # One request reads 20 chats here (500 by default): a search for the
     # oldest of 60 chats goes on twice, saying each time how far it got.
     monkeypatch.setattr(views, "SEARCH_SCANNED", 20)
-    monkeypatch.setattr(views, "SEARCH_BATCH", 7)
     seed_chat(alice, "oldest", [("human", "An ancient needle"), ("ai", "ok")])
     time.sleep(0.002)
     owner = owner_id(alice)
@@ -675,8 +674,17 @@ def test_the_search_finds_chats_older_than_the_sidebar_lists(
     listed = page.locator("#cm-chat-list > li:visible")
     expect(listed).to_have_count(views.SIDEBAR_LENGTH)
     expect(listed.filter(has_text="An ancient needle")).to_have_count(0)
-    page.get_by_label("Search all my chats by title").fill("NEEDLE")
+    search = page.get_by_label("Search all my chats by title")
     status = page.locator("#cm-search-status")
+    # A window finding more chats than one answer lists says so.
+    monkeypatch.setattr(views, "SEARCH_RESULTS", 2)
+    search.fill("hay")
+    expect(status).to_have_text(
+        "20 chats found in your 20 most recent chats (of 60). Only the first 2 of "
+        "the 20 found last are listed: type more of the title."
+    )
+    expect(page.locator("#cm-search-list > li")).to_have_count(2)
+    search.fill("NEEDLE")
     more = page.get_by_role("button", name="Search older chats")
     expect(status).to_have_text("0 chats found in your 20 most recent chats (of 60).")
     screenshot(page, "sidebar-search")

@@ -1353,11 +1353,12 @@ def test_search_finds_any_of_my_chats_by_title(
     store.create_session("bobs", owner=owner_id(bob), title="Bob's needle")
     page = alice_client.get("/chat/hay0/").content.decode()
     assert "An old NEEDLE" not in page  # past the sidebar's most recent chats
-    response = search(alice_client, q="  needle ")
+    response = search(alice_client, q="  needle OLD ")
     assert response.status_code == 200
     assert response["Cache-Control"] == "private, no-store"
     assert response.json() == {
         "results": [{"title": "An old NEEDLE", "url": "/chat/needle-old/"}],
+        "found": 1,
         "searched": views.SIDEBAR_LENGTH + 6,
         "total": views.SIDEBAR_LENGTH + 6,
         "next": None,
@@ -1365,45 +1366,54 @@ def test_search_finds_any_of_my_chats_by_title(
     assert search(alice_client, q="nothing like it").json()["results"] == []
 
 
-def test_search_reads_a_bounded_number_of_chats_per_request(
+def test_search_reads_a_bounded_window_per_request(
     alice_client: Client, alice: AbstractBaseUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(views, "SEARCH_SCANNED", 10)
-    monkeypatch.setattr(views, "SEARCH_BATCH", 4)
     monkeypatch.setattr(views, "SEARCH_RESULTS", 3)
     for number in range(25):
         title = f"chat {number}" + (" match" if number % 2 == 0 else "")
         store.create_session(f"c{number:02}", owner=owner_id(alice), title=title)
         time.sleep(0.002)
-    read = []
-    real = store.list_sessions
-    monkeypatch.setattr(
-        store,
-        "list_sessions",
-        lambda **kwargs: read.append(kwargs["limit"]) or real(**kwargs),
-    )
-    first = search(alice_client, q="match").json()
-    # Newest first; three matches fill the answer after reading five chats.
+    windows = []
+    real = store.search_titles
+
+    def spy(words: list[str], **options: Any) -> store.TitleMatches:
+        windows.append((options["start"], options["size"]))
+        return real(words, **options)
+
+    monkeypatch.setattr(store, "search_titles", spy)
+    first = search(alice_client, q="MATCH chat").json()
+    # The ten most recent (c24..c15) hold five matches; the newest three listed.
     assert [r["title"] for r in first["results"]] == [
         "chat 24 match",
         "chat 22 match",
         "chat 20 match",
     ]
-    assert (first["searched"], first["total"], first["next"]) == (5, 25, 5)
-    assert read == [4, 4]
-    read.clear()
-    none = search(alice_client, q="chat 1", **{"from": 10}).json()
-    # Ten chats read (c14..c05: "chat 14", "chat 13"... match), at most 4 a time.
-    assert [r["title"] for r in none["results"]] == [
+    assert (first["found"], first["searched"], first["total"]) == (5, 10, 25)
+    assert first["next"] == 10 and windows == [(0, 10)]
+    middle = search(alice_client, q="match", **{"from": 10}).json()
+    assert [r["title"] for r in middle["results"]] == [
         "chat 14 match",
-        "chat 13",
         "chat 12 match",
+        "chat 10 match",
     ]
-    assert sum(read) <= 10 and max(read) <= 4
-    read.clear()
-    last = search(alice_client, q="chat 0", **{"from": 20}).json()
-    assert [r["title"] for r in last["results"]] == ["chat 0 match"]
-    assert (last["searched"], last["next"]) == (25, None)
+    assert (middle["found"], middle["searched"], middle["next"]) == (5, 20, 20)
+    last = search(alice_client, q="match", **{"from": 20}).json()
+    assert [r["title"] for r in last["results"]] == [
+        "chat 4 match",
+        "chat 2 match",
+        "chat 0 match",
+    ]
+    assert (last["found"], last["searched"], last["next"]) == (3, 25, None)
+    assert windows[1:] == [(10, 10), (20, 10)]
+    # Each word anywhere in the title, in any order.
+    words = search(alice_client, q="match 2").json()["results"]
+    assert [r["title"] for r in words] == [
+        "chat 24 match",
+        "chat 22 match",
+        "chat 20 match",
+    ]
 
 
 def test_search_refuses_what_it_cannot_do(alice_client: Client) -> None:

@@ -248,22 +248,33 @@
       results.hidden = on;
     };
 
-    // Says what was searched: all my chats, or (with more to read) how many.
+    // Says what was searched: all my chats, or (with more to read) how many;
+    // and when a window found more chats than it lists, that it did.
     var searchStatusText = function (answer) {
+      var text;
       if (answer.next === null) {
-        return found
+        text = found
           ? interpolate(ngettext("%s chat found.", "%s chats found.", found), [found])
           : gettext("No chat has that title.");
+      } else {
+        text = interpolate(
+          ngettext(
+            "%(found)s chat found in your %(searched)s most recent chats (of %(total)s).",
+            "%(found)s chats found in your %(searched)s most recent chats (of %(total)s).",
+            found
+          ),
+          { found: found, searched: answer.searched, total: answer.total },
+          true
+        );
       }
-      return interpolate(
-        ngettext(
-          "%(found)s chat found in your %(searched)s most recent chats (of %(total)s).",
-          "%(found)s chats found in your %(searched)s most recent chats (of %(total)s).",
-          found
-        ),
-        { found: found, searched: answer.searched, total: answer.total },
-        true
-      );
+      if (answer.found > answer.results.length) {
+        text += " " + interpolate(
+          gettext("Only the first %(listed)s of the %(found)s found last are listed: type more of the title."),
+          { listed: answer.results.length, found: answer.found },
+          true
+        );
+      }
+      return text;
     };
 
     var runSearch = function (from) {
@@ -293,7 +304,7 @@
             item.appendChild(link);
             resultList.appendChild(item);
           });
-          found += answer.results.length;
+          found += answer.found;
           searchNext = answer.next;
           searchMore.hidden = searchNext === null;
           searchStatus.textContent = searchStatusText(answer);
