@@ -386,6 +386,80 @@ def test_cluster_reindex_scans_every_primary(on_cluster: Any) -> None:
     assert not on_cluster.exists(store.owner_key("9"))
 
 
+# -- token usage on Cluster: the owner's day, at most once per write id --------
+
+USAGE = {"input_tokens": 30, "output_tokens": 12, "total_tokens": 42}
+PAID = [
+    {"type": "human", "data": {"content": "q"}},
+    {"type": "ai", "data": {"content": "a", "usage_metadata": USAGE}},
+]
+
+
+def day_usage(plain: Any, owner: str) -> tuple[int, int, int, Any]:
+    """The owner's tokens today (input, output, total) and the day's ranking."""
+    today = store.day_of(store.operations.now_ms())
+    (usage,) = store.owner_usage(owner, [today])
+    ranked = plain.zscore(store.keys.usage_day_key(today), owner)
+    return usage.input_tokens, usage.output_tokens, usage.total_tokens, ranked
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_cluster_usage_counts_each_write_id_once(
+    on_cluster: Any, use_async: bool
+) -> None:
+    write_id = store.new_write_id()
+    for _ in range(3):  # the write, then two retries of it (its reply was lost)
+        if use_async:
+            await store.aappend_records("u1", PAID, owner="alice", write_id=write_id)
+        else:
+            store.append_records("u1", PAID, owner="alice", write_id=write_id)
+    store.append_records("u1", PAID, owner="alice")  # another write
+    assert day_usage(on_cluster, "alice") == (60, 24, 84, 84.0)
+    info = store.get_session("u1")
+    assert info is not None and info.total_tokens == 84
+    assert len(store.read_records("u1")) == 4
+
+
+def test_cluster_retry_after_a_crash_between_the_steps_adds_what_was_missing(
+    on_cluster: Any,
+) -> None:
+    write_id = store.new_write_id()
+    store.append_records("u2", PAID, owner="alice", write_id=write_id)
+    # As if the process died after the script, before the second step.
+    today = store.day_of(store.operations.now_ms())
+    on_cluster.delete(store.keys.usage_key("alice", today))
+    on_cluster.delete(store.keys.usage_write_ids_key("alice"))
+    on_cluster.delete(store.keys.usage_day_key(today))
+    store.append_records("u2", PAID, owner="alice", write_id=write_id)  # the retry
+    assert day_usage(on_cluster, "alice") == (30, 12, 42, 42.0)
+    assert len(store.read_records("u2")) == 2  # the messages once
+
+
+def test_cluster_second_step_replayed_counts_once(on_cluster: Any) -> None:
+    from chatmemory.store import operations
+
+    now = operations.now_ms()
+    for _ in range(2):
+        operations.run(
+            operations._cluster_second_step("u3", "alice", now, (5, 3, 8), "w-1")
+        )
+    operations.run(
+        operations._cluster_second_step("u3", "alice", now, (1, 1, 2), "w-2")
+    )
+    assert day_usage(on_cluster, "alice") == (6, 4, 10, 10.0)
+    assert on_cluster.zscore(store.sessions_key(), "u3") == now
+
+
+def test_cluster_refused_write_counts_no_tokens(on_cluster: Any) -> None:
+    from chatmemory.exceptions import OwnerMismatch
+
+    store.append_records("u4", RECORDS, owner="alice")
+    with pytest.raises(OwnerMismatch):
+        store.append_records("u4", PAID, owner="bob")
+    assert day_usage(on_cluster, "alice") == (0, 0, 0, None)
+    assert day_usage(on_cluster, "bob") == (0, 0, 0, None)
+
+
 # -- waiting for replicas ------------------------------------------------------
 
 

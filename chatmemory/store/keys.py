@@ -11,6 +11,8 @@
     P:session-ids    zset    session id (score 0): lexicographic index for prefix search
     P:usage:{O}:<day>   hash  one owner's tokens that UTC day: input, output, total
     P:usage-day:<day>   zset  owner -> total tokens that UTC day (admin usage page)
+    P:usage:{O}:write-ids  zset  write id -> ms: the writes whose tokens were added
+                           to the owner's days on Redis Cluster (the last hour)
     P:quota:{O}:turns   zset  one owner's recent turns (member and score: start ms)
     P:quota:{O}:streams zset  one owner's open streams (member: id, score: expiry ms)
     P:{S}:stop:<T>   string  what the page showed when its user stopped turn T
@@ -149,6 +151,12 @@ def usage_key_in(prefix: str, owner: str, day: str) -> str:
     return f"{prefix}:usage:{{{escape(owner)}}}:{day}"
 
 
+def usage_write_ids_key_in(prefix: str, owner: str) -> str:
+    """The write ids whose tokens Redis Cluster's second step added to the
+    owner's days (each at most once); in the owner's slot."""
+    return f"{prefix}:usage:{{{escape(owner)}}}:write-ids"
+
+
 def usage_day_key_in(prefix: str, day: str) -> str:
     """:func:`usage_day_key` under ``prefix``."""
     return f"{prefix}:usage-day:{day}"
@@ -167,6 +175,11 @@ def quota_streams_key_in(prefix: str, owner: str) -> str:
 def usage_key(owner: str, day: str) -> str:
     """The hash of one owner's token usage on one UTC day (``YYYY-MM-DD``)."""
     return usage_key_in(conf.KEY_PREFIX, owner, day)
+
+
+def usage_write_ids_key(owner: str) -> str:
+    """:func:`usage_write_ids_key_in` under the configured prefix."""
+    return usage_write_ids_key_in(conf.KEY_PREFIX, owner)
 
 
 def usage_day_key(day: str) -> str:

@@ -431,33 +431,50 @@ def _usage_keys(prefix: str, owner: str, now: int) -> list[str]:
     return [keys.usage_key_in(prefix, owner, day), keys.usage_day_key_in(prefix, day)]
 
 
-def _index_batch(
-    session_id: str, owner: str, score: int, usage: tuple[int, int, int] = (0, 0, 0)
-) -> Batch:
-    """Cluster's second step: the index and usage updates the script could not make.
+def _index_batch(session_id: str, owner: str, score: int) -> Batch:
+    """Cluster's second step: the index updates the script could not make
+    (idempotent; GT never moves a score back)."""
+    return Batch(_index_commands(session_id, owner, score))
 
-    The index updates are idempotent; the usage increments are not (a retry of
-    this step after a timeout would count the tokens twice).
+
+def _cluster_second_step(
+    session_id: str,
+    owner: str,
+    score: int,
+    usage: tuple[int, int, int],
+    write_id: str,
+) -> Operation[None]:
+    """Cluster's second step of a write: the index updates and, for a write
+    with tokens and an owner, the owner's day, in one round trip; then that
+    day's ranking, in a second.
+
+    Every part may run again without counting twice: the index updates are
+    idempotent, ``usage.lua`` adds a write id's tokens at most once (so a
+    retry of the write, or of this step, with the same write id adds nothing,
+    and a retry after a crash between the steps adds what was missing), and
+    the ranking is set to the day's total (``ZADD GT``), not incremented.
     """
-    commands: list[tuple[Any, ...]] = [
-        ("ZADD", keys.sessions_key(), "GT", score, session_id),
-        ("ZADD", keys.ids_key(), "NX", 0, session_id),
-    ]
-    commands.append(("ZADD", keys.owner_index_key(owner), "GT", score, session_id))
-    if owner:
-        commands.append(("ZREM", keys.no_owner_key(), session_id))
-        if any(usage):
-            usage_key, day_key = _usage_keys(conf.KEY_PREFIX, owner, score)
-            keep = usage_ttl_ms()
-            commands += (
-                ("HINCRBY", usage_key, "input", usage[0]),
-                ("HINCRBY", usage_key, "output", usage[1]),
-                ("HINCRBY", usage_key, "total", usage[2]),
-                ("PEXPIRE", usage_key, keep),
-                ("ZINCRBY", day_key, usage[2], owner),
-                ("PEXPIRE", day_key, keep),
-            )
-    return Batch(commands)
+    index = _index_commands(session_id, owner, score)
+    if not owner or not any(usage):
+        yield Batch(index)
+        return
+    prefix = conf.KEY_PREFIX
+    day = day_of(score)
+    keep = usage_ttl_ms()
+    total = yield Eval(
+        "usage",
+        [
+            keys.usage_key_in(prefix, owner, day),
+            keys.usage_write_ids_key_in(prefix, owner),
+        ],
+        [write_id, *usage, keep, score],
+        then=index,
+    )
+    if int(total):
+        day_key = keys.usage_day_key_in(prefix, day)
+        yield Batch(
+            [("ZADD", day_key, "GT", int(total), owner), ("PEXPIRE", day_key, keep)]
+        )
 
 
 def _index_commands(session_id: str, owner: str, score: int) -> list[tuple[Any, ...]]:
@@ -611,9 +628,9 @@ def append_records_op(
         args += [length, len(tail), *tail]
     args += encode_records(records)
     if cluster and not any(usage):
-        # Token usage increments are not idempotent: with usage, the two steps
-        # stay apart (below), so no retry of a pipeline can count them twice.
         return (yield from _cluster_append(session_id, session_keys, args, given))
+    # With tokens on Cluster, the owner's day follows the script's reply (the
+    # effective owner; a refused write counts nothing): _cluster_second_step.
     for _ in range(3):
         now = args[1] = now_ms()
         script_keys = session_keys
@@ -621,7 +638,7 @@ def append_records_op(
             script_keys = session_keys + _index_keys(prefix, indexed_owner)
             if indexed_owner and any(usage):
                 script_keys += _usage_keys(prefix, indexed_owner, now)
-        count, effective, *applied = yield Eval("append", script_keys, args, write=True)
+        count, effective, *_ = yield Eval("append", script_keys, args, write=True)
         effective = effective.decode() if isinstance(effective, bytes) else effective
         if count == _THREAD:
             raise ValueError(
@@ -639,9 +656,9 @@ def append_records_op(
             indexed_owner = args[6] = effective
             continue
         if cluster:
-            # A repeated write id added no usage: neither does this step.
-            done = bool(applied) and not int(applied[0])
-            yield _index_batch(session_id, effective, now, (0, 0, 0) if done else usage)
+            # Also for a repeated write id: the owner's day may be what the
+            # first attempt did not reach (usage.lua adds each id once).
+            yield from _cluster_second_step(session_id, effective, now, usage, args[11])
         return int(count)
     raise RuntimeError(f"session {session_id!r} kept changing owner")
 
