@@ -19,14 +19,13 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404, HttpRequest
 from django.utils import timezone
-from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from .. import owners as owner_ids
 from .. import store
 from ..conf import conf
-from .utils import session_row, unknown_owner_label, users_by_owner
+from .utils import query_string, session_row, unknown_owner_label, users_by_owner
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -38,6 +37,15 @@ OWNER_VAR = "owner"
 NO_OWNER_VAR = "owner__isnull"
 ACTIVE_VAR = "active"
 TITLE_WINDOW_VAR = "tw"
+QUERY_VARS = (
+    SEARCH_VAR,
+    PAGE_VAR,
+    OWNER_VAR,
+    NO_OWNER_VAR,
+    ACTIVE_VAR,
+    TITLE_WINDOW_VAR,
+)
+"""The list's own parameters (the page's links carry them)."""
 
 ACTIVITY_CHOICES: tuple[tuple[str, StrPromise], ...] = (
     ("today", gettext_lazy("Today")),
@@ -390,24 +398,7 @@ class SessionChangeList:
 
     def get_query(self, changes: dict[str, Any]) -> str:
         """The list's query string with ``changes`` applied (None drops a key)."""
-        params: dict[str, str] = {}
-        for key in (
-            SEARCH_VAR,
-            PAGE_VAR,
-            OWNER_VAR,
-            NO_OWNER_VAR,
-            ACTIVE_VAR,
-            TITLE_WINDOW_VAR,
-        ):
-            value = self.request.GET.get(key)
-            if value:
-                params[key] = value
-        for key, value in changes.items():
-            if value is None:
-                params.pop(key, None)
-            else:
-                params[key] = str(value)
-        return "?" + urlencode(sorted(params.items())) if params else "?"
+        return query_string(self.request, QUERY_VARS, changes)
 
     def context(self) -> dict[str, Any]:
         """The template's view of this page."""

@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy
 
 from .. import store
 from .changelist import OWNER_VAR
-from .utils import unknown_owner_label, user_url, users_by_owner
+from .utils import query_string, unknown_owner_label, user_url, users_by_owner
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -33,6 +33,8 @@ END_VAR = "end"
 ORDER_VAR = "o"
 AFTER_VAR = "after"
 SHOWN_VAR = "n"
+QUERY_VARS = (START_VAR, END_VAR, ORDER_VAR, OWNER_VAR, AFTER_VAR, SHOWN_VAR)
+"""The page's own parameters (its links carry them)."""
 
 DEFAULT_DAYS = 7
 """The range shown when none is asked for: the last 7 UTC days."""
@@ -206,17 +208,7 @@ class UsageList:
 
     def get_query(self, changes: dict[str, Any]) -> str:
         """This page's query string with ``changes`` applied (None drops a key)."""
-        params: dict[str, str] = {}
-        for key in (START_VAR, END_VAR, ORDER_VAR, OWNER_VAR, AFTER_VAR, SHOWN_VAR):
-            value = self.request.GET.get(key)
-            if value:
-                params[key] = value
-        for key, value in changes.items():
-            if value is None:
-                params.pop(key, None)
-            else:
-                params[key] = str(value)
-        return "?" + urlencode(sorted(params.items())) if params else "?"
+        return query_string(self.request, QUERY_VARS, changes)
 
     def order_links(self) -> list[tuple[str, str, bool]]:
         """(label, link, selected) of each order."""

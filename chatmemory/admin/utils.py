@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -13,6 +13,7 @@ from django.db.models import Model
 from django.http import Http404, HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 from django.utils.timesince import timeuntil
 from django.utils.translation import gettext as _
 
@@ -107,3 +108,21 @@ def session_id_from_url(object_id: str) -> str:
         return store.validate_session_id(session_id)
     except ValueError:
         raise Http404(_("No chat session with this id.")) from None
+
+
+def query_string(
+    request: HttpRequest, names: Sequence[str], changes: Mapping[str, Any]
+) -> str:
+    """The request's parameters ``names`` as a query string, with ``changes``
+    applied (None drops a parameter); "?" when none is left."""
+    params: dict[str, str] = {}
+    for name in names:
+        value = request.GET.get(name)
+        if value:
+            params[name] = value
+    for name, value in changes.items():
+        if value is None:
+            params.pop(name, None)
+        else:
+            params[name] = str(value)
+    return "?" + urlencode(sorted(params.items())) if params else "?"
