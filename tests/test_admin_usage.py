@@ -217,3 +217,37 @@ def test_a_session_called_usage_keeps_its_transcript(admin_client: Client) -> No
     response = admin_client.get(transcript_url("usage"))
     assert response.status_code == 200
     assert "hello" in text(response)
+
+
+def test_a_usage_page_costs_the_same_commands_at_102_and_6000_owner_days(
+    admin_client: Client, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    from django.test import override_settings
+
+    from tests.topologies import command_calls
+
+    days = [(usage.today() - timedelta(days=i)).isoformat() for i in range(3)]
+    measured = []
+    for owners in (34, 2000):
+        with override_settings(CHATMEMORY_KEY_PREFIX=f"{key_prefix}:{owners}"):
+            for day in days:
+                for o in range(owners):
+                    seed_usage(redis_client, f"{o}:x", day, (o % 89 + 1, 1))
+            first = text(admin_client.get(USAGE_URL))
+            found = re.search(r'<a href="([^"]+)" rel="next">', first)
+            assert found is not None
+            costs = []
+            for url in (USAGE_URL, USAGE_URL + html.unescape(found[1])):
+                admin_client.get(url)  # warm up
+                before = command_calls(redis_client)
+                assert admin_client.get(url).status_code == 200
+                after = command_calls(redis_client)
+                costs.append(
+                    {
+                        k: n - before.get(k, 0)
+                        for k, n in after.items()
+                        if n - before.get(k, 0)
+                    }
+                )
+            measured.append(costs)
+    assert measured[0] == measured[1]
