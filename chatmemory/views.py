@@ -439,8 +439,13 @@ def find_chats(owner: str, query: str, start: int) -> dict[str, Any]:
         store.title_words(query), owner=owner, start=start, size=SEARCH_SCANNED
     )
     listed = [session_id for session_id, _owner in window.matches][:SEARCH_RESULTS]
-    # A chat deleted since its title was read is left out.
-    infos = store.get_sessions(listed) if listed else []
+    # A chat deleted (or made again by someone else) since its title was read
+    # is left out.
+    infos = [
+        info
+        for info in (store.get_sessions(listed) if listed else [])
+        if info.owner == owner
+    ]
     searched = window.start + window.searched
     return {
         "results": [

@@ -1416,6 +1416,28 @@ def test_search_reads_a_bounded_window_per_request(
     ]
 
 
+def test_search_never_lists_a_chat_made_again_by_someone_else(
+    alice_client: Client,
+    alice: AbstractBaseUser,
+    bob: AbstractBaseUser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store.create_session("reused", owner=owner_id(alice), title="Secret plans")
+    real = store.search_titles
+
+    def then_made_again(words: list[str], **options: Any) -> store.TitleMatches:
+        window = real(words, **options)
+        # Between the title read and the listing: deleted, made again by Bob.
+        store.delete_session("reused")
+        store.create_session("reused", owner=owner_id(bob), title="Bob's secrets")
+        return window
+
+    monkeypatch.setattr(store, "search_titles", then_made_again)
+    answer = search(alice_client, q="secret").json()
+    assert answer["results"] == [] and answer["found"] == 0
+    assert "Bob" not in json.dumps(answer)
+
+
 def test_search_refuses_what_it_cannot_do(alice_client: Client) -> None:
     for query, status in [
         ({"q": ""}, 400),
