@@ -110,7 +110,10 @@ class DjangoRedisSaver(BaseCheckpointSaver[str]):
             )
         )
         title, count = "", None
-        messages = values.get("messages") if "messages" in new_versions else None
+        # Counted on every put, not only when the messages changed: a copy of
+        # an older checkpoint (update_state(..., as_node="__copy__")) changes
+        # the count without a new version.
+        messages = values.get("messages")
         if not namespace and isinstance(messages, list):
             title, count = title_from_messages(messages), len(messages)
         owner = configurable.get("owner")

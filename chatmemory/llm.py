@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import re
 import time
@@ -29,8 +30,16 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ToolMessage,
+)
+from langchain_core.messages.tool import ToolCall
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from .conf import conf
 from .records import one_line, shorten
@@ -249,6 +258,11 @@ class DemoChatModel(BaseChatModel):
     It streams its reply word by word and builds it from the prompt it gets,
     so it shows the history at work: it repeats your question, counts the
     turns before it and recalls what you said first and last time.
+
+    It can call tools (the chat views' agent mode binds them): a question
+    that names a bound tool gets one call of it, with the rest of the
+    question as the tool's one text argument; the tool's answer gets a reply
+    quoting it. So a demo (or a test) sees a tool call round trip offline.
     """
 
     token_delay: float = 0.03
@@ -258,6 +272,12 @@ class DemoChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "chatmemory-demo"
 
+    def bind_tools(
+        self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any
+    ) -> Runnable[Any, AIMessage]:
+        """The model with ``tools`` bound (in OpenAI's tool format)."""
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -265,8 +285,30 @@ class DemoChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        reply = AIMessage(content=demo_reply(messages))
+        reply = demo_message(messages, kwargs.get("tools") or [])
         return ChatResult(generations=[ChatGeneration(message=reply)])
+
+    def _chunks(
+        self, messages: list[BaseMessage], tools: list[dict[str, Any]]
+    ) -> list[AIMessageChunk]:
+        reply = demo_message(messages, tools)
+        if reply.tool_calls:
+            call = reply.tool_calls[0]
+            return [
+                AIMessageChunk(
+                    content="",
+                    tool_call_chunks=[
+                        {
+                            "name": call["name"],
+                            "args": json.dumps(call["args"]),
+                            "id": call["id"],
+                            "index": 0,
+                            "type": "tool_call_chunk",
+                        }
+                    ],
+                )
+            ]
+        return [AIMessageChunk(content=token) for token in _TOKEN.findall(reply.text)]
 
     def _stream(
         self,
@@ -275,11 +317,13 @@ class DemoChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        for position, token in enumerate(_TOKEN.findall(demo_reply(messages))):
+        for position, chunk in enumerate(
+            self._chunks(messages, kwargs.get("tools") or [])
+        ):
             if position and self.token_delay:
                 time.sleep(self.token_delay)
             # LangChain's stream() reports each chunk to the callbacks itself.
-            yield ChatGenerationChunk(message=AIMessageChunk(content=token))
+            yield ChatGenerationChunk(message=chunk)
 
     async def _astream(
         self,
@@ -288,11 +332,66 @@ class DemoChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        for position, token in enumerate(_TOKEN.findall(demo_reply(messages))):
+        for position, chunk in enumerate(
+            self._chunks(messages, kwargs.get("tools") or [])
+        ):
             if position and self.token_delay:
                 await asyncio.sleep(self.token_delay)
             # LangChain's stream() reports each chunk to the callbacks itself.
-            yield ChatGenerationChunk(message=AIMessageChunk(content=token))
+            yield ChatGenerationChunk(message=chunk)
+
+
+def demo_message(
+    messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]] = ()
+) -> AIMessage:
+    """The demo model's answer: a tool call, a tool's answer quoted, or a reply.
+
+    ``tools`` are bound tools in OpenAI's format. A last human message that
+    names one of them (as a word) calls the first it names, when that tool
+    takes no argument or one text argument (then the words after its name,
+    or the whole question when none follow).
+    """
+    last = messages[-1] if messages else None
+    if isinstance(last, ToolMessage):
+        name = last.name or "tool"
+        return AIMessage(
+            content=f"The tool {name} answered: {_quote(last.text)}. "
+            "(I am the offline demo model: I only call the tools you name.)"
+        )
+    if last is not None and last.type == "human":
+        call = _tool_call(last.text, tools, len(messages))
+        if call is not None:
+            return AIMessage(content="", tool_calls=[call])
+    return AIMessage(content=demo_reply(messages))
+
+
+def _tool_call(
+    question: str, tools: Sequence[dict[str, Any]], serial: int
+) -> ToolCall | None:
+    named = []
+    for spec in tools:
+        function = spec.get("function", {})
+        name = function.get("name", "")
+        match = re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", question)
+        if name and match:
+            named.append((match.start(), match.end(), function))
+    for _start, end, function in sorted(named, key=lambda item: item[0]):
+        properties = function.get("parameters", {}).get("properties", {})
+        if len(properties) > 1:
+            continue
+        args: dict[str, Any] = {}
+        if properties:
+            [(param, schema)] = properties.items()
+            if schema.get("type") not in (None, "string"):
+                continue
+            args[param] = question[end:].strip(" :,.?!") or question
+        return {
+            "name": function["name"],
+            "args": args,
+            "id": f"call_demo_{serial}",
+            "type": "tool_call",
+        }
+    return None
 
 
 def demo_reply(messages: Sequence[BaseMessage]) -> str:
@@ -324,6 +423,7 @@ def _quote(text: str) -> str:
 __all__ = [
     "DemoChatModel",
     "build_chat_model",
+    "demo_message",
     "demo_reply",
     "describe_failure",
     "get_chat_model",

@@ -41,6 +41,7 @@ from django.utils.translation import gettext_lazy, ngettext, ngettext_lazy
 from django.views.decorators.http import require_http_methods
 
 from . import llm, records, sse, store
+from .admin.transcript import thread_entries
 from .conf import conf
 from .exceptions import (
     ModelFailed,
@@ -361,6 +362,76 @@ def stored_at(record: store.Record) -> datetime | None:
     return datetime.fromtimestamp(at / 1000, tz=UTC)
 
 
+def conversation_entries(
+    info: store.SessionInfo,
+) -> list[store.Record | store.UnreadableEntry]:
+    """A chat's stored messages: a history session's, or a LangGraph thread's
+    (the messages of its latest checkpoint)."""
+    if info.kind == "thread":
+        return thread_entries(info.session_id)
+    return store.read_records(info.session_id)
+
+
+# ---------------------------------------------------------------------------
+# The chat mode: what runs a turn
+
+
+AGENT_CHAT = gettext_lazy(
+    'This chat was written by the agent (chat mode "agent"); without the '
+    "agent it cannot go on. Start a new chat."
+)
+
+
+def mode_problem(info: store.SessionInfo) -> str:
+    """Why the chat mode cannot run a turn on this chat ('' when it can).
+
+    A chain turn cannot go on with an agent's thread; an agent turn refuses a
+    chain chat itself (see :mod:`chatmemory.agent`).
+    """
+    if conf.CHAT_MODE != "agent" and info.kind == "thread":
+        return str(AGENT_CHAT)
+    return ""
+
+
+def new_turn(
+    request: HttpRequest,
+    session_id: str,
+    message: str,
+    *,
+    must_exist: bool = False,
+    turn_id: str | None = None,
+    rewrite: str | None = None,
+) -> ChatTurn:
+    """The turn ``CHATMEMORY_CHAT_MODE`` runs: a chain's, or an agent's.
+
+    Raises ``ImproperlyConfigured`` (model, tools or LangGraph missing) and
+    ``ValueError`` (a turn id or an action no page of ours sends).
+    """
+    kind: type[ChatTurn] = ChatTurn
+    if conf.CHAT_MODE == "agent":
+        kind = agent_module().AgentTurn
+    return kind(
+        session_id,
+        message,
+        owner=owner_of(request),
+        exclusive=True,
+        must_exist=must_exist,
+        turn_id=turn_id,
+        rewrite=rewrite,
+    )
+
+
+def agent_module() -> Any:
+    """:mod:`chatmemory.agent` (LangGraph is an optional dependency)."""
+    try:
+        from . import agent
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            f"CHATMEMORY_CHAT_MODE is 'agent', which needs LangGraph: {exc}"
+        ) from exc
+    return agent
+
+
 def model_context() -> dict[str, Any]:
     """What the chat page says about the model that answers."""
     try:
@@ -384,7 +455,7 @@ def render_chat(
     sid = [info.session_id]
     context = {
         "session": info,
-        "entries": transcript(store.read_records(info.session_id)),
+        "entries": transcript(conversation_entries(info)),
         "form": form or MessageForm(),
         "rename_form": rename_form or RenameForm(initial={"title": info.title}),
         "send_url": reverse("chatmemory:send", args=sid),
@@ -560,6 +631,9 @@ def send(request: HttpRequest, session_id: str) -> HttpResponse:
     form = MessageForm(request.POST)
     if not form.is_valid():
         return render_chat(request, info, form)
+    if problem := mode_problem(info):
+        form.add_error(None, problem)
+        return render_chat(request, info, form)
     admission = admit(request)
     if not admission.admitted:
         form.add_error(None, refusal_message(admission))
@@ -568,14 +642,9 @@ def send(request: HttpRequest, session_id: str) -> HttpResponse:
         response["Retry-After"] = str(store.quota.seconds_until(admission))
         return response
     try:
-        turn = ChatTurn(
-            session_id,
-            form.cleaned_data["message"],
-            owner=owner_of(request),
-            exclusive=True,
-            must_exist=must_exist,
-        )
-        turn.run()
+        new_turn(
+            request, session_id, form.cleaned_data["message"], must_exist=must_exist
+        ).run()
     except ImproperlyConfigured:
         logger.exception("chatmemory: the chat model cannot be built")
         form.add_error(None, MODEL_MISCONFIGURED)
@@ -605,11 +674,10 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
             " ".join(str(error) for error in form.errors["message"]), 400
         )
     try:
-        turn = ChatTurn(
+        turn = new_turn(
+            request,
             session_id,
             form.cleaned_data["message"],
-            owner=owner_of(request),
-            exclusive=True,
             turn_id=request.POST.get("turn") or None,
             rewrite=request.POST.get("action") or None,
         )
@@ -619,7 +687,7 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
     except ValueError:  # a turn id or an action no page of ours sends
         return sse.error_response(str(BAD_TURN), 400)
     try:
-        _info, admission = get_owned_session_and_admit(request, session_id)
+        info, admission = get_owned_session_and_admit(request, session_id)
     except StoreUnavailable as exc:
         logger.exception("chatmemory: Redis unavailable in %s", request.path)
         return sse.error_response(str(exc.user_message), 503)
@@ -627,6 +695,9 @@ def stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
         refused = sse.error_response(refusal_message(admission), 429)
         refused["Retry-After"] = str(store.quota.seconds_until(admission))
         return refused
+    if problem := mode_problem(info):
+        release(request, admission)
+        return sse.error_response(problem, 409)
     # A stored chat must still exist when the reply is saved (see send()); a
     # new one is stored by it.
     turn.must_exist = session_id not in _new_chats(request)
@@ -680,11 +751,21 @@ def stop(request: HttpRequest, session_id: str) -> HttpResponse:
         turn = store.validate_turn_id(request.POST.get("turn"))
     except ValueError:
         return HttpResponse(str(BAD_TURN), status=400)
-    result = store.note_stop(session_id, turn, request.POST.get("shown", ""))
+    shown = request.POST.get("shown", "")
+
+    def apply() -> store.StopResult:
+        if conf.CHAT_MODE == "agent":  # the reply is in the thread
+            return agent_module().cut_stopped_reply(session_id, turn, shown)  # type: ignore[no-any-return]
+        return store.apply_stop(session_id, turn)
+
+    # The note waits for the turn, which applies it if it saves after this.
+    result = store.note_stop(session_id, turn, shown)
+    if conf.CHAT_MODE == "agent":
+        result = apply()
     deadline = time.monotonic() + STOP_WAIT
     while result == "missing" and time.monotonic() < deadline:
         time.sleep(0.05)
-        result = store.apply_stop(session_id, turn)
+        result = apply()
     return HttpResponse(status=204)
 
 

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.test import Client, override_settings
 
 from chatmemory import store
@@ -50,6 +51,23 @@ async def close_async_redis_clients() -> AsyncIterator[None]:
     """
     yield
     await store.aclose_clients()
+
+
+@pytest.fixture
+def alice(django_user_model: Any) -> AbstractBaseUser:
+    """A user (not staff) of the chat views."""
+    user: AbstractBaseUser = django_user_model.objects.create_user(
+        "alice", password="pw"
+    )
+    return user
+
+
+@pytest.fixture
+def alice_client(alice: AbstractBaseUser) -> Client:
+    """A client logged in as ``alice``."""
+    client = Client()
+    client.force_login(alice)
+    return client
 
 
 @pytest.fixture

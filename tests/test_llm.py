@@ -15,6 +15,7 @@ from langchain_core.messages import (
     AIMessage,
     HumanMessage,
     SystemMessage,
+    ToolMessage,
 )
 from langchain_openai import ChatOpenAI
 
@@ -277,3 +278,49 @@ def test_demo_model_pauses_between_tokens() -> None:
     begin = time.monotonic()
     assert len(asyncio.run(collect())) == len(tokens)
     assert time.monotonic() - begin >= 0.01 * (len(tokens) - 1)
+
+
+def lookup(word: str) -> str:
+    """Look a word up."""
+    return word
+
+
+def now() -> str:
+    """The time."""
+    return "noon"
+
+
+def convert(amount: float, unit: str) -> str:
+    """Two arguments: the demo cannot fill them."""
+    return f"{amount} {unit}"
+
+
+def test_the_demo_model_calls_a_tool_the_question_names() -> None:
+    model = llm.DemoChatModel(token_delay=0).bind_tools([lookup, now, convert])
+    called = model.invoke([HumanMessage("please lookup: serendipity?")])
+    assert isinstance(called, AIMessage) and called.text == ""
+    [call] = called.tool_calls
+    assert (call["name"], call["args"]) == ("lookup", {"word": "serendipity"})
+    # The first tool named is called; one without arguments gets none.
+    [call] = model.invoke([HumanMessage("now, then lookup")]).tool_calls  # type: ignore[attr-defined]
+    assert (call["name"], call["args"]) == ("now", {})
+    # A name inside another word, or a tool it cannot fill in, is not a call.
+    for question in ["nowhere to lookups", "convert 3 feet"]:
+        assert model.invoke([HumanMessage(question)]).tool_calls == []  # type: ignore[attr-defined]
+    # Streaming gives the same call, as one tool call chunk.
+    chunks = list(model.stream([HumanMessage("lookup tea")]))
+    merged = chunks[0] + chunks[1:] if len(chunks) > 1 else chunks[0]
+    assert merged.tool_calls[0]["args"] == {"word": "tea"}  # type: ignore[attr-defined]
+
+
+def test_the_demo_model_quotes_a_tools_answer() -> None:
+    answer = llm.demo_message(
+        [
+            HumanMessage("lookup tea"),
+            ToolMessage("a drink", tool_call_id="c", name="lookup"),
+        ]
+    )
+    assert answer.text.startswith("The tool lookup answered: \u201ca drink\u201d.")
+    # Without tools bound, it answers as before.
+    plain = llm.DemoChatModel(token_delay=0).invoke([HumanMessage("lookup tea")])
+    assert plain.text == llm.demo_reply([HumanMessage("lookup tea")])

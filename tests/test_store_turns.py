@@ -116,6 +116,17 @@ def test_stop_before_the_save_is_applied_by_the_turn() -> None:
     assert texts("s") == ["q0", "a0", "q", "Partial"]
 
 
+async def test_the_stop_note_is_read_back_for_replies_kept_elsewhere() -> None:
+    turn = uuid.uuid4().hex
+    assert store.stop_note("thread", turn) is None
+    assert store.note_stop("thread", turn, "What the page\nshowed") == "missing"
+    assert store.stop_note("thread", turn) == "What the page\nshowed"
+    assert await store.astop_note("thread", turn) == "What the page\nshowed"
+    assert await store.astop_note("thread", uuid.uuid4().hex) is None
+    with pytest.raises(ValueError, match="32 lowercase hex"):
+        store.stop_note("thread", "not-a-turn")
+
+
 async def test_async_stop_both_orders() -> None:
     first, second = uuid.uuid4().hex, uuid.uuid4().hex
     await store.aappend_records("s", [human("q"), ai("one two three", first)])

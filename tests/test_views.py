@@ -23,8 +23,10 @@ from django.utils import translation
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from chatmemory import llm, store, views
+from chatmemory.agent import TURN_METADATA
 from chatmemory.conf import conf
 from chatmemory.exceptions import STORE_DOWN
+from chatmemory.langgraph import thread_records
 from chatmemory.owners import owner_id
 from chatmemory.records import INTERRUPTED
 from chatmemory.turn import CONTINUE_PROMPT
@@ -54,24 +56,9 @@ def fast_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def alice(django_user_model: Any) -> AbstractBaseUser:
-    user: AbstractBaseUser = django_user_model.objects.create_user(
-        "alice", password="pw"
-    )
-    return user
-
-
-@pytest.fixture
 def bob(django_user_model: Any) -> AbstractBaseUser:
     user: AbstractBaseUser = django_user_model.objects.create_user("bob", password="pw")
     return user
-
-
-@pytest.fixture
-def alice_client(alice: AbstractBaseUser) -> Client:
-    client = Client()
-    client.force_login(alice)
-    return client
 
 
 @pytest.fixture
@@ -94,8 +81,31 @@ def body_of(response: Any) -> bytes:
     return bytes(response.content)
 
 
+@pytest.fixture(params=["chain", "agent"])
+def chat_mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a test once per chat mode (CHATMEMORY_CHAT_MODE)."""
+    with override_settings(CHATMEMORY_CHAT_MODE=request.param):
+        yield request.param
+
+
+both_modes = pytest.mark.usefixtures("chat_mode")
+"""The test must pass in both chat modes: a chain on the history, an agent on
+a LangGraph thread."""
+
+
 def records(session_id: str) -> list[dict[str, Any]]:
+    """A chat's stored messages: a history session's, or a thread's."""
+    info = store.get_session(session_id)
+    if info is not None and info.kind == "thread":
+        return thread_records(session_id)
     return [r for r in store.read_records(session_id) if isinstance(r, dict)]
+
+
+def turn_of(record: dict[str, Any]) -> Any:
+    """The turn id a stored reply names (beside it, or in a thread's message)."""
+    if store.TURN_FIELD in record:
+        return record[store.TURN_FIELD]
+    return record["data"]["response_metadata"].get(TURN_METADATA)
 
 
 # --- who may see what ---------------------------------------------------------
@@ -124,6 +134,7 @@ def test_anonymous_users_are_sent_to_log_in(client: Client, session_id: str) -> 
 
 
 @pytest.mark.parametrize(("name", "method", "data", "status"), SESSION_VIEWS)
+@both_modes
 def test_the_owner_may_use_every_view(
     alice_client: Client,
     session_id: str,
@@ -139,6 +150,7 @@ def test_the_owner_may_use_every_view(
 
 
 @pytest.mark.parametrize(("name", "method", "data", "status"), SESSION_VIEWS)
+@both_modes
 def test_another_user_gets_404_like_a_missing_session(
     bob_client: Client,
     alice_client: Client,
@@ -175,6 +187,7 @@ def new_chat(client: Client) -> str:
     return session_id
 
 
+@both_modes
 def test_a_new_chat_is_stored_by_its_first_message(
     alice_client: Client, alice: AbstractBaseUser, bob_client: Client
 ) -> None:
@@ -190,6 +203,7 @@ def test_a_new_chat_is_stored_by_its_first_message(
     assert bob_client.get(f"/chat/{session_id}/").status_code == 404
 
 
+@both_modes
 def test_a_new_chat_streamed_to_is_stored(
     alice_client: Client, alice: AbstractBaseUser
 ) -> None:
@@ -315,6 +329,7 @@ def test_transcript_of_odd_records() -> None:
 # --- sending without JavaScript ------------------------------------------------
 
 
+@both_modes
 def test_send_runs_a_turn_and_redirects_to_the_transcript(
     alice_client: Client, session_id: str
 ) -> None:
@@ -350,6 +365,7 @@ def test_bad_input_is_a_form_error_and_keeps_the_text(
     assert records(session_id) == []
 
 
+@both_modes
 def test_a_model_failure_shows_an_error_and_saves_nothing(
     alice_client: Client, session_id: str
 ) -> None:
@@ -366,6 +382,7 @@ def test_a_model_failure_shows_an_error_and_saves_nothing(
     assert info is not None and info.title == ""  # a failed turn names nothing
 
 
+@both_modes
 def test_a_model_that_cannot_be_built(alice_client: Client, session_id: str) -> None:
     with override_settings(CHATMEMORY_CHAT_MODEL={"factory": "nope.Model"}):
         page = alice_client.get(f"/chat/{session_id}/").content.decode()
@@ -381,6 +398,7 @@ def test_a_model_that_cannot_be_built(alice_client: Client, session_id: str) -> 
 # --- streaming ------------------------------------------------------------------
 
 
+@both_modes
 def test_stream_sends_tokens_then_done_and_saves_the_turn(
     alice_client: Client, session_id: str
 ) -> None:
@@ -405,6 +423,7 @@ def test_stream_sends_tokens_then_done_and_saves_the_turn(
 
 
 @pytest.mark.django_db(transaction=True)
+@both_modes
 async def test_stream_under_asgi_uses_an_async_iterator(
     alice: AbstractBaseUser, session_id: str
 ) -> None:
@@ -416,12 +435,13 @@ async def test_stream_under_asgi_uses_an_async_iterator(
     body = b"".join([part async for part in response.streaming_content])
     got = events(body)
     assert got[-1] == ("done", json.dumps({"message_count": 2, "title": "hi"}))
-    saved = await store.aread_records(session_id)
+    saved = records(session_id)
     tokens = "".join(data for name, data in got if name == "token")
-    assert saved[1]["data"]["content"] == tokens  # type: ignore[index]
+    assert saved[1]["data"]["content"] == tokens
 
 
 @pytest.mark.django_db(transaction=True)
+@both_modes
 async def test_an_async_stream_reports_a_model_failure(
     alice: AbstractBaseUser, session_id: str
 ) -> None:
@@ -432,9 +452,10 @@ async def test_an_async_stream_reports_a_model_failure(
         body = b"".join([part async for part in response.streaming_content])
     got = events(body)
     assert [name for name, _ in got] == ["token"] * 3 + ["error"]
-    assert await store.aread_records(session_id) == []
+    assert records(session_id) == []
 
 
+@both_modes
 def test_a_model_failure_mid_stream_is_an_error_event(
     alice_client: Client, session_id: str
 ) -> None:
@@ -460,6 +481,7 @@ def test_stream_bad_input_is_an_error_event(
     assert name == "error" and error in data
 
 
+@both_modes
 def test_stopping_a_stream_saves_the_reply_as_interrupted(
     alice_client: Client, session_id: str
 ) -> None:
@@ -473,6 +495,7 @@ def test_stopping_a_stream_saves_the_reply_as_interrupted(
     assert saved[1]["data"]["content"] == tokens
 
 
+@both_modes
 def test_stream_is_never_gzipped(alice_client: Client, session_id: str) -> None:
     middleware = ["django.middleware.gzip.GZipMiddleware", *settings.MIDDLEWARE]
     with override_settings(MIDDLEWARE=middleware):
@@ -521,6 +544,7 @@ def test_delete_asks_then_deletes(alice_client: Client, session_id: str) -> None
     assert alice_client.get(f"/chat/{session_id}/").status_code == 404
 
 
+@both_modes
 def test_a_session_id_with_a_slash_works(
     alice_client: Client, alice: AbstractBaseUser
 ) -> None:
@@ -585,6 +609,7 @@ def test_pages_past_any_listing_are_404(alice_client: Client, session_id: str) -
 # --- one reply at a time -------------------------------------------------------
 
 
+@both_modes
 def test_a_second_stream_on_a_session_gets_a_clear_message(
     alice_client: Client, session_id: str
 ) -> None:
@@ -609,6 +634,7 @@ def test_a_second_stream_on_a_session_gets_a_clear_message(
 # --- Redis down ----------------------------------------------------------------
 
 
+@both_modes
 def test_redis_down_gives_a_503_page_not_a_traceback(
     alice_client: Client, session_id: str
 ) -> None:
@@ -635,6 +661,7 @@ def test_redis_down_gives_a_503_page_not_a_traceback(
     assert name == "error" and "not reachable" in data
 
 
+@both_modes
 def test_redis_going_down_mid_turn_is_an_error_event(
     alice_client: Client, session_id: str
 ) -> None:
@@ -645,6 +672,7 @@ def test_redis_going_down_mid_turn_is_an_error_event(
 
 
 @pytest.mark.django_db(transaction=True)
+@both_modes
 async def test_redis_going_down_mid_async_turn_is_an_error_event(
     alice: AbstractBaseUser, session_id: str
 ) -> None:
@@ -887,6 +915,7 @@ def test_every_post_needs_the_csrf_token(
     assert info is not None and info.message_count == 0 and info.title == ""
 
 
+@both_modes
 def test_a_new_chat_whose_first_turn_fails_can_be_sent_to_again(
     alice_client: Client,
 ) -> None:
@@ -906,6 +935,7 @@ def test_a_new_chat_whose_first_turn_fails_can_be_sent_to_again(
 
 
 @override_settings(CHATMEMORY_TURNS_PER_MINUTE=2)
+@both_modes
 def test_a_turn_past_the_limit_is_a_429_saying_when_to_retry(
     alice_client: Client, session_id: str
 ) -> None:
@@ -927,6 +957,7 @@ def test_a_turn_past_the_limit_is_a_429_saying_when_to_retry(
 
 
 @override_settings(CHATMEMORY_CONCURRENT_STREAMS=1)
+@both_modes
 def test_a_stream_holds_its_slot_until_it_ends(
     alice_client: Client, session_id: str
 ) -> None:
@@ -947,12 +978,13 @@ def test_a_stream_holds_its_slot_until_it_ends(
 
 
 @override_settings(CHATMEMORY_TOKENS_PER_DAY=50)
+@both_modes
 def test_tokens_per_day_and_staff_exemption(
     alice: AbstractBaseUser, alice_client: Client, session_id: str
 ) -> None:
     usage = {"input_tokens": 40, "output_tokens": 10, "total_tokens": 50}
     store.append_records(
-        session_id,
+        "spent-today",
         [{"type": "ai", "data": {"content": "x", "usage_metadata": usage}}],
         owner=views.owner_of_user(alice),
     )
@@ -974,6 +1006,7 @@ def test_tokens_per_day_and_staff_exemption(
 
 @pytest.mark.django_db(transaction=True)
 @override_settings(CHATMEMORY_CONCURRENT_STREAMS=1)
+@both_modes
 async def test_an_async_stream_gives_its_slot_back(
     alice: AbstractBaseUser, session_id: str
 ) -> None:
@@ -1114,6 +1147,7 @@ def contents(session_id: str) -> list[Any]:
     return [r["data"]["content"] for r in records(session_id)]
 
 
+@both_modes
 def test_regenerate_replaces_the_last_reply_only(
     alice_client: Client, session_id: str
 ) -> None:
@@ -1131,6 +1165,7 @@ def test_regenerate_replaces_the_last_reply_only(
     assert records(session_id)[2] == question_before  # the question, as stored
 
 
+@both_modes
 def test_edit_replaces_the_last_question_and_reply(
     alice_client: Client, session_id: str
 ) -> None:
@@ -1180,6 +1215,7 @@ def test_continue_extends_a_stopped_reply(
     assert CONTINUE_PROMPT in tokens and "tell me" in tokens
 
 
+@both_modes
 def test_a_rewrite_needs_a_last_turn_to_redo(
     alice_client: Client, session_id: str
 ) -> None:
@@ -1216,6 +1252,7 @@ def test_a_rewrite_of_a_changed_chat_saves_nothing(
     assert contents(session_id) == ["q1", "answer", "tab 2"]
 
 
+@both_modes
 def test_stop_saves_what_the_page_showed(alice_client: Client, session_id: str) -> None:
     turn = uuid.uuid4().hex
     with scripted("The whole reply, which the user never saw in full."):
@@ -1228,7 +1265,7 @@ def test_stop_saves_what_the_page_showed(alice_client: Client, session_id: str) 
         response.close()  # the page stopped: the server saves what it had
     saved = records(session_id)
     assert saved[1]["data"]["response_metadata"]["interrupted"] is True
-    assert saved[1][store.TURN_FIELD] == turn
+    assert turn_of(saved[1]) == turn
     answer = alice_client.post(
         f"/chat/{session_id}/stop/", {"turn": turn, "shown": "The whole"}
     )
@@ -1239,6 +1276,7 @@ def test_stop_saves_what_the_page_showed(alice_client: Client, session_id: str) 
     assert alice_client.get(f"/chat/{session_id}/stop/").status_code == 302
 
 
+@both_modes
 def test_stop_reported_before_the_save_is_applied(
     alice_client: Client, session_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

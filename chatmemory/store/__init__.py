@@ -89,6 +89,7 @@ from .turns import (
     apply_stop_op,
     note_stop_op,
     read_snapshot_op,
+    stop_note_op,
     validate_turn_id,
 )
 from .usage import BY_DAY, BY_TOTAL, UsageCursor, UsagePage, usage_page_op
@@ -226,6 +227,16 @@ def note_stop(session_id: str, turn: str, shown: str) -> StopResult:
 async def anote_stop(session_id: str, turn: str, shown: str) -> StopResult:
     """Async :func:`note_stop`."""
     return await arun(note_stop_op(session_id, turn, shown))
+
+
+def stop_note(session_id: str, turn: str) -> str | None:
+    """The text the page showed when it stopped turn ``turn``, if it said."""
+    return run(stop_note_op(session_id, turn))
+
+
+async def astop_note(session_id: str, turn: str) -> str | None:
+    """Async :func:`stop_note`."""
+    return await arun(stop_note_op(session_id, turn))
 
 
 def apply_stop(session_id: str, turn: str) -> StopResult:
@@ -744,10 +755,12 @@ __all__ = [
     "aapply_stop",
     "aappend_records",
     "anote_stop",
+    "astop_note",
     "apply_stop",
     "areplace_last_records",
     "aread_snapshot",
     "note_stop",
+    "stop_note",
     "read_snapshot",
     "replace_last_records",
     "validate_turn_id",

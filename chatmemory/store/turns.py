@@ -99,6 +99,18 @@ def apply_stop_op(session_id: str, turn: str) -> Operation[StopResult]:
     return (yield from _cut_op(session_id, turn, bytes(shown).decode(), tail))
 
 
+def stop_note_op(session_id: str, turn: str) -> Operation[str | None]:
+    """What the page said it showed when it stopped turn ``turn`` (None: nothing).
+
+    For replies saved elsewhere than the session's list (a LangGraph thread's,
+    see :mod:`chatmemory.agent`), which cut them themselves.
+    """
+    keys.validate_session_id(session_id)
+    validate_turn_id(turn)
+    shown = yield Command(("GET", keys.stop_key(session_id, turn)))
+    return None if shown is None else bytes(shown).decode()
+
+
 def _cut_op(
     session_id: str, turn: str, shown: str, tail: Sequence[bytes]
 ) -> Operation[StopResult]:
