@@ -16,7 +16,7 @@ import redis
 
 from ..conf import conf
 from . import keys
-from .operations import Batch, Command, Operation
+from .operations import Batch, Command, Operation, Scan
 
 # Every command family chatmemory sends, probed on a scratch key. Each probe is
 # one Command or Eval; none touches a session.
@@ -203,15 +203,9 @@ PROBLEMS = {
 
 
 def _scan_all(pattern: str, batch: int) -> Operation[list[str]]:
-    found: list[str] = []
-    cursor: int | bytes = 0
-    while True:
-        cursor, names = yield Command(
-            ("SCAN", cursor, "MATCH", pattern, "COUNT", batch)
-        )
-        found += (name.decode() for name in names)
-        if int(cursor) == 0:
-            return found
+    # Scan: every node's keys on Cluster, where a SCAN cursor is per node.
+    names = yield Scan(pattern, batch)
+    return [name.decode() for name in names]
 
 
 def _zset_members(key: str, batch: int) -> Operation[list[tuple[str, float]]]:
