@@ -30,7 +30,7 @@ import random
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, cast
 
-from langchain_core.messages import BaseMessage, message_to_dict
+from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 from langchain_core.runnables import RunnableConfig
 
 try:
@@ -41,6 +41,7 @@ try:
         Checkpoint,
         CheckpointMetadata,
         CheckpointTuple,
+        empty_checkpoint,
         get_checkpoint_id,
         get_checkpoint_metadata,
         writes_sort_key,
@@ -52,6 +53,7 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess
         "pip install 'chatmemory[langgraph]'"
     ) from exc
 
+from . import store
 from .store import checkpoints as cps
 from .store.codec import TITLE_LENGTH, Record, shorten
 from .store.operations import Operation, arun, run
@@ -482,6 +484,49 @@ def thread_records(thread_id: str) -> list[Record]:
     return [message_to_dict(m) for m in messages if isinstance(m, BaseMessage)]
 
 
+def restore_thread(
+    thread_id: str,
+    records: Sequence[Record],
+    *,
+    owner: str | None = None,
+    title: str | None = None,
+    replace: bool = False,
+) -> bool:
+    """Write a thread whose latest checkpoint holds ``records`` (an export's).
+
+    The import of a thread line of ``chatmemory_export``: one checkpoint with
+    the ``messages`` channel only, which a ``create_agent`` graph (or any
+    graph whose state is its messages) goes on from. Other channels and older
+    checkpoints were not exported, so they are not restored; created and
+    updated times are the import's. False (nothing written) when the thread
+    exists and ``replace`` is not set; ``ValueError`` when the id is a chat
+    history session's.
+    """
+    saver = DjangoRedisSaver()
+    config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+    if saver.get_tuple(config) is not None:
+        if not replace:
+            return False
+        saver.delete_thread(thread_id)
+    messages = messages_from_dict(list(records))
+    version = saver.get_next_version(None, None)
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"messages": messages}
+    checkpoint["channel_versions"] = {"messages": version}
+    configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
+    if owner is not None:
+        configurable["owner"] = owner
+    saver.put(
+        {"configurable": configurable},
+        checkpoint,
+        {"source": "update", "step": -1, "parents": {}},
+        {"messages": version},
+    )
+    if title:
+        store.set_title(thread_id, title)
+    return True
+
+
 def _check_strategy(strategy: str) -> None:
     if strategy not in ("keep_latest", "delete"):
         raise ValueError(
@@ -489,4 +534,9 @@ def _check_strategy(strategy: str) -> None:
         )
 
 
-__all__ = ["DjangoRedisSaver", "thread_records", "title_from_messages"]
+__all__ = [
+    "DjangoRedisSaver",
+    "restore_thread",
+    "thread_records",
+    "title_from_messages",
+]

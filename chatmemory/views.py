@@ -41,7 +41,7 @@ from django.utils.translation import gettext_lazy, ngettext, ngettext_lazy
 from django.views.decorators.http import require_http_methods
 
 from . import llm, records, sse, store
-from .admin.transcript import thread_entries
+from .admin.transcript import thread_entries, thread_reader
 from .conf import conf
 from .exceptions import (
     ModelFailed,
@@ -806,7 +806,9 @@ def delete(request: HttpRequest, session_id: str) -> HttpResponse:
 def download_all(request: HttpRequest) -> HttpResponse:
     """All my sessions as one JSON file (a list of sessions in the export's form)."""
     buffer = io.BytesIO()
-    transfer.export_sessions(buffer, owner=owner_of(request))
+    transfer.export_sessions(
+        buffer, owner=owner_of(request), thread_records=thread_reader()
+    )
     lines = buffer.getvalue().splitlines()
     response = HttpResponse(
         b"[" + b",\n".join(lines) + b"]\n", content_type="application/json"

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import AbstractBaseUser
 from django.test import Client, override_settings
+from django.urls import reverse
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage, ToolMessage
@@ -363,3 +364,11 @@ def test_the_agent_is_built_once_per_configuration() -> None:
         one = get_agent(model)
         assert one is not both and get_agent(model) is one
     assert get_agent(HistoryModel()) is not both
+
+
+def test_my_chats_download_holds_my_threads(alice_client: Client, chat_id: str) -> None:
+    stream(alice_client, chat_id, message="shout it")
+    response = alice_client.get(reverse("chatmemory:download_all"))
+    [chat] = json.loads(response.content)
+    assert chat["id"] == chat_id and chat["kind"] == "thread"
+    assert chat["messages"] == thread_records(chat_id)

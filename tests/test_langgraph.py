@@ -501,6 +501,10 @@ with override_settings(CHATMEMORY_KEY_PREFIX=sys.argv[1]):
     transcript = client.get("/admin/chatmemory/chatsession/t1/change/")
     assert transcript.status_code == 200, transcript.status_code
     assert b"reading it needs LangGraph" in transcript.content
+    import io
+    err = io.StringIO()
+    call_command("chatmemory_export", "-o", os.devnull, "--session", "t1", stderr=err)
+    print("export:", err.getvalue().strip())
     with override_settings(CHATMEMORY_CHAT_MODE="agent"):
         from chatmemory.checks import check_agent_mode
         print("check:", [(e.id, e.msg, e.hint) for e in check_agent_mode()])
@@ -531,7 +535,9 @@ def test_chatmemory_works_without_langgraph(
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "System check identified no issues (0 silenced)."
-    check_line, import_line = lines[1:]
+    export_line, check_line, import_line = lines[1:]
+    assert export_line.startswith("export: Exported 0 sessions")
+    assert "1 LangGraph threads left out: reading them needs pip install" in export_line
     assert check_line.startswith("check: [('chatmemory.E021', ")
     assert "pip install 'chatmemory[langgraph]'" in check_line
     assert import_line.startswith("import: chatmemory.langgraph needs LangGraph")

@@ -367,3 +367,79 @@ def test_import_from_langchain_redis_that_is_down() -> None:
             f"redis://127.0.0.1:{free_port()}/0",
             stdout=StringIO(),
         )
+
+
+def test_a_langgraph_thread_round_trips_through_export_and_import(
+    tmp_path: Path,
+) -> None:
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+
+    from chatmemory.langgraph import DjangoRedisSaver, thread_records
+    from tests.test_langgraph import ToolCallingModel, config_for
+
+    @tool
+    def weather(x: int) -> str:
+        """The weather."""
+        return f"sunny {x}"
+
+    agent = create_agent(ToolCallingModel(), [weather], checkpointer=DjangoRedisSaver())
+    config = config_for("t/1", owner="7")
+    agent.invoke({"messages": [("user", "use: weather")]}, config)
+    store.set_title("t/1", "Weather talk")
+    store.append_records("s", [human("a session")], owner="7")
+    messages = thread_records("t/1")
+    assert [m["type"] for m in messages] == ["human", "ai", "tool", "ai"]
+
+    path, err = export(tmp_path)
+    assert "Exported 2 sessions (5 messages)" in err
+    assert "(1 of them LangGraph threads)" in err
+    line = json.loads(next(x for x in path.read_bytes().splitlines() if b"t/1" in x))
+    assert line["kind"] == "thread" and line["owner"] == "7"
+    assert line["title"] == "Weather talk" and line["messages"] == messages
+
+    DjangoRedisSaver().delete_thread("t/1")
+    store.delete_session("s")
+    out = StringIO()
+    call_command("chatmemory_import", str(path), "--dry-run", stdout=out)
+    assert "would restore 1 of 1" in out.getvalue()
+    assert store.get_session("t/1") is None
+    call_command("chatmemory_import", str(path), stdout=out, stderr=StringIO())
+    assert "restored 1 of 1" in out.getvalue()
+    assert "Imported 1 sessions (1 messages)" in out.getvalue()
+    info = store.get_session("t/1")
+    assert info is not None and info.kind == "thread"
+    assert (info.owner, info.title, info.message_count) == ("7", "Weather talk", 4)
+    assert thread_records("t/1") == messages
+    # The agent goes on from the restored thread: it sees every earlier turn.
+    agent = create_agent(ToolCallingModel(), [weather], checkpointer=DjangoRedisSaver())
+    result = agent.invoke({"messages": [("user", "and now?")]}, config)
+    assert result["messages"][-1].text == "you said: use: weather | and now?"
+    # A second import leaves it alone; --replace writes it again.
+    again = StringIO()
+    call_command("chatmemory_import", str(path), stdout=again, stderr=StringIO())
+    assert "restored 0 of 1 (1 existed already" in again.getvalue()
+    assert len(thread_records("t/1")) == 6
+    call_command(
+        "chatmemory_import", str(path), "--replace", stdout=again, stderr=StringIO()
+    )
+    assert thread_records("t/1") == messages
+
+
+def test_a_thread_line_into_a_history_session_is_refused(tmp_path: Path) -> None:
+    store.append_records("taken", [human("mine")])
+    line = transfer.session_line(
+        store.SessionInfo(
+            "taken", "", None, 1, datetime.now(UTC), datetime.now(UTC),
+            datetime.now(UTC), None, kind="thread",
+        ),
+        [human("theirs")],
+    )  # fmt: skip
+    path = tmp_path / "thread.ndjson"
+    path.write_bytes(line)
+    with pytest.raises(CommandError, match="is a chat history session"):
+        call_command("chatmemory_import", str(path), stdout=StringIO())
+    assert [r["data"]["content"] for r in store.read_records("taken")] == ["mine"]  # type: ignore[index]
+    with pytest.raises(CommandError, match="'kind' must be 'session' or 'thread'"):
+        path.write_bytes(line.replace(b'"kind":"thread"', b'"kind":"graph"'))
+        call_command("chatmemory_import", str(path), stdout=StringIO())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from django.core.paginator import Paginator
@@ -226,6 +226,16 @@ def thread_entries(thread_id: str) -> list[store.Record | store.UnreadableEntry]
         ) % {"error": exc}
         return [store.UnreadableEntry(0, b"", reason)]
     return list(thread_records(thread_id))
+
+
+def thread_reader() -> Callable[[str], list[store.Record]] | None:
+    """What reads a LangGraph thread's messages for an export (None without
+    LangGraph: the export then leaves threads out, and says so)."""
+    try:
+        from ..langgraph import thread_records
+    except ImportError:
+        return None
+    return thread_records
 
 
 def read_transcript_page(

@@ -157,6 +157,9 @@ class ImportedSession:
     """Input, output and total tokens; defaults to the records' summed usage."""
     expires_in: timedelta | None = None
     """Time left to live, kept as is; default: ``CHATMEMORY_TTL`` after ``updated``."""
+    kind: str = "session"
+    """"session", or "thread": a LangGraph thread's messages, which
+    :func:`chatmemory.langgraph.restore_thread` writes (not this module)."""
 
 
 @dataclass(slots=True)

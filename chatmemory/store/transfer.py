@@ -7,6 +7,11 @@ The NDJSON form (one session per line) is defined here and nowhere else::
      "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
      "messages": [<message_to_dict record>, ...]}
 
+A LangGraph thread (see :mod:`chatmemory.langgraph`) has the same line with
+``"kind": "thread"``; its messages are those of its latest checkpoint (the
+rest of a graph's state, and the older checkpoints, are not exported). A
+line without ``kind`` is a chat history session.
+
 Export streams: a session's messages are read and written a slice at a time,
 so memory stays flat however many sessions and messages there are. Import
 holds one line (one session) at a time.
@@ -15,7 +20,7 @@ holds one line (one session) at a time.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -54,9 +59,15 @@ def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
+THREAD = "thread"
+"""The ``kind`` of a LangGraph thread's line."""
+
+
 def session_header(info: SessionInfo) -> dict[str, Any]:
     """Every field of a session's line but its messages."""
+    kind = {"kind": THREAD} if info.kind == THREAD else {}
     return {
+        **kind,
         "id": info.session_id,
         "owner": info.owner,
         "title": info.title,
@@ -139,6 +150,11 @@ def parse_session_line(line: bytes | str, line_number: int = 1) -> ImportedSessi
                 f"message {position} is not a message_to_dict record "
                 '({"type": str, "data": {...}})',
             )
+    kind = data.get("kind", "session")
+    if kind not in ("session", THREAD):
+        raise BadLine(
+            line_number, f"'kind' must be 'session' or 'thread', not {kind!r}"
+        )
     usage = data.get("usage")
     totals: tuple[int, int, int] | None = None
     if usage is not None:
@@ -158,6 +174,7 @@ def parse_session_line(line: bytes | str, line_number: int = 1) -> ImportedSessi
         updated=_datetime(data.get("updated"), "updated", line_number),
         title=title,
         usage=totals,
+        kind=kind,
     )
 
 
@@ -255,7 +272,9 @@ class ExportProgress:
     seen: int = 0
     """Index entries looked at (sessions written, filtered out or gone)."""
     threads: int = 0
-    """LangGraph threads left out (their state is checkpoints, not messages)."""
+    """LangGraph threads written (also counted in ``sessions``)."""
+    threads_left_out: int = 0
+    """LangGraph threads left out: reading them needs LangGraph."""
 
 
 def export_sessions(
@@ -266,6 +285,7 @@ def export_sessions(
     since: datetime | None = None,
     progress: Any = None,
     scan_count: int = 500,
+    thread_records: Callable[[str], list[Record]] | None = None,
 ) -> ExportProgress:
     """Write sessions to ``out`` as NDJSON, streaming; return what was written.
 
@@ -273,7 +293,9 @@ def export_sessions(
     since ``since`` when given. ``progress`` (if any) is called with the
     :class:`ExportProgress` after each session. Sessions that vanish during
     the export are left out; a session written to meanwhile may be caught
-    between two slices.
+    between two slices. LangGraph threads are written with the messages
+    ``thread_records`` reads (:func:`chatmemory.langgraph.thread_records`;
+    the store does not import LangGraph), or left out without it.
     """
     done = ExportProgress()
     low = None if since is None else ms(since)
@@ -282,7 +304,7 @@ def export_sessions(
         done.total = len(ids)
         for session_id in ids:
             done.seen += 1
-            _export_one(out, session_id, low, done)
+            _export_one(out, session_id, low, done, thread_records)
             if progress is not None:
                 progress(done)
         return done
@@ -294,7 +316,7 @@ def export_sessions(
             done.seen += 1
             if low is not None and score < low:
                 continue
-            _export_one(out, session_id, low, done)
+            _export_one(out, session_id, low, done, thread_records)
             if progress is not None:
                 progress(done)
         if cursor == 0:
@@ -302,13 +324,24 @@ def export_sessions(
 
 
 def _export_one(
-    out: Writer, session_id: str, low: int | None, done: ExportProgress
+    out: Writer,
+    session_id: str,
+    low: int | None,
+    done: ExportProgress,
+    thread_records: Callable[[str], list[Record]] | None,
 ) -> None:
     info, length, first = run(session_head_op(session_id))
     if info is None or (low is not None and ms(info.updated) < low):
         return
-    if info.kind == "thread":
+    if info.kind == THREAD:
+        if thread_records is None:
+            done.threads_left_out += 1
+            return
+        records = thread_records(session_id)
+        out.write(session_line(info, records))
+        done.sessions += 1
         done.threads += 1
+        done.messages += len(records)
         return
     skipped: list[int] = []
 

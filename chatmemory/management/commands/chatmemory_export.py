@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from chatmemory.admin.transcript import thread_reader
 from chatmemory.exceptions import StoreUnavailable
 from chatmemory.management.progress import Progress
 from chatmemory.store import transfer
@@ -39,8 +40,9 @@ class _TextBytes:
 class Command(BaseCommand):
     help = (
         "Write chat sessions as NDJSON (one session per line: id, owner, title, "
-        "created, updated, usage, messages in message_to_dict form). Streams: "
-        "memory stays flat however many messages there are."
+        "created, updated, usage, messages in message_to_dict form; LangGraph "
+        'threads too, with "kind": "thread" and the messages of their latest '
+        "checkpoint). Streams: memory stays flat however many messages there are."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -100,7 +102,12 @@ class Command(BaseCommand):
                 else ""
             )
             if done.threads:
-                note += f" ({done.threads} LangGraph threads left out)"
+                note += f" ({done.threads:,} of them LangGraph threads)"
+            if done.threads_left_out:
+                note += (
+                    f" ({done.threads_left_out:,} LangGraph threads left out: "
+                    "reading them needs pip install 'chatmemory[langgraph]')"
+                )
             self.stderr.write(
                 f"Exported {done.sessions:,} sessions ({done.messages:,} messages) "
                 f"to {where}{note}."
@@ -115,4 +122,5 @@ class Command(BaseCommand):
             session_ids=options["sessions"],
             since=options["since"],
             progress=show,
+            thread_records=thread_reader(),
         )

@@ -2,13 +2,16 @@
 
 Idempotent and safe to rerun: a session that exists already is left alone
 (``--replace`` overwrites it), so a second run, or a rerun after an
-interruption, writes only what is missing.
+interruption, writes only what is missing. A LangGraph thread's line (``"kind":
+"thread"``) is restored as a thread: one checkpoint holding its messages (see
+:func:`chatmemory.langgraph.restore_thread`).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 from typing import IO, Any
 
@@ -22,6 +25,14 @@ from chatmemory.store import transfer
 
 LANGCHAIN_PREFIX = "message_store:"
 """``RedisChatMessageHistory``'s default key prefix."""
+
+
+@dataclass(slots=True)
+class Threads:
+    """LangGraph threads an import met, and restored."""
+
+    seen: int = 0
+    written: int = 0
 
 
 def batched[T](items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -100,8 +111,11 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"Cannot read {path}: {exc}") from exc
         progress = Progress(self.stderr, options["verbosity"], "sessions")
+        threads = Threads()
         with file:
-            sessions = transfer.read_sessions(file)
+            sessions = self._restore_threads(
+                transfer.read_sessions(file), options, threads
+            )
             try:
                 self._write(sessions, options, progress)
             except transfer.BadLine as exc:
@@ -110,6 +124,48 @@ class Command(BaseCommand):
                     "with --dry-run, checked); fix the line and run the command "
                     "again: what was imported is skipped."
                 ) from exc
+        if threads.seen and options["verbosity"] > 0:
+            verb = "would restore" if options["dry_run"] else "restored"
+            self.stdout.write(
+                f"LangGraph threads: {verb} {threads.written:,} of {threads.seen:,} "
+                f"({threads.seen - threads.written:,} existed already and were "
+                "left alone); each as one checkpoint holding its messages."
+            )
+
+    def _restore_threads(
+        self,
+        sessions: Iterable[store.ImportedSession],
+        options: dict[str, Any],
+        threads: Threads,
+    ) -> Iterator[store.ImportedSession]:
+        """The sessions; the LangGraph threads among them are restored here."""
+        for session in sessions:
+            if session.kind != transfer.THREAD:
+                yield session
+                continue
+            threads.seen += 1
+            if options["dry_run"]:
+                [there] = store.existing_sessions([session.session_id])
+                threads.written += bool(options["replace"] or not there)
+                continue
+            try:
+                from chatmemory.langgraph import restore_thread
+            except ImportError as exc:
+                raise CommandError(
+                    f"{session.session_id!r} is a LangGraph thread; restoring it "
+                    f"needs LangGraph ({exc}): pip install 'chatmemory[langgraph]'. "
+                    "The sessions before it are imported."
+                ) from exc
+            try:
+                threads.written += restore_thread(
+                    session.session_id,
+                    list(session.records),
+                    owner=session.owner,
+                    title=session.title,
+                    replace=options["replace"],
+                )
+            except ValueError as exc:  # a chat history session has this id
+                raise CommandError(str(exc)) from exc
 
     # -- LangChain ---------------------------------------------------------
 
