@@ -372,3 +372,19 @@ def test_my_chats_download_holds_my_threads(alice_client: Client, chat_id: str) 
     [chat] = json.loads(response.content)
     assert chat["id"] == chat_id and chat["kind"] == "thread"
     assert chat["messages"] == thread_records(chat_id)
+
+
+def test_a_reply_past_the_time_limit_is_saved_as_stopped(
+    alice_client: Client, chat_id: str
+) -> None:
+    with override_settings(
+        CHATMEMORY_CHAT_MODEL={**FAST_DEMO, "token_delay": 0.02},
+        CHATMEMORY_TURN_TIME_LIMIT=0.1,
+    ):
+        got = stream(alice_client, chat_id, message="talk for long")
+    name, data = got[-1]
+    assert name == "done" and json.loads(data)["stopped"] is True
+    reply = thread_records(chat_id)[-1]["data"]
+    assert reply["content"] == tokens(got) and reply["content"]
+    assert reply["response_metadata"][INTERRUPTED] is True
+    assert len(tokens(got)) < len("Hello! I am the offline demo model: no AI")
