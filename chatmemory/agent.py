@@ -465,7 +465,9 @@ class AgentTurn(ChatTurn):
             update = self._stopped_update(state, shown)
             self.graph.update_state(state.config, {"messages": update}, as_node="model")
             self._keep_records(_merged(state.values.get("messages", []), update))
-        except StoreUnavailable:
+        # A stop must never turn into an error: the thread keeps what the
+        # run saved, and the log says why the reply is missing.
+        except Exception:
             logger.warning(
                 "chatmemory: could not save the stopped reply of thread %r",
                 self.session_id,
@@ -485,7 +487,9 @@ class AgentTurn(ChatTurn):
                 state.config, {"messages": update}, as_node="model"
             )
             self._keep_records(_merged(state.values.get("messages", []), update))
-        except StoreUnavailable:
+        # A stop must never turn into an error: the thread keeps what the
+        # run saved, and the log says why the reply is missing.
+        except Exception:
             logger.warning(
                 "chatmemory: could not save the stopped reply of thread %r",
                 self.session_id,

@@ -700,15 +700,19 @@ print(owner_id(get_user_model().objects.create_user("streamer", password="pw")))
 """
 
 
-@pytest.fixture(scope="module")
-def server_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """Environment of the servers: a file database with a user, a key prefix."""
+@pytest.fixture(scope="module", params=["chain", "agent"])
+def server_env(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """Environment of the servers: a file database with a user, a key prefix,
+    a chat mode (each server test runs in both)."""
     prefix = f"cmtest-srv-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings_server",
         "CHATMEMORY_TEST_DB": str(tmp_path_factory.mktemp("servers") / "db.sqlite3"),
         "CHATMEMORY_TEST_KEY_PREFIX": prefix,
+        "CHATMEMORY_TEST_CHAT_MODE": request.param,
         "CHATMEMORY_TEST_TOKEN_DELAY": "0.05",
         "PYTHONPATH": str(ROOT),
     }
