@@ -65,6 +65,7 @@ from .conf import conf
 from .exceptions import SessionNotFound, StoreUnavailable
 from .langgraph import DjangoRedisSaver
 from .records import INTERRUPTED
+from .store.codec import usage_of_records
 from .store.turns import cut_reply
 from .turn import NOTHING_TO_REDO, ChatTurn, TurnRefused
 
@@ -298,6 +299,7 @@ class AgentTurn(ChatTurn):
             self._save_stopped()
         else:
             self._finish()
+            self._count_usage()
 
     async def _astream(self) -> AsyncGenerator[str]:
         info = await store.aget_session(self.session_id)
@@ -334,6 +336,7 @@ class AgentTurn(ChatTurn):
             await self._asave_stopped()
         else:
             self._finish()
+            await self._acount_usage()
 
     def _take_part(self, mode: str, data: Any) -> str:
         """The text a streamed part adds to the reply ('' for most parts)."""
@@ -372,6 +375,31 @@ class AgentTurn(ChatTurn):
         if self.rewrite == "regenerate":
             start += 1
         self.records = [message_to_dict(m) for m in messages[start:]]
+
+    # --- the day's tokens -----------------------------------------------------
+
+    def _usage(self) -> tuple[int, int, int] | None:
+        usage = usage_of_records(self.records)
+        return usage if self.owner and any(usage) else None
+
+    def _count_usage(self) -> None:
+        """Add the turn's tokens to its owner's day (CHATMEMORY_TOKENS_PER_DAY),
+        at most once per turn (its write id). The turn is saved by then: a
+        Redis error here is logged, not shown."""
+        if (usage := self._usage()) is None or self.owner is None:
+            return
+        try:
+            store.add_usage(self.owner, usage, self.write_id)
+        except StoreUnavailable:
+            logger.warning("chatmemory: could not count a turn's tokens", exc_info=True)
+
+    async def _acount_usage(self) -> None:
+        if (usage := self._usage()) is None or self.owner is None:
+            return
+        try:
+            await store.aadd_usage(self.owner, usage, self.write_id)
+        except StoreUnavailable:
+            logger.warning("chatmemory: could not count a turn's tokens", exc_info=True)
 
     # --- a failed run ----------------------------------------------------------
 
@@ -465,6 +493,7 @@ class AgentTurn(ChatTurn):
             update = self._stopped_update(state, shown)
             self.graph.update_state(state.config, {"messages": update}, as_node="model")
             self._keep_records(_merged(state.values.get("messages", []), update))
+            self._count_usage()
         # A stop must never turn into an error: the thread keeps what the
         # run saved, and the log says why the reply is missing.
         except Exception:
@@ -487,6 +516,7 @@ class AgentTurn(ChatTurn):
                 state.config, {"messages": update}, as_node="model"
             )
             self._keep_records(_merged(state.values.get("messages", []), update))
+            await self._acount_usage()
         # A stop must never turn into an error: the thread keeps what the
         # run saved, and the log says why the reply is missing.
         except Exception:

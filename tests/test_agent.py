@@ -19,7 +19,7 @@ from django.test import Client, override_settings
 from django.urls import reverse
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.tools import tool
 
@@ -96,6 +96,25 @@ class ChattyToolModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         for chunk in self._chunks(messages):
             yield ChatGenerationChunk(message=chunk)
+
+
+class CountingModel(BaseChatModel):
+    """Answers "ok", reporting 40 input and 20 output tokens."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "test-counting"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        usage = {"input_tokens": 40, "output_tokens": 20, "total_tokens": 60}
+        message = AIMessage(content="ok", usage_metadata=usage)  # type: ignore[arg-type]
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
 
 @pytest.fixture(autouse=True)
@@ -388,3 +407,25 @@ def test_a_reply_past_the_time_limit_is_saved_as_stopped(
     assert reply["content"] == tokens(got) and reply["content"]
     assert reply["response_metadata"][INTERRUPTED] is True
     assert len(tokens(got)) < len("Hello! I am the offline demo model: no AI")
+
+
+@override_settings(
+    CHATMEMORY_TOKENS_PER_DAY=100,
+    CHATMEMORY_CHAT_MODEL={"factory": "tests.test_agent.CountingModel"},
+    CHATMEMORY_AGENT_TOOLS=[],
+)
+def test_an_agent_turns_tokens_count_towards_the_days_limit(
+    alice_client: Client, alice: AbstractBaseUser, chat_id: str
+) -> None:
+    for _ in range(2):
+        assert stream(alice_client, chat_id, message="q")[-1][0] == "done"
+    today = store.day_of(int(time.time() * 1000))
+    [usage] = store.owner_usage(owner_id(alice), [today])
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (
+        80,
+        40,
+        120,
+    )
+    refused = alice_client.post(f"/chat/{chat_id}/stream/", {"message": "q"})
+    assert refused.status_code == 429
+    assert "today's allowance of 100 tokens" in events(refused.content)[0][1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from datetime import date, timedelta
 
 import pytest
@@ -163,3 +164,17 @@ def test_a_deep_page_reads_what_the_first_one_does(redis_client: redis.Redis) ->
     assert store.usage_page(days, after=deep, limit=10).rows
     for after in (None, deep):
         assert _elements_read(days, after) <= len(days) * 11
+
+
+async def test_tokens_counted_outside_a_write_count_once_per_write_id() -> None:
+    today = store.day_of(int(time.time() * 1000))
+    write_id = store.new_write_id()
+    store.add_usage("7", (30, 10, 40), write_id)
+    store.add_usage("7", (30, 10, 40), write_id)  # a retry: not counted again
+    await store.aadd_usage("7", (1, 2, 3), store.new_write_id())
+    store.add_usage("", (5, 5, 10), store.new_write_id())  # no owner: nothing
+    [usage] = store.owner_usage("7", [today])
+    spent = (usage.input_tokens, usage.output_tokens, usage.total_tokens)
+    assert spent == (31, 12, 43)
+    rows, total = store.day_usage(today)
+    assert total == 1 and rows[0].owner == "7"

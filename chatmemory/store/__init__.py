@@ -442,6 +442,18 @@ async def acount_owner_sessions(owners: Sequence[str]) -> dict[str, int]:
     return await arun(_ops.count_owner_sessions_op(owners))
 
 
+def add_usage(owner: str, usage: tuple[int, int, int], write_id: str) -> None:
+    """Count ``(input, output, total)`` tokens spent outside a history write (an
+    agent turn's, saved in a LangGraph thread) in the owner's usage today, at
+    most once per write id."""
+    run(_ops.add_usage_op(owner, usage, write_id))
+
+
+async def aadd_usage(owner: str, usage: tuple[int, int, int], write_id: str) -> None:
+    """Async :func:`add_usage`."""
+    await arun(_ops.add_usage_op(owner, usage, write_id))
+
+
 def owner_usage(owner: str, days: Sequence[str]) -> list[Usage]:
     """One owner's token usage on each UTC day of ``days`` (``YYYY-MM-DD``)."""
     return run(_ops.owner_usage_op(owner, days))
@@ -806,6 +818,8 @@ __all__ = [
     "no_owner_key",
     "owner_key",
     "owner_key_prefix",
+    "add_usage",
+    "aadd_usage",
     "owner_usage",
     "read_records",
     "read_session",

@@ -458,8 +458,20 @@ def _cluster_second_step(
     if not owner or not any(usage):
         yield Batch(index)
         return
+    yield from _owner_usage(owner, usage, write_id, score, then=index)
+
+
+def _owner_usage(
+    owner: str,
+    usage: tuple[int, int, int],
+    write_id: str,
+    now: int,
+    then: Sequence[tuple[Any, ...]] = (),
+) -> Operation[None]:
+    """Add a write's tokens to its owner's day (``usage.lua``: at most once
+    per write id), ``then`` in the same round trip; then the day's ranking."""
     prefix = conf.KEY_PREFIX
-    day = day_of(score)
+    day = day_of(now)
     keep = usage_ttl_ms()
     total = yield Eval(
         "usage",
@@ -467,14 +479,23 @@ def _cluster_second_step(
             keys.usage_key_in(prefix, owner, day),
             keys.usage_write_ids_key_in(prefix, owner),
         ],
-        [write_id, *usage, keep, score],
-        then=index,
+        [write_id, *usage, keep, now],
+        then=then,
     )
     if int(total):
         day_key = keys.usage_day_key_in(prefix, day)
         yield Batch(
             [("ZADD", day_key, "GT", int(total), owner), ("PEXPIRE", day_key, keep)]
         )
+
+
+def add_usage_op(
+    owner: str, usage: tuple[int, int, int], write_id: str
+) -> Operation[None]:
+    """Count tokens spent outside a history write (a LangGraph thread's turn)
+    in the owner's day, at most once per write id; nothing without an owner."""
+    if owner and any(usage):
+        yield from _owner_usage(owner, usage, write_id, now_ms())
 
 
 def _index_commands(session_id: str, owner: str, score: int) -> list[tuple[Any, ...]]:
