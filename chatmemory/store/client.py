@@ -185,6 +185,17 @@ DEFAULT_POOL_TIMEOUT = 20.0
 """Seconds a call waits for a free pooled connection when the pool is busy."""
 
 
+def pool_timeout() -> float:
+    """Seconds a call waits for a free pooled connection when the pool is busy.
+
+    The alias's ``CONNECTION_POOL_KWARGS['timeout']``, else
+    :data:`DEFAULT_POOL_TIMEOUT`.
+    """
+    cache = cast("dict[str, Any]", settings.CACHES.get(alias(), {}))
+    pool_kwargs = cache.get("OPTIONS", {}).get("CONNECTION_POOL_KWARGS", {})
+    return float(pool_kwargs.get("timeout", DEFAULT_POOL_TIMEOUT))
+
+
 async def _close_with_loop(
     loop: asyncio.AbstractEventLoop, clients: dict[tuple[str, str], Any]
 ) -> AsyncIterator[None]:

@@ -99,7 +99,9 @@ def server_facts_op() -> Operation[ServerFacts]:
         try:
             yield probe
         except redis.ResponseError as exc:
-            refused[family] = str(exc)
+            # redis-py drops the error code of an out-of-memory refusal.
+            full = isinstance(exc, redis.exceptions.OutOfMemoryError)
+            refused[family] = f"OOM {exc}" if full else str(exc)
     return ServerFacts(info, refused)
 
 
@@ -141,7 +143,23 @@ def findings(facts: ServerFacts) -> list[Finding]:
                 "data's Redis.",
             )
         )
+    full = [
+        family for family, error in facts.refused.items() if error.startswith("OOM")
+    ]
+    if full:
+        found.append(
+            Finding(
+                "chatmemory.W105",
+                f"Redis is out of memory ({facts.used_memory:,} bytes used, "
+                f"maxmemory {facts.maxmemory:,}, policy {policy!r}): it refuses "
+                "every write, so no chat message can be saved.",
+                "Give Redis more memory (maxmemory), delete old sessions or set "
+                "CHATMEMORY_TTL; keep the policy noeviction.",
+            )
+        )
     for family, error in facts.refused.items():
+        if family in full:
+            continue
         found.append(
             Finding(
                 "chatmemory.W103",

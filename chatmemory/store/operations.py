@@ -32,6 +32,7 @@ from .client import (
     alias,
     async_client,
     is_cluster,
+    pool_timeout,
     sync_client,
     translate_errors,
 )
@@ -158,16 +159,51 @@ async def _asend(client: AsyncClient, request: Request) -> Any:
     return await pipe.execute()
 
 
+# A pool that refuses when every connection is busy (redis-py's default pool,
+# 100 connections; a Sentinel or Cluster client's) is waited on, as a blocking
+# pool would be: the request is sent again after pauses growing to this, up to
+# the pool timeout. Nothing was sent, since no connection was had.
+POOL_PAUSE = 0.05
+
+
+def _send_waiting(client: SyncClient, request: Request) -> Any:
+    deadline, pause = 0.0, 0.001
+    while True:
+        try:
+            return _send(client, request)
+        except redis.exceptions.MaxConnectionsError:
+            now = time.monotonic()
+            deadline = deadline or now + pool_timeout()
+            if now >= deadline:
+                raise
+            time.sleep(min(pause, deadline - now))
+            pause = min(2 * pause, POOL_PAUSE)
+
+
+async def _asend_waiting(client: AsyncClient, request: Request) -> Any:
+    deadline, pause = 0.0, 0.001
+    while True:
+        try:
+            return await _asend(client, request)
+        except redis.exceptions.MaxConnectionsError:
+            now = time.monotonic()
+            deadline = deadline or now + pool_timeout()
+            if now >= deadline:
+                raise
+            await asyncio.sleep(min(pause, deadline - now))
+            pause = min(2 * pause, POOL_PAUSE)
+
+
 def _execute(client: SyncClient, request: Request) -> Any:
     try:
-        return _send(client, request)
+        return _send_waiting(client, request)
     except redis.RedisError as exc:
         if not retryable(exc, client):
             raise
     for pause in RETRY_DELAYS:
         time.sleep(pause)
         try:
-            return _send(client, request)
+            return _send_waiting(client, request)
         except redis.RedisError as exc:
             if pause == RETRY_DELAYS[-1] or not retryable(exc):
                 raise
@@ -176,14 +212,14 @@ def _execute(client: SyncClient, request: Request) -> Any:
 
 async def _aexecute(client: AsyncClient, request: Request) -> Any:
     try:
-        return await _asend(client, request)
+        return await _asend_waiting(client, request)
     except redis.RedisError as exc:
         if not retryable(exc, client):
             raise
     for pause in RETRY_DELAYS:
         await asyncio.sleep(pause)
         try:
-            return await _asend(client, request)
+            return await _asend_waiting(client, request)
         except redis.RedisError as exc:
             if pause == RETRY_DELAYS[-1] or not retryable(exc):
                 raise
