@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import shutil
 import signal
@@ -230,21 +231,25 @@ def measure_ttl(sessions: int = 50_000) -> None:
     try:
         raw = redis.Redis(port=own.port)
 
-        def entries() -> int:
+        def entries() -> str:
             names = [store.sessions_key(), store.ids_key(), store.no_owner_key()]
-            names += [k.decode() for k in raw.scan_iter(match="*:owner:*")]
-            return sum(int(raw.zcard(name)) for name in names)
+            shared = sum(int(raw.zcard(name)) for name in names)
+            owners = [k.decode() for k in raw.scan_iter(match="*:owner:*")]
+            owned = sum(int(raw.zcard(name)) for name in owners)
+            return (
+                f"{shared + owned:,} ({shared:,} in the activity, id and "
+                f"no-owner indexes, {owned:,} in the owners' indexes)"
+            )
 
         with override_settings(CACHES=caches(own.url), CHATMEMORY_TTL=3):
-            started = time.monotonic()
             for n in range(sessions):
                 store.append_records(f"old-{n:06}", [human("x")], owner=str(n % 50))
-            store.append_records("old-live", [human("y")], owner="0")
-            time.sleep(max(0.0, 3.5 - (time.monotonic() - started)))
-            # Everything before "old-live" expired; keep it alive meanwhile.
-            while raw.exists(store.meta_key("old-000000")):
-                store.append_records("old-live", [human("y")], owner="0")
+            # Wait until every one has expired; "old-zlive" (after them all in
+            # id order) is kept alive meanwhile.
+            while raw.exists(store.meta_key(f"old-{sessions - 1:06}")):
+                store.append_records("old-zlive", [human("y")], owner="0")
                 time.sleep(0.2)
+            store.append_records("old-zlive", [human("y")], owner="0")
             left = entries()
             shown = store.list_sessions(limit=10)
             found = store.search_session_ids("old-", limit=10)
@@ -260,7 +265,7 @@ def measure_ttl(sessions: int = 50_000) -> None:
                 if visits > 1000:
                     break
         print(f"ttl: {sessions:,} sessions expired")
-        print(f"  index entries left:                   {left:,}")
+        print(f"  index entries left:                   {left}")
         print(
             f"  a listing shows:                      total {shown.total:,}, "
             f"{len(shown.sessions)} rows"
@@ -269,8 +274,8 @@ def measure_ttl(sessions: int = 50_000) -> None:
             "  id search 'old-' behind expired ids:  "
             f"{[i.session_id for i in found.sessions]} (total {found.total})"
         )
-        print(f"  entries after 100 writes:             {after_writes:,}")
-        print(f"  entries after one listing:            {after_listing:,}")
+        print(f"  entries after 100 writes:             {after_writes}")
+        print(f"  entries after one listing:            {after_listing}")
         print(f"  listings until the activity index is clean: {visits}")
         raw.close()
     finally:
@@ -282,6 +287,7 @@ def measure_reindex(sessions: int = 200_000) -> None:
     from django.test import override_settings
 
     from chatmemory import store
+    from chatmemory.store import scripts
 
     own = Redis()
     try:
@@ -327,6 +333,13 @@ def measure_reindex(sessions: int = 200_000) -> None:
         command = slowest["command"]
         if isinstance(command, bytes):
             command = command.decode(errors="replace")
+        names = {
+            hashlib.sha1(scripts.source(path.stem).encode()).hexdigest(): path.stem
+            for path in (ROOT / "chatmemory" / "store" / "lua").glob("*.lua")
+        }
+        words = str(command).split()
+        if len(words) > 1 and words[0].upper() == "EVALSHA":
+            command = f"EVALSHA {names.get(words[1], words[1])}.lua"
         print(
             f"reindex at {sessions:,} sessions ({took:.1f} s): {dropped} of "
             f"{len(written)} sessions written meanwhile dropped from the index; "
