@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,14 @@ def test_time_travel_from_an_earlier_checkpoint() -> None:
 
 def test_parallel_tool_writes_survive_a_crash() -> None:
     calls = {"a": 0, "b": 0}
+    # The two tools run in parallel threads: b crashes only once a's result
+    # is stored as a pending write (on a loaded machine b could otherwise
+    # crash the step before a finished, and there would be nothing to reuse).
+
+    def a_result_stored() -> bool:
+        pending = DjangoRedisSaver().get_tuple(config_for("t4"))
+        writes = pending.pending_writes or () if pending else ()
+        return any(w[1] == "messages" for w in writes)
 
     @tool
     def a(x: int) -> str:
@@ -274,6 +283,9 @@ def test_parallel_tool_writes_survive_a_crash() -> None:
         """Tool b: crashes the first time."""
         calls["b"] += 1
         if calls["b"] == 1:
+            deadline = time.monotonic() + 30
+            while not a_result_stored() and time.monotonic() < deadline:
+                time.sleep(0.01)
             raise RuntimeError("crash between put_writes and put")
         return "b done"
 
