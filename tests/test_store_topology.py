@@ -6,6 +6,7 @@ they run whatever CHATMEMORY_TEST_TOPOLOGY says.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -194,6 +195,32 @@ async def test_async_cluster_client(cluster: Topology) -> None:
         assert await store.aappend_records("async-cluster", RECORDS) == 2
         assert len(store.read_records("async-cluster")) == 2
         assert len(await store.aread_records("async-cluster")) == 2
+
+
+def moved_replies(cluster: Topology) -> int:
+    """MOVED replies the cluster's primaries have sent so far."""
+    total = 0
+    for server in cluster.primaries():
+        with redis.Redis(*server.address) as plain:
+            stats = plain.info("errorstats")
+        total += stats.get("errorstat_MOVED", {}).get("count", 0)
+    return total
+
+
+async def test_a_new_async_cluster_client_routes_its_first_commands(
+    cluster: Topology,
+) -> None:
+    # Concurrent first commands on a client that has not read the slot map
+    # yet: redis-py would send them to one node, whose MOVED replies make it
+    # close every connection under the other commands (a TypeError).
+    with on(cluster.caches_entry()):
+        client.reset_async_clients()
+        before = moved_replies(cluster)
+        ids = [f"fresh-{i}" for i in range(30)]
+        reads = await asyncio.gather(*(store.aread_records(i) for i in ids))
+        assert reads == [[] for _ in ids]
+        assert moved_replies(cluster) == before
+        await store.aclose_clients()
 
 
 async def test_async_sentinel_client_reaches_the_master(sentinel: Topology) -> None:

@@ -250,6 +250,13 @@ async def arun[T](operation: Operation[T]) -> T:
     """Run an operation on the async client of the running event loop."""
     client = async_client()
     with translate_errors(client):
+        if isinstance(client, redis.asyncio.cluster.RedisCluster):
+            # Its slot map, before the first command: redis-py 8.1 picks a
+            # command's node before it initializes, so the first commands of
+            # concurrent tasks go to a wrong node, and the MOVED replies make
+            # it close every connection under the other tasks' feet (a
+            # TypeError on Python 3.12). A no-op once initialized.
+            await client.initialize()
         try:
             request = next(operation)
             while True:
@@ -325,8 +332,7 @@ async def _aeval_pipeline(client: AsyncClient, request: Eval) -> Any:
     script = async_script(client, request.name)
     node = None
     if isinstance(client, redis.asyncio.cluster.RedisCluster):
-        await client.initialize()  # the slot map, once
-        node = client.get_node_from_key(request.keys[0])
+        node = client.get_node_from_key(request.keys[0])  # initialized by arun
     commands, replicas = _pipeline_commands(request, script.sha, node)
     for attempt in range(2):
         pipe = client.pipeline(transaction=False)
