@@ -164,6 +164,17 @@ def tool_calls(value: object) -> tuple[ToolCall, ...]:
 def title(records: Iterable[object]) -> str:
     """A session's title: its first human message's text on one line, cut."""
     for record in records:
+        # The common case as read() sees it, without building a RecordText
+        # (every write works out a title).
+        if isinstance(record, dict):
+            kind, data = record.get("type"), record.get("data")
+            if kind in KINDS and isinstance(data, dict):
+                content = data.get("content")
+                if type(content) is str:
+                    text = one_line(content) if kind == "human" else ""
+                    if text:
+                        return shorten(text, TITLE_LENGTH)
+                    continue
         shown = read(record)
         if shown.kind != "human":
             continue

@@ -92,16 +92,22 @@ def encode_records(records: Sequence[Record]) -> list[bytes]:
     whatever it refuses goes to json, which then writes or rejects it as
     :func:`encode_record` does.
     """
-    # One encoder for the whole call instead of one per record (json.dumps
-    # builds one per call).
-    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     encoded = []
+    encode = None
     for record in records:
         if type(record) is EncodedRecord:
             encoded.append(record.encoded)
             continue
         data = encode_exact(record)
-        encoded.append(encode(record).encode() if data is None else data)
+        if data is None:
+            if encode is None:
+                # One encoder for the rest of the call (json.dumps builds one
+                # per call).
+                encode = json.JSONEncoder(
+                    ensure_ascii=False, separators=(",", ":")
+                ).encode
+            data = encode(record).encode()
+        encoded.append(data)
     return encoded
 
 
