@@ -14,6 +14,7 @@ import pytest
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.connection
 import redis.cluster
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
@@ -195,6 +196,26 @@ async def test_async_cluster_client(cluster: Topology) -> None:
         assert await store.aappend_records("async-cluster", RECORDS) == 2
         assert len(store.read_records("async-cluster")) == 2
         assert len(await store.aread_records("async-cluster")) == 2
+
+
+@pytest.mark.parametrize("kind", ["single", "sentinel"])
+async def test_async_connections_pack_commands_with_hiredis(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    # As the sync client does: the same bytes as redis-py's Python packer.
+    args = ("EVALSHA", "0" * 40, 2, "k:{s\u00e9}", b"\x00raw", 17, -1, "t\u00eate")
+    python = redis.asyncio.connection.Connection().pack_command(*args)
+    settings = (
+        on(request.getfixturevalue("sentinel").caches_entry())
+        if kind == "sentinel"
+        else override_settings()
+    )
+    with settings:
+        pool = client.async_client().connection_pool
+        assert pool.connection_class.__name__.startswith("Hiredis")
+        packed = pool.make_connection().pack_command(*args)
+        assert b"".join(packed) == b"".join(python)
+        assert await store.aappend_records(f"packed-{kind}", RECORDS) == 2
 
 
 def moved_replies(cluster: Topology) -> int:

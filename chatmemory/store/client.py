@@ -23,6 +23,7 @@ from typing import Any, cast
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.connection
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.exceptions
@@ -30,7 +31,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
-from redis.connection import parse_url
+from redis.connection import HiredisRespSerializer, parse_url
+from redis.utils import HIREDIS_AVAILABLE
 
 from .. import exceptions as exc_
 from ..conf import conf
@@ -45,11 +47,13 @@ CLUSTER_FACTORY = "chatmemory.store.cluster.ClusterConnectionFactory"
 
 _cached_client: SyncClient | None = None
 _cached_topology: str | None = None
+_async_key: tuple[object, tuple[str, str]] | None = None
+"""The last CACHES entry an async client was looked up for, and its key."""
 
 
 def _forget_client(**kwargs: Any) -> None:
-    global _cached_client, _cached_topology
-    _cached_client = _cached_topology = None
+    global _cached_client, _cached_topology, _async_key
+    _cached_client = _cached_topology = _async_key = None
 
 
 # override_settings and pytest-django's settings fixture send it; Django's own
@@ -244,7 +248,38 @@ def _new_async_client(url: str, kwargs: dict[str, Any]) -> redis.asyncio.Redis:
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=timeout, **kwargs
     )
+    _pack_with_hiredis(pool)
     return redis.asyncio.Redis.from_pool(pool)  # the client owns (closes) the pool
+
+
+def _pack_with_hiredis(pool: redis.asyncio.ConnectionPool) -> None:
+    """Make the pool's connections pack commands with hiredis, as sync ones do.
+
+    redis-py's async connections encode every argument in Python (an append
+    sends twenty-odd); its sync connections hand them to hiredis, which writes
+    the same bytes (str as UTF-8, numbers as text) in one call.
+    """
+    if HIREDIS_AVAILABLE:
+        pool.connection_class = _hiredis_packing(pool.connection_class)
+
+
+_packing_classes: dict[type[Any], type[Any]] = {}
+
+
+def _hiredis_packing(base: type[Any]) -> type[Any]:
+    known = _packing_classes.get(base)
+    if known is not None:
+        return known
+    pack = HiredisRespSerializer().pack
+
+    class HiredisPacking(base):  # type: ignore[misc]
+        def pack_command(self, *args: Any) -> list[bytes]:
+            result: list[bytes] = pack(*args)
+            return result
+
+    HiredisPacking.__name__ = HiredisPacking.__qualname__ = f"Hiredis{base.__name__}"
+    _packing_classes[base] = HiredisPacking
+    return HiredisPacking
 
 
 def async_client() -> AsyncClient:
@@ -262,7 +297,15 @@ def async_client() -> AsyncClient:
         _forget_closed_loops()
         clients = _async_clients[loop] = {}
         _watch(loop, clients)
-    key = (name, repr(cache))
+    global _async_key
+    # The entry's text names its clients (a test may put another entry under
+    # the same alias); worked out once per entry, not per call.
+    known = _async_key
+    if known is not None and known[0] is cache and known[1][0] == name:
+        key = known[1]
+    else:
+        key = (name, repr(cache))
+        _async_key = (cache, key)
     client = clients.get(key)
     if client is None:
         client = clients[key] = new_async_client(cache)
@@ -298,6 +341,7 @@ def new_async_client(cache: dict[str, Any]) -> AsyncClient:
             **kwargs,
         )
         client: redis.asyncio.Redis = sentinel.master_for(service, **params)
+        _pack_with_hiredis(client.connection_pool)
         return client
     return _new_async_client(url, kwargs)
 
