@@ -115,6 +115,18 @@ def encode_records(records: Sequence[Record]) -> list[bytes]:
 # is a run of 19 digits in the JSON (see decode_records).
 _DIGITS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
 _LONG_RUN = b"0" * 19
+# Any 19 consecutive bytes hold 6 consecutive multiples of 3: every third byte
+# of a run of 19 digits is a run of 6 digits. A run of 6 among every third
+# byte needs 16 consecutive digits, which a stored time (13) never has.
+_SAMPLED_RUN = b"0" * 6
+
+
+def _has_long_number(joined: bytes) -> bool:
+    """Whether ``joined`` has a run of 19 digits or more (maybe a number past
+    64 bits): first on every third byte, a third of the work, then on all."""
+    if _SAMPLED_RUN not in joined[::3].translate(_DIGITS):
+        return False
+    return _LONG_RUN in joined.translate(_DIGITS)
 
 
 def decode_records(raw: Sequence[bytes]) -> list[Record | UnreadableEntry]:
@@ -138,7 +150,7 @@ def decode_records(raw: Sequence[bytes]) -> list[Record | UnreadableEntry]:
         # mark), leaving those to json, but for one case: an integer past 64
         # bits comes back as a float. Such a number has 19 digits or more, so
         # json takes any input with a run that long (a cheap byte scan).
-        if _ORJSON and _LONG_RUN not in joined.translate(_DIGITS):
+        if _ORJSON and not _has_long_number(joined):
             try:
                 decoded = orjson.loads(joined)
             except ValueError:  # orjson.JSONDecodeError
