@@ -271,6 +271,12 @@ def test_encode_exact_only_when_orjson_reads_back_the_record() -> None:
     assert store.encode_exact({"u": uuid.uuid4()}) is None  # orjson: a string
     assert store.encode_exact({"big": 2**64}) is None  # orjson refuses it
     assert store.encode_exact({1: "non-str key"}) is None
+    # Nested one level, as a record's data is.
+    assert store.encode_exact({"data": {"f": float("-inf")}}) is None
+    assert store.encode_exact({"data": {"u": uuid.uuid4()}}) is None
+    assert store.encode_exact({"data": {"big": -(2**63) - 1}}) is None
+    plain = {"type": "human", "data": {"content": "x\u00e9", "n": 2**63}, "at": 1}
+    assert store.encode_exact(plain) == store.encode_record(plain)
 
 
 def test_encode_record_keeps_unicode_readable() -> None:

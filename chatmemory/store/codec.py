@@ -74,7 +74,9 @@ def encode_exact(record: Record) -> bytes | None:
     may be spelt differently) more than ten times faster, but writes NaN and
     infinities as null, enums and UUIDs as their values, tuples as lists; it
     refuses ints past 64 bits, non-str keys, subclasses, dates and
-    dataclasses. None too when orjson is not installed.
+    dataclasses. So its bytes are read back and compared, unless every value
+    is a str or an int (one level of dicts deep): those it writes exactly or
+    refuses. None too when orjson is not installed.
     """
     if not _ORJSON:
         return None
@@ -82,7 +84,27 @@ def encode_exact(record: Record) -> bytes | None:
         data = orjson.dumps(record, option=_ORJSON_OPTION)
     except TypeError:  # orjson.JSONEncodeError: a value it will not write
         return None
+    if _plain(record):
+        # Only str and int values (a text message): orjson writes exactly
+        # those or refuses them (lone surrogates, ints past 64 bits).
+        return data
     return data if orjson.loads(data) == record else None
+
+
+_PLAIN = (str, int)
+
+
+def _plain(record: Record) -> bool:
+    """Whether the record's values are str or int, or dicts of str or int."""
+    for value in record.values():
+        kind = type(value)
+        if kind is dict:
+            for item in value.values():
+                if type(item) not in _PLAIN:
+                    return False
+        elif kind not in _PLAIN:
+            return False
+    return True
 
 
 def encode_records(records: Sequence[Record]) -> list[bytes]:
