@@ -105,7 +105,12 @@ def configure_django(url: str, *, own_server: bool) -> None:
     # server of the user's (BENCH_REDIS_URL), keys go under a random prefix.
     extra = {} if own_server else {"CHATMEMORY_KEY_PREFIX": f"{PREFIX}:cm"}
     settings.configure(
-        INSTALLED_APPS=["chatmemory"],
+        # chatmemory's signals import the user model.
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "chatmemory",
+        ],
         DATABASES={},
         CACHES={
             "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
@@ -485,18 +490,34 @@ class Floor:
     def messages_key(self, session_id: str) -> str:
         return f"{self.prefix}:{{{session_id}}}:messages"
 
-    def write(self, session_id: str, messages: Sequence[Any], title: str) -> Any:
-        """Append ``messages`` (the title is worked out beforehand: constant)."""
+    def write(
+        self,
+        session_id: str,
+        messages: Sequence[Any],
+        title: str,
+        usage: tuple[int, int, int] = (0, 0, 0),
+    ) -> Any:
+        """Append ``messages`` (title and usage worked out beforehand: constant)."""
         dumps, to_dict = self._dumps, self._to_dict
         return self.client.evalsha(
             *self.args(
-                session_id, title, [dumps(to_dict(message)) for message in messages]
+                session_id,
+                title,
+                [dumps(to_dict(message)) for message in messages],
+                usage,
             )
         )
 
-    def args(self, session_id: str, title: str, items: Sequence[bytes]) -> list[Any]:
+    def args(
+        self,
+        session_id: str,
+        title: str,
+        items: Sequence[bytes],
+        usage: tuple[int, int, int] = (0, 0, 0),
+    ) -> list[Any]:
         """EVALSHA's arguments appending the encoded ``items`` (a fresh write id
-        each call, no token usage, no owner)."""
+        each call, no owner; the title and token usage worked out beforehand,
+        as chatmemory works them out from the messages)."""
         session = f"{self.prefix}:{{{session_id}}}"
         no_owner = f"{self.prefix}:no-owner"
         return [
@@ -516,10 +537,8 @@ class Floor:
             title,
             "",  # no owner given
             "",  # the owner whose index is among the keys: none
-            0,  # input, output, total tokens
-            0,
-            0,
-            0,  # usage keys' ttl (no usage keys)
+            *usage,  # input, output, total tokens (into the session's meta)
+            0,  # usage keys' ttl (no owner: no usage keys)
             uuid.uuid4().hex,  # the write id
             "0",  # the session need not exist
             -1,  # a plain append: no expected length...
@@ -533,7 +552,9 @@ class Floor:
         raw = self.client.lrange(key or self.messages_key(session_id), 0, -1)
         return [loads(item) for item in raw]
 
-    def check(self, messages: Sequence[Any], title: str) -> None:
+    def check(
+        self, messages: Sequence[Any], title: str, usage: tuple[int, int, int]
+    ) -> None:
         """Fail loudly when the floor no longer does what chatmemory does."""
         from langchain_core.messages import messages_from_dict
 
@@ -541,13 +562,15 @@ class Floor:
         from chatmemory.history import DjangoRedisChatMessageHistory
 
         DjangoRedisChatMessageHistory("parity").add_messages(messages)
-        self.write("parity", messages, title)
+        self.write("parity", messages, title, usage)
         client = self.client
         mine_meta = client.hgetall(f"{self.prefix}:{{parity}}:meta")
         theirs_meta = client.hgetall(store.meta_key("parity"))
         assert sorted(mine_meta) == sorted(theirs_meta), (mine_meta, theirs_meta)
         assert mine_meta[b"count"] == theirs_meta[b"count"]
         assert mine_meta.get(b"title") == theirs_meta.get(b"title")
+        for tokens in (b"input_tokens", b"output_tokens", b"total_tokens"):
+            assert mine_meta.get(tokens) == theirs_meta.get(tokens), tokens
         mine = messages_from_dict(self.read("parity"))
         theirs = messages_from_dict(self.read("", store.messages_key("parity")))
         assert mine == theirs == list(messages), "the floor stored something else"
@@ -661,8 +684,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.loads(item) for item in raw_client.lrange(raw_key(session_id), 0, -1)
         ]
 
-    def title_of(messages: Sequence[Any]) -> str:
-        return store.title_from_records([message_to_dict(m) for m in messages])
+    def summary_of(messages: Sequence[Any]) -> tuple[str, tuple[int, int, int]]:
+        """The title and token usage chatmemory works out for a write."""
+        from chatmemory.store.codec import usage_of_records
+
+        records = [message_to_dict(m) for m in messages]
+        return store.title_from_records(records), usage_of_records(records)
 
     summary: dict[str, dict[str, tuple[float, float, float]]] = {}
     targets_met = True
@@ -672,13 +699,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # --- (a) add_messages of 10 messages -----------------------------------
     batch = conversation_messages(10, seed=1)
-    batch_title = title_of(batch)
-    floor.check(batch, batch_title)
+    batch_title, batch_usage = summary_of(batch)
+    floor.check(batch, batch_title, batch_usage)
     if wanted("a"):
         cm_a = DjangoRedisChatMessageHistory("a")
         anchor_a = anchor("a")
         cases_a: dict[str, Callable[[int], Any]] = {
-            "floor": lambda i: floor.write("a", batch, batch_title),
+            "floor": lambda i: floor.write("a", batch, batch_title, batch_usage),
             "chatmemory": lambda i: cm_a.add_messages(batch),
             "anchor": lambda i: anchor_a.add_messages(batch),
             "raw": lambda i: raw_write("a", batch),
@@ -701,7 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     human, ai = HumanMessage(content=turn[0].content), turn[1]
     assert isinstance(ai, AIMessage)
     pair = [human, ai]
-    pair_title = title_of(pair)
+    pair_title, pair_usage = summary_of(pair)
 
     def cm_turn(session_id: str) -> Any:
         history = DjangoRedisChatMessageHistory(session_id)
@@ -711,7 +738,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def floor_turn(session_id: str) -> Any:
         records = floor.read(session_id)
-        floor.write(session_id, pair, pair_title)
+        floor.write(session_id, pair, pair_title, pair_usage)
         return records
 
     def anchor_turn(session_id: str) -> Any:
@@ -758,13 +785,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sessions = (rounds + 1) * args.block
         DjangoRedisChatMessageHistory("b20-check").add_messages(session)
         pipe = raw_client.pipeline(transaction=False)
-        session_title = title_of(session)
+        session_title, session_usage = summary_of(session)
         anchor_items = [encode(m) for m in session]
         raw_items = [encode(m) for m in session]
         raw_orjson_items = [encode_orjson(m) for m in session]
         for i in range(sessions):
             sid = f"b20-{i}"
-            args = floor.args(sid, session_title, raw_orjson_items)
+            args = floor.args(sid, session_title, raw_orjson_items, session_usage)
             args[12] = 0  # no cap (the 20 messages stay)
             pipe.evalsha(*args)
             pipe.lpush(anchor(sid).key, *anchor_items)

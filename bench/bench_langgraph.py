@@ -75,7 +75,12 @@ def configure_django(url: str) -> None:
     from django.conf import settings
 
     settings.configure(
-        INSTALLED_APPS=["chatmemory"],
+        # chatmemory's signals import the user model.
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "chatmemory",
+        ],
         CACHES={
             "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
             "chatmemory": {
