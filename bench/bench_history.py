@@ -791,9 +791,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw_orjson_items = [encode_orjson(m) for m in session]
         for i in range(sessions):
             sid = f"b20-{i}"
-            args = floor.args(sid, session_title, raw_orjson_items, session_usage)
-            args[12] = 0  # no cap (the 20 messages stay)
-            pipe.evalsha(*args)
+            seed_args = floor.args(sid, session_title, raw_orjson_items, session_usage)
+            seed_args[12] = 0  # no cap (the 20 messages stay)
+            pipe.evalsha(*seed_args)
             pipe.lpush(anchor(sid).key, *anchor_items)
             pipe.expire(anchor(sid).key, TTL)
             pipe.rpush(raw_key(sid), *raw_items)

@@ -313,9 +313,15 @@ def compare_in_process(turns: int, block: int) -> None:
         return times
 
     def asgi_block(kind: str, count: int) -> list[float]:
-        sessions = [new_session() for _ in range(0, count, TURNS_PER_SESSION)]
-
         async def run() -> list[float]:
+            # Made by the client that sends the turns: a new chat is its
+            # browser session's until its first turn stores it.
+            sessions = [
+                str((await async_client.post("/chat/"))["Location"])
+                .strip("/")
+                .split("/")[-1]
+                for _ in range(0, count, TURNS_PER_SESSION)
+            ]
             times = []
             for run in range(count):
                 session_id = sessions[run // TURNS_PER_SESSION]
