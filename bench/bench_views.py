@@ -569,6 +569,8 @@ def under_load(env: dict[str, str], args: argparse.Namespace) -> None:
             return wrk_load(url, args.clients, seconds, view)
         latencies, wall = load(url, args.clients, seconds, view)
         latencies.sort()
+        if not latencies:  # a machine so busy no turn started in time
+            return 0.0, float("nan"), float("nan"), 0
         return (
             len(latencies) / wall,
             statistics.median(latencies) * 1000,
@@ -611,7 +613,7 @@ def under_load(env: dict[str, str], args: argparse.Namespace) -> None:
         return [r[0] for r in found[server, view]]
 
     def per_run(a: list[float], b: list[float]) -> list[float]:
-        return [x / y for x, y in zip(a, b, strict=True)]
+        return [x / y if y else float("nan") for x, y in zip(a, b, strict=True)]
 
     print("  ratios of turns/s, median [min .. max] over runs:")
     share = per_run(rates("uvicorn", "chatmemory"), rates("gunicorn", "chatmemory"))
