@@ -261,6 +261,18 @@ def test_decode_records_reads_what_json_reads(entry: bytes) -> None:
     assert repr(both[1]) == repr(expected)
 
 
+def test_decode_records_reads_long_integers_in_a_long_history() -> None:
+    # Past the size where decode_records looks at every byte at once.
+    filler = [store.encode_record(human("x" * 1000)) for _ in range(70)]
+    entry = b'{"n":18446744073709551616}'
+
+    decoded = store.decode_records([*filler, entry])
+
+    assert len(decoded) == 71
+    assert decoded[-1] == {"n": 2**64}
+    assert type(decoded[-1]["n"]) is int  # type: ignore[index]
+
+
 def test_encode_exact_only_when_orjson_reads_back_the_record() -> None:
     import uuid
 

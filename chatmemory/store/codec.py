@@ -141,12 +141,18 @@ _LONG_RUN = b"0" * 19
 # of a run of 19 digits is a run of 6 digits. A run of 6 among every third
 # byte needs 16 consecutive digits, which a stored time (13) never has.
 _SAMPLED_RUN = b"0" * 6
+# Past this size the first look is skipped: a long history almost surely has
+# 16 digits in a row somewhere (in hex ids), so it would only add a third.
+_SAMPLE_BELOW = 65_536
 
 
 def _has_long_number(joined: bytes) -> bool:
     """Whether ``joined`` has a run of 19 digits or more (maybe a number past
-    64 bits): first on every third byte, a third of the work, then on all."""
-    if _SAMPLED_RUN not in joined[::3].translate(_DIGITS):
+    64 bits). A short input is first looked at on every third byte (a third of
+    the work), and wholly only when that finds 6 digits in a row."""
+    if len(joined) < _SAMPLE_BELOW and _SAMPLED_RUN not in joined[::3].translate(
+        _DIGITS
+    ):
         return False
     return _LONG_RUN in joined.translate(_DIGITS)
 
