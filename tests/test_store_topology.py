@@ -557,3 +557,31 @@ def test_a_pipelined_script_is_loaded_where_missing(redis_client: Any) -> None:
         with pytest.raises(NotReplicated):
             store.append_records("w3", RECORDS)
     assert len(store.read_records("w3")) == 2
+
+
+def test_cluster_ownerless_writes_with_tokens_keep_the_indexes(
+    on_cluster: Any,
+) -> None:
+    # Known to have no owner, a session's writes with tokens send their index
+    # updates with the script.
+    for _ in range(3):
+        store.append_records("u-free", PAID)
+    millis = int(store.get_session("u-free").updated.timestamp() * 1000)  # type: ignore[union-attr]
+    assert index_entries(on_cluster, "u-free") == {"sessions": millis, "ids": 0}
+    assert on_cluster.zscore(store.no_owner_key(), "u-free") == millis
+    info = store.get_session("u-free")
+    assert info is not None and info.total_tokens == 126 and info.owner is None
+
+
+def test_cluster_tokens_count_for_an_owner_this_process_did_not_know(
+    on_cluster: Any,
+) -> None:
+    from chatmemory.store import operations
+
+    store.append_records("u-owned", PAID, owner="carol")
+    operations._known_owners["u-owned"] = ""  # stale: made again, with an owner
+    store.append_records("u-owned", PAID)
+    assert day_usage(on_cluster, "carol") == (60, 24, 84, 84.0)
+    entries = index_entries(on_cluster, "u-owned", "carol")
+    assert entries["carol"] is not None
+    assert on_cluster.zscore(store.no_owner_key(), "u-owned") is None

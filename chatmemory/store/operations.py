@@ -690,8 +690,15 @@ def append_records_op(
         length, tail = replace
         args += [length, len(tail), *tail]
     args += encode_records(records)
-    if cluster and not any(usage):
-        return (yield from _cluster_append(session_id, session_keys, args, given))
+    if cluster and (
+        not any(usage) or (not given and _known_owners.get(session_id) == "")
+    ):
+        # Without tokens, or for a session this process knows has no owner
+        # (tokens only count in an owner's day), the second step is index
+        # updates only: they go with the script, in one round trip.
+        return (
+            yield from _cluster_append(session_id, session_keys, args, given, usage)
+        )
     # With tokens on Cluster, the owner's day follows the script's reply (the
     # effective owner; a refused write counts nothing): _cluster_second_step.
     for _ in range(3):
@@ -727,7 +734,11 @@ def append_records_op(
 
 
 def _cluster_append(
-    session_id: str, session_keys: list[str], args: list[Any], given: str
+    session_id: str,
+    session_keys: list[str],
+    args: list[Any],
+    given: str,
+    usage: tuple[int, int, int] = (0, 0, 0),
 ) -> Operation[int]:
     """Append on Redis Cluster: the script in the session's slot, then the indexes.
 
@@ -772,12 +783,17 @@ def _cluster_append(
     elif effective != predicted:
         # The session changed owner behind this process (deleted and made
         # again): move its entry to the right owner's index.
-        fix: list[tuple[Any, ...]] = []
-        if predicted:
-            fix.append(("ZREM", keys.owner_key(predicted), session_id))
-        if effective:
-            fix.append(("ZADD", keys.owner_key(effective), "GT", now, session_id))
-        yield Batch(fix)
+        # The no-owner index is an owner index too ('' either side).
+        yield Batch(
+            [
+                ("ZREM", keys.owner_index_key(predicted), session_id),
+                *_index_commands(session_id, effective, now),
+            ]
+        )
+        if effective and any(usage):
+            # Its tokens count in its owner's day after all (at most once per
+            # write id, as _cluster_second_step counts them).
+            yield from _owner_usage(effective, usage, args[11], now)
     return int(count)
 
 
