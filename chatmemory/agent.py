@@ -63,7 +63,7 @@ from langgraph.types import StateSnapshot
 from . import store
 from .conf import conf
 from .exceptions import SessionNotFound, StoreUnavailable
-from .langgraph import DjangoRedisSaver
+from .langgraph import MUST_EXIST, DjangoRedisSaver
 from .records import INTERRUPTED
 from .store.codec import usage_of_records
 from .store.turns import cut_reply
@@ -261,9 +261,18 @@ class AgentTurn(ChatTurn):
             raise TurnRefused(CHAIN_CHAT)
         if info is None and self.must_exist:
             # Deleted before the turn began. (One deleted while the agent
-            # answers is written again when the run saves: LangGraph saves it,
-            # not a script that could check.)
+            # answers: the run's save raises it, see MUST_EXIST.)
             raise SessionNotFound(self.session_id)
+
+    def _saving(self, config: RunnableConfig) -> RunnableConfig:
+        """``config`` for a save of this turn's: when the turn must find its
+        chat (``must_exist``, which the views set after construction), every
+        save is refused once the chat is gone, so a chat deleted while the
+        agent answers stays deleted (see :data:`MUST_EXIST`)."""
+        if not self.must_exist:
+            return config
+        configurable = {**config.get("configurable", {}), MUST_EXIST: True}
+        return {**config, "configurable": configurable}
 
     def _stream(self) -> Generator[str]:
         info = store.get_session(self.session_id)
@@ -273,7 +282,7 @@ class AgentTurn(ChatTurn):
         started = time.monotonic()
         parts = self.graph.stream(
             run_input,
-            self.config,
+            self._saving(self.config),
             stream_mode=["messages", "values"],
             durability="exit",
         )
@@ -288,6 +297,11 @@ class AgentTurn(ChatTurn):
                         break
         except GeneratorExit:
             self._save_stopped()
+            raise
+        except SessionNotFound as exc:
+            # Deleted while the agent answered: the run's save was refused.
+            if isinstance(exc.__context__, GeneratorExit):
+                return  # and the page stopped it: nothing to tell or keep
             raise
         except StoreUnavailable:
             raise
@@ -309,7 +323,7 @@ class AgentTurn(ChatTurn):
         started = time.monotonic()
         parts = self.graph.astream(
             run_input,
-            self.config,
+            self._saving(self.config),
             stream_mode=["messages", "values"],
             durability="exit",
         )
@@ -326,6 +340,14 @@ class AgentTurn(ChatTurn):
         # the task because the client went away (CancelledError).
         except (GeneratorExit, asyncio.CancelledError):
             await self._asave_stopped()
+            raise
+        except SessionNotFound as exc:
+            # Deleted while the agent answered: the run's save was refused.
+            stopped = exc.__context__
+            if isinstance(stopped, asyncio.CancelledError):
+                raise stopped from None
+            if isinstance(stopped, GeneratorExit):
+                return
             raise
         except StoreUnavailable:
             raise
@@ -407,7 +429,9 @@ class AgentTurn(ChatTurn):
         """Put the thread back as it was before the turn (the run saved its
         input, and what it got to, when it ended)."""
         if before.config.get("configurable", {}).get("checkpoint_id"):
-            self.graph.update_state(before.config, None, as_node="__copy__")
+            self.graph.update_state(
+                self._saving(before.config), None, as_node="__copy__"
+            )
             return
         DjangoRedisSaver().delete_thread(self.session_id)
         if info is not None:  # a chat named (or made) before its first turn
@@ -417,7 +441,9 @@ class AgentTurn(ChatTurn):
         self, before: StateSnapshot, info: store.SessionInfo | None
     ) -> None:
         if before.config.get("configurable", {}).get("checkpoint_id"):
-            await self.graph.aupdate_state(before.config, None, as_node="__copy__")
+            await self.graph.aupdate_state(
+                self._saving(before.config), None, as_node="__copy__"
+            )
             return
         await DjangoRedisSaver().adelete_thread(self.session_id)
         if info is not None:
@@ -491,7 +517,9 @@ class AgentTurn(ChatTurn):
             )
             state = self.graph.get_state(self.config)
             update = self._stopped_update(state, shown)
-            self.graph.update_state(state.config, {"messages": update}, as_node="model")
+            self.graph.update_state(
+                self._saving(state.config), {"messages": update}, as_node="model"
+            )
             self._keep_records(_merged(state.values.get("messages", []), update))
             self._count_usage()
         # A stop must never turn into an error: the thread keeps what the
@@ -513,7 +541,7 @@ class AgentTurn(ChatTurn):
             state = await self.graph.aget_state(self.config)
             update = self._stopped_update(state, shown)
             await self.graph.aupdate_state(
-                state.config, {"messages": update}, as_node="model"
+                self._saving(state.config), {"messages": update}, as_node="model"
             )
             self._keep_records(_merged(state.values.get("messages", []), update))
             await self._acount_usage()

@@ -58,6 +58,12 @@ from .store import checkpoints as cps
 from .store.codec import TITLE_LENGTH, Record, shorten
 from .store.operations import Operation, arun, run
 
+MUST_EXIST = "chatmemory_must_exist"
+"""A ``configurable`` key: when true, a :meth:`DjangoRedisSaver.put` on a
+thread that does not exist (deleted meanwhile) raises
+:class:`~chatmemory.exceptions.SessionNotFound` and writes nothing, so a chat
+deleted while an agent answers stays deleted."""
+
 
 def title_from_messages(messages: Sequence[Any]) -> str:
     """A thread's title: its first human message's text, cut to 80 characters."""
@@ -129,6 +135,7 @@ class DjangoRedisSaver(BaseCheckpointSaver[str]):
             title=title,
             owner=None if owner is None else str(owner),
             message_count=count,
+            must_exist=bool(configurable.get(MUST_EXIST)),
         )
         stored: RunnableConfig = {
             "configurable": {
@@ -535,6 +542,7 @@ def _check_strategy(strategy: str) -> None:
 
 
 __all__ = [
+    "MUST_EXIST",
     "DjangoRedisSaver",
     "restore_thread",
     "thread_records",

@@ -25,6 +25,7 @@ from langchain_core.tools import tool
 
 from chatmemory import store
 from chatmemory.agent import NOT_RUN, AgentTurn, get_agent
+from chatmemory.exceptions import SessionNotFound
 from chatmemory.langgraph import thread_records
 from chatmemory.llm import get_chat_model
 from chatmemory.owners import owner_id
@@ -429,3 +430,66 @@ def test_an_agent_turns_tokens_count_towards_the_days_limit(
     refused = alice_client.post(f"/chat/{chat_id}/stream/", {"message": "q"})
     assert refused.status_code == 429
     assert "today's allowance of 100 tokens" in events(refused.content)[0][1]
+
+
+# --- a chat deleted while the agent answers stays deleted -------------------
+
+
+@override_settings(CHATMEMORY_AGENT_TOOLS=[])
+def test_a_chat_deleted_while_the_agent_answers_stays_deleted() -> None:
+    model = HistoryModel(token_delay=0)
+    AgentTurn("gone", "first", owner="7", model=model).run()
+    assert kinds("gone") == ["human", "ai"]
+    turn = AgentTurn("gone", "second", owner="7", model=model, must_exist=True)
+    parts = turn.stream()
+    next(parts)
+    store.delete_session("gone")
+    with pytest.raises(SessionNotFound):
+        list(parts)
+    assert store.get_session("gone") is None
+    assert thread_records("gone") == []
+    assert store.list_sessions(owner="7").total == 0
+
+
+@override_settings(CHATMEMORY_AGENT_TOOLS=[])
+def test_a_chat_deleted_then_stopped_stays_deleted() -> None:
+    model = HistoryModel(token_delay=0)
+    AgentTurn("gone2", "first", owner="7", model=model).run()
+    turn = AgentTurn("gone2", "second words", owner="7", model=model, must_exist=True)
+    parts = turn.stream()
+    next(parts)
+    store.delete_session("gone2")
+    parts.close()  # Stop: nothing to keep, no error
+    assert store.get_session("gone2") is None
+    assert thread_records("gone2") == []
+
+
+@override_settings(CHATMEMORY_AGENT_TOOLS=[])
+async def test_an_async_agent_turn_on_a_chat_deleted_meanwhile_saves_nothing() -> None:
+    model = HistoryModel(token_delay=0)
+    await AgentTurn("agone", "first", owner="7", model=model).arun()
+    turn = AgentTurn("agone", "second", owner="7", model=model, must_exist=True)
+    parts = turn.astream()
+    await anext(parts)
+    await store.adelete_session("agone")
+    with pytest.raises(SessionNotFound):
+        async for _ in parts:
+            pass
+    assert await store.aget_session("agone") is None
+    assert thread_records("agone") == []
+
+
+def test_the_stream_view_tells_that_the_chat_was_deleted_meanwhile(
+    alice_client: Client, chat_id: str
+) -> None:
+    stream(alice_client, chat_id, message="first")
+    response = alice_client.post(f"/chat/{chat_id}/stream/", {"message": "again"})
+    content = iter(response.streaming_content)  # type: ignore[attr-defined]
+    first = b""
+    while b"event: token" not in first:  # the agent is answering
+        first += next(content)
+    store.delete_session(chat_id)
+    got = events(first + b"".join(content))
+    assert got[-1][0] == "error"
+    assert store.get_session(chat_id) is None
+    assert thread_records(chat_id) == []

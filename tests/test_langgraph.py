@@ -44,7 +44,9 @@ from langgraph.types import Command, interrupt
 
 from chatmemory import store
 from chatmemory.checks import check_agent_mode
+from chatmemory.exceptions import SessionNotFound
 from chatmemory.langgraph import (
+    MUST_EXIST,
     DjangoRedisSaver,
     thread_records,
     title_from_messages,
@@ -188,6 +190,40 @@ class ToolCallingModel(BaseChatModel):
 
 def config_for(thread_id: str, **extra: Any) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id, **extra}}
+
+
+def test_a_put_that_must_find_its_thread_writes_nothing_once_it_is_gone() -> None:
+    agent = create_agent(ToolCallingModel(), [], checkpointer=DjangoRedisSaver())
+    agent.invoke({"messages": [("user", "Hi! I'm bob")]}, config_for("t-gone"))
+    saver = DjangoRedisSaver()
+    latest = saver.get_tuple(config_for("t-gone"))
+    assert latest is not None
+    must = config_for("t-gone", **{MUST_EXIST: True})
+    # While the thread is there, the flag changes nothing.
+    agent.invoke({"messages": [("user", "again")]}, must)
+    assert store.get_session("t-gone") is not None
+    saver.delete_thread("t-gone")
+    with pytest.raises(SessionNotFound):
+        saver.put(must, latest.checkpoint, latest.metadata, {})
+    assert store.get_session("t-gone") is None
+    assert saver.get_tuple(config_for("t-gone")) is None
+    assert store.list_sessions().total == 0
+    # Without the flag a put makes the thread anew, as LangGraph expects.
+    saver.put(config_for("t-gone"), latest.checkpoint, latest.metadata, {})
+    assert store.get_session("t-gone") is not None
+
+
+async def test_an_async_put_that_must_find_its_thread_writes_nothing() -> None:
+    saver = DjangoRedisSaver()
+    agent = create_agent(ToolCallingModel(), [], checkpointer=saver)
+    await agent.ainvoke({"messages": [("user", "Hi")]}, config_for("t-agone"))
+    latest = await saver.aget_tuple(config_for("t-agone"))
+    assert latest is not None
+    await saver.adelete_thread("t-agone")
+    must = config_for("t-agone", **{MUST_EXIST: True})
+    with pytest.raises(SessionNotFound):
+        await saver.aput(must, latest.checkpoint, latest.metadata, {})
+    assert await store.aget_session("t-agone") is None
 
 
 def test_two_turns_remember_bob() -> None:

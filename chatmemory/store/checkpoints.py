@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..conf import conf
-from ..exceptions import OwnerMismatch
+from ..exceptions import OwnerMismatch, SessionNotFound
 from . import keys
 from .client import is_cluster
 from .operations import (
@@ -55,6 +55,8 @@ from .operations import (
 
 _SESSION = -3
 """checkpoint_put's reply when the id is a chat history session's."""
+_GONE = -4
+"""checkpoint_put's reply when a thread that must exist does not."""
 
 Typed = tuple[str, bytes]
 """A serialized value: the serializer's type name and its bytes."""
@@ -189,6 +191,7 @@ def put_checkpoint_op(
     title: str,
     owner: str | None,
     message_count: int | None,
+    must_exist: bool = False,
 ) -> Operation[str]:
     """Store a checkpoint and its new blobs atomically; return the thread's owner.
 
@@ -196,7 +199,10 @@ def put_checkpoint_op(
     title, owner, and message count when given), restarts the TTL of every
     key of the thread and updates the activity and owner indexes. Raises
     :class:`~chatmemory.exceptions.OwnerMismatch` when ``owner`` is not the
-    thread's owner, ``ValueError`` when the id is a chat history session's.
+    thread's owner, ``ValueError`` when the id is a chat history session's,
+    and :class:`~chatmemory.exceptions.SessionNotFound` (writing nothing)
+    when ``must_exist`` and the thread is gone, e.g. deleted while an agent
+    was answering.
     """
     keys.validate_session_id(thread_id)
     ns = escape(namespace)
@@ -213,7 +219,14 @@ def put_checkpoint_op(
         blob_args.append(b"".join((blob_kind.encode(), b"\0", blob)))
     return (
         yield from _write_thread(
-            thread_id, head, member, blob_args, title, owner, message_count
+            thread_id,
+            head,
+            member,
+            blob_args,
+            title,
+            owner,
+            message_count,
+            must_exist=must_exist,
         )
     )
 
@@ -226,6 +239,8 @@ def _write_thread(
     title: str,
     owner: str | None,
     message_count: int | None,
+    *,
+    must_exist: bool = False,
 ) -> Operation[str]:
     given = "" if owner is None else str(owner)
     indexed = given or _known_owners.get(thread_id, "")
@@ -239,6 +254,7 @@ def _write_thread(
         given,
         indexed,
         "" if message_count is None else message_count,
+        "1" if must_exist else "",
         *blob_args,
     ]
     cluster = is_cluster()
@@ -257,6 +273,8 @@ def _write_thread(
             )
         if status == _MISMATCH:
             raise OwnerMismatch(thread_id, given, effective)
+        if status == _GONE:
+            raise SessionNotFound(thread_id)
         _remember_owner(thread_id, effective)
         if status == _RETRY:
             indexed = args[7] = effective

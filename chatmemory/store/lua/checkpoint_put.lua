@@ -5,14 +5,17 @@
 -- ARGV: 1 thread id, 2 now ms, 3 ttl ms (0: none), 4 the checkpoint's member
 --       prefix (ns \0 id \0; '' to only write the metadata), 5 the member, 6 title ('' none), 7 owner given
 --       ('' none), 8 owner indexed, 9 message count ('' unchanged),
+--       10 must exist ('1': refuse to write a thread that is gone),
 --       then blob field, value pairs
 -- Returns {status, owner}: 1 done, -1 the thread has another owner, -2 call
--- again with that owner's index key, -3 the id is a chat history session.
+-- again with that owner's index key, -3 the id is a chat history session,
+-- -4 the thread must exist and does not (deleted meanwhile): nothing written.
 local info = redis.call('HMGET', KEYS[1], 'kind', 'owner', 'created')
 local kind, owner, created = info[1], info[2], info[3]
 if created and kind ~= 'thread' and redis.call('EXISTS', KEYS[5]) == 1 then
   return {-3, ''}
 end
+if not created and ARGV[10] == '1' then return {-4, ''} end
 local given = ARGV[7]
 if owner and given ~= '' and owner ~= given then return {-1, owner} end
 local effective = owner or given
@@ -26,7 +29,7 @@ if head ~= '' then
   redis.call('ZADD', KEYS[2], 0, ARGV[5])
 end
 local n = #ARGV
-local i = 10
+local i = 11
 while i <= n do
   local j = math.min(i + 999, n)
   redis.call('HSET', KEYS[3], unpack(ARGV, i, j))
