@@ -240,19 +240,11 @@ def message_slice_op(session_id: str, start: int) -> Operation[list[bytes]]:
 
 def _clean_slice(raw: list[bytes], skipped: list[int]) -> list[bytes]:
     """Stored entries fit for an NDJSON line; unreadable ones are dropped (counted)."""
-    joined = b",".join(raw)
-    if b"\n" not in joined and b"\r" not in joined:
-        try:
-            decoded = json.loads(b"[" + joined + b"]")
-        except (ValueError, RecursionError):
-            decoded = None
-        if (
-            decoded is not None
-            and len(decoded) == len(raw)
-            and all(type(item) is dict for item in decoded)
-        ):
-            return raw
     records = [r for r in decode_records(raw) if isinstance(r, dict)]
+    if len(records) == len(raw) and not any(
+        b"\n" in entry or b"\r" in entry for entry in raw
+    ):
+        return raw  # every entry is a record on one line: written as stored
     skipped.append(len(raw) - len(records))
     return encode_records(records)
 
