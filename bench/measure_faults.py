@@ -2,10 +2,11 @@
 
 Run by hand (never a test), with the app's venv::
 
-    .venv/bin/python bench/measure_faults.py [--only leak,timeout,restart,ttl,reindex]
+    .venv/bin/python bench/measure_faults.py [--only KIND,...]  (default: all)
 
 Each measurement gets a throwaway ``redis-server`` of its own (a free loopback
-port, persistence off unless it needs AOF) and prints what issue 8 measured:
+port, persistence off unless it needs AOF) and prints what issue 8 measured
+(the KINDs):
 
 - leak: Redis clients and this process's open file descriptors after 1,000
   ``asyncio.run(aread_records(...))`` and 1,000 ``async_to_sync`` calls;
@@ -16,6 +17,8 @@ port, persistence off unless it needs AOF) and prints what issue 8 measured:
 - ttl: 50,000 sessions that all expire (``CHATMEMORY_TTL``): index entries
   left, the count a listing shows, entries after 100 writes and after one
   listing, and whether an id search finds a live match behind expired ids;
+- idle: 50,000 sessions of 5,000 owners that all expire while nobody writes
+  again: index entries, keys and memory left once Redis has expired them;
 - reindex: ``rebuild_indexes`` at 200,000 sessions while a writer adds and
   deletes sessions: sessions dropped from the indexes, and the longest
   command Redis ran meanwhile (SLOWLOG).
@@ -41,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-KINDS = ("leak", "timeout", "restart", "ttl", "reindex")
+KINDS = ("leak", "timeout", "restart", "ttl", "idle", "reindex")
 
 
 class Redis:
@@ -221,6 +224,17 @@ def measure_restart() -> None:
         own.close()
 
 
+def index_entries(raw: Any) -> tuple[int, int, int]:
+    """Entries in the activity, id and no-owner indexes; in the owners'
+    indexes; and how many owner indexes there are."""
+    from chatmemory import store
+
+    names = [store.sessions_key(), store.ids_key(), store.no_owner_key()]
+    shared = sum(int(raw.zcard(name)) for name in names)
+    owners = [k.decode() for k in raw.scan_iter(match="*:owner:*", count=1000)]
+    return shared, sum(int(raw.zcard(name)) for name in owners), len(owners)
+
+
 def measure_ttl(sessions: int = 50_000) -> None:
     import redis
     from django.test import override_settings
@@ -232,10 +246,7 @@ def measure_ttl(sessions: int = 50_000) -> None:
         raw = redis.Redis(port=own.port)
 
         def entries() -> str:
-            names = [store.sessions_key(), store.ids_key(), store.no_owner_key()]
-            shared = sum(int(raw.zcard(name)) for name in names)
-            owners = [k.decode() for k in raw.scan_iter(match="*:owner:*")]
-            owned = sum(int(raw.zcard(name)) for name in owners)
+            shared, owned, _ = index_entries(raw)
             return (
                 f"{shared + owned:,} ({shared:,} in the activity, id and "
                 f"no-owner indexes, {owned:,} in the owners' indexes)"
@@ -277,6 +288,56 @@ def measure_ttl(sessions: int = 50_000) -> None:
         print(f"  entries after 100 writes:             {after_writes}")
         print(f"  entries after one listing:            {after_listing}")
         print(f"  listings until the activity index is clean: {visits}")
+        raw.close()
+    finally:
+        own.close()
+
+
+def measure_idle(sessions: int = 50_000, owners: int = 5_000, ttl: int = 45) -> None:
+    import redis
+    from django.test import override_settings
+
+    from chatmemory import store
+
+    own = Redis()
+    try:
+        raw = redis.Redis(port=own.port)
+        empty = int(raw.info("memory")["used_memory"])
+        with override_settings(CACHES=caches(own.url), CHATMEMORY_TTL=ttl):
+            started = time.monotonic()
+            for n in range(sessions):
+                store.append_records(
+                    f"idle-{n:06}", [human("x")], owner=str(n % owners)
+                )
+            wrote = time.monotonic() - started
+            full = int(raw.info("memory")["used_memory"]) - empty
+            shared, owned, owner_keys = index_entries(raw)
+            print(
+                f"idle: {sessions:,} sessions of {owners:,} owners written in "
+                f"{wrote:.0f} s (TTL {ttl} s)"
+            )
+            print(
+                f"  with every session:  {shared + owned:,} index entries, "
+                f"{raw.dbsize():,} keys, {full:,} bytes"
+            )
+            # Nobody writes again. Wait until the last session has expired and
+            # Redis's active expiry has taken every key with a TTL (the key
+            # count stops falling).
+            time.sleep(max(ttl - (time.monotonic() - started - wrote), 0) + 1)
+            last, still = -1, 0
+            while still < 5:
+                keys = int(raw.dbsize())
+                still = still + 1 if keys == last else 0
+                last = keys
+                time.sleep(0.5)
+            left = int(raw.info("memory")["used_memory"]) - empty
+            # ZCARD and SCAN expire a key they meet whose time is up.
+            shared, owned, owner_keys = index_entries(raw)
+        print(
+            f"  all expired:         {shared + owned:,} index entries "
+            f"({shared:,} in the activity, id and no-owner indexes, {owned:,} "
+            f"in {owner_keys:,} owner indexes), {last:,} keys, {left:,} bytes"
+        )
         raw.close()
     finally:
         own.close()
