@@ -477,10 +477,16 @@ def test_ttl_slides_with_every_write(settings: Any, redis_client: Any) -> None:
     agent.invoke({"messages": [("user", "again")]}, config_for("t9"))
     ttls = [redis_client.pttl(key) for key in keys]
     assert all(95_000 < ttl <= 100_000 for ttl in ttls), ttls
+    # Its indexes live as long as it does.
+    indexes = [store.sessions_key(), store.ids_key(), store.owner_key("3")]
+    # (a 64th more: the writes that follow need not lengthen them)
+    assert all(95_000 < redis_client.pttl(key) <= 101_562 for key in indexes)
+    assert store.check_consistency().ok
 
     settings.CHATMEMORY_TTL = None
     agent.invoke({"messages": [("user", "forever")]}, config_for("t9"))
     assert [redis_client.pttl(key) for key in keys] == [-1, -1, -1, -1]
+    assert [redis_client.pttl(key) for key in indexes] == [-1, -1, -1]
 
 
 def test_prune_keeps_the_latest_n(redis_client: Any) -> None:

@@ -668,3 +668,125 @@ def test_a_search_reads_past_expired_ids(redis_client: redis.Redis) -> None:
     assert [info.session_id for info in page.sessions] == ["match-999"]
     assert page.total == 1
     assert redis_client.zcard(store.ids_key()) == 1
+
+
+# --- index TTLs: an index lives as long as its longest-lived session ---------
+
+
+def kept(ttl: int) -> int:
+    """The most ms an index is kept for a session that lives ``ttl`` ms (a
+    64th more, so that the writes that follow need not lengthen it)."""
+    return ttl + ttl // 64
+
+
+def index_keys(*owners: str | None) -> list[str]:
+    """The activity and id indexes, and those of ``owners`` (None: no owner)."""
+    return [store.sessions_key(), store.ids_key()] + [
+        store.no_owner_key() if owner is None else store.owner_key(owner)
+        for owner in owners
+    ]
+
+
+def test_indexes_expire_with_their_last_session(redis_client: redis.Redis) -> None:
+    # CHATMEMORY_TTL is whole seconds; a fraction keeps this test short.
+    with override_settings(CHATMEMORY_TTL=0.4):
+        for i in range(6):
+            owner = str(i % 3) if i < 5 else None
+            store.append_records(f"s{i}", [human("x")], owner=owner)
+        store.create_session("made", owner="7")
+        names = index_keys("0", "1", "2", "7", None)
+        assert all(0 < redis_client.pttl(name) <= kept(400) for name in names)
+        # No index expires before a session in it.
+        assert store.check_consistency().ok
+        time.sleep(0.45)
+    # Nobody wrote since: every index went with its sessions.
+    assert [name for name in names if redis_client.exists(name)] == []
+
+
+def test_a_session_without_a_ttl_keeps_its_indexes_for_ever(
+    redis_client: redis.Redis,
+) -> None:
+    names = index_keys("5")
+    with override_settings(CHATMEMORY_TTL=60):
+        store.append_records("brief", [human("x")], owner="5")
+    assert all(redis_client.pttl(name) > 0 for name in names)
+    store.append_records("kept", [human("y")], owner="5")
+    assert [redis_client.pttl(name) for name in names] == [-1, -1, -1]
+    with override_settings(CHATMEMORY_TTL=60):
+        store.append_records("brief", [human("z")])
+        store.create_session("brief-2", owner="5")
+    # A write with a TTL never gives a kept index one.
+    assert [redis_client.pttl(name) for name in names] == [-1, -1, -1]
+    assert store.check_consistency().ok
+
+
+def test_a_shorter_ttl_never_shortens_an_index(redis_client: redis.Redis) -> None:
+    with override_settings(CHATMEMORY_TTL=60):
+        store.append_records("long", [human("x")], owner="6")
+    with override_settings(CHATMEMORY_TTL=1):
+        store.append_records("short", [human("y")], owner="6")
+        store.create_session("short-2", owner="6")
+    # The index outlives the session that lives 60 s, not 1 s.
+    assert all(redis_client.pttl(name) > 50_000 for name in index_keys("6"))
+
+
+def test_reading_lengthens_the_indexes(redis_client: redis.Redis) -> None:
+    with override_settings(CHATMEMORY_TTL=60):
+        store.append_records("read", [human("x")], owner="8")
+        store.append_records("read-anon", [human("x")])
+    with override_settings(CHATMEMORY_TTL=120, CHATMEMORY_REFRESH_TTL_ON_READ=True):
+        store.read_records("read")
+        store.read_records("read-anon")
+        assert all(redis_client.pttl(name) > 110_000 for name in index_keys("8", None))
+        assert store.check_consistency().ok
+
+
+def test_imported_sessions_keep_their_indexes(redis_client: redis.Redis) -> None:
+    def imported(session_id: str, owner: str | None, seconds: int) -> Any:
+        left = timedelta(seconds=seconds)
+        return store.ImportedSession(
+            session_id, [human("x")], owner=owner, expires_in=left
+        )
+
+    store.import_sessions(
+        [imported("i1", "3", 50), imported("i2", "3", 90), imported("i3", None, 70)]
+    )
+    *shared, owned, ownerless = (redis_client.pttl(n) for n in index_keys("3", None))
+    assert all(80_000 < ttl <= kept(90_000) for ttl in (*shared, owned))
+    assert 60_000 < ownerless <= kept(70_000)
+    assert store.check_consistency().ok
+    store.import_sessions([store.ImportedSession("i4", [human("y")], owner="3")])
+    assert [redis_client.pttl(name) for name in index_keys("3")] == [-1, -1, -1]
+
+
+def test_a_new_owner_index_outlives_the_sessions_moved(
+    redis_client: redis.Redis,
+) -> None:
+    with override_settings(CHATMEMORY_TTL=60):
+        store.append_records("moved", [human("x")], owner="old")
+    assert store.rename_owner("old", "new") == 1
+    assert 50_000 < redis_client.pttl(store.owner_key("new")) <= kept(60_000)
+    store.append_records("moved-2", [human("x")], owner="old")
+    store.rename_owner("old", "new")
+    assert redis_client.pttl(store.owner_key("new")) == -1
+
+
+def test_reindex_gives_each_index_the_ttl_its_sessions_need(
+    redis_client: redis.Redis,
+) -> None:
+    with override_settings(CHATMEMORY_TTL=60):
+        store.append_records("a", [human("x")], owner="1")
+        store.append_records("b", [human("x")])
+        names = index_keys("1", None)
+        for name in names:  # as an older version, or sessions now gone, left them
+            redis_client.persist(name)
+        store.rebuild_indexes()
+        assert all(50_000 < redis_client.pttl(name) <= 60_000 for name in names)
+        assert store.check_consistency().ok
+    # Without a TTL setting, a session without a TTL keeps its indexes for ever;
+    # the reindex only lengthens the others'.
+    redis_client.persist(store.meta_key("a"))
+    store.rebuild_indexes()
+    assert [redis_client.pttl(name) for name in index_keys("1")] == [-1, -1, -1]
+    assert 50_000 < redis_client.pttl(store.no_owner_key()) <= 60_000
+    assert store.check_consistency().ok

@@ -489,10 +489,10 @@ def test_cluster_second_step_replayed_counts_once(on_cluster: Any) -> None:
     now = operations.now_ms()
     for _ in range(2):
         operations.run(
-            operations._cluster_second_step("u3", "alice", now, (5, 3, 8), "w-1")
+            operations._cluster_second_step("u3", "alice", now, 0, (5, 3, 8), "w-1")
         )
     operations.run(
-        operations._cluster_second_step("u3", "alice", now, (1, 1, 2), "w-2")
+        operations._cluster_second_step("u3", "alice", now, 0, (1, 1, 2), "w-2")
     )
     assert day_usage(on_cluster, "alice") == (6, 4, 10, 10.0)
     assert on_cluster.zscore(store.sessions_key(), "u3") == now

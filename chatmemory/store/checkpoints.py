@@ -280,7 +280,7 @@ def _write_thread(
             indexed = args[7] = effective
             continue
         if cluster:
-            yield _index_batch(thread_id, effective, now)
+            yield _index_batch(thread_id, effective, now, args[2])
         return str(effective)
     raise RuntimeError(f"thread {thread_id!r} kept changing owner")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import reduce
 from typing import Any
 
 from ..conf import conf
@@ -29,6 +30,7 @@ from .operations import (
     Operation,
     Scan,
     delete_session_op,
+    index_add,
     ms,
     now_ms,
     ttl_ms,
@@ -49,9 +51,14 @@ def rebuild_indexes_op(batch: int = 1000) -> Operation[int]:
     belongs to someone else; in the no-owner index, has an owner) are
     removed, each checked in the same script call that removes it. The indexes
     are never emptied, so no session drops out of a listing meanwhile.
-    Returns the sessions indexed. (On Redis Cluster the checks and the index
-    updates cannot share a script; they run as pipelines, and what a write
-    racing them leaves behind is repaired by the readers.)
+    Once an index is checked, it gets the TTL its sessions need: none when
+    one of them has none, else the longest they have left (with
+    ``CHATMEMORY_TTL``, at least that TTL, for writes made meanwhile; an index
+    may be shortened, e.g. one left without a TTL by sessions now gone;
+    without it, index TTLs are only lengthened). Returns the sessions indexed.
+    (On Redis Cluster the checks and the index updates cannot share a script;
+    they run as pipelines, and what a write racing them leaves behind is
+    repaired by the readers.)
     """
     cluster = is_cluster()
     step = max(1, min(batch, REINDEX_STEP))
@@ -77,14 +84,56 @@ def rebuild_indexes_op(batch: int = 1000) -> Operation[int]:
     return indexed
 
 
+# An index entry to add: index, ZADD flag ('' none), score, session id, and the
+# ms the session lives (0: for ever).
+type _IndexEntry = tuple[str, str, Any, str, int]
+
+
+def _lives(pttl: int) -> int:
+    """A key's PTTL as the TTL its indexes must cover (ms; 0: for ever)."""
+    return 0 if pttl < 0 else max(pttl, 1)
+
+
+def _longer(ttl: int, other: int) -> int:
+    """The longer of two TTLs left (ms; 0: for ever; -1: no session)."""
+    return 0 if ttl == 0 or other == 0 else max(ttl, other)
+
+
+def _index_adds(entries: Iterable[_IndexEntry]) -> list[tuple[Any, ...]]:
+    """Commands adding the entries (Redis Cluster: plain commands, each index
+    in its own slot): one per index and flag (and per 500 entries), keeping
+    the index as long as the longest-lived of them."""
+    groups: dict[tuple[str, str], tuple[list[Any], list[int]]] = {}
+    for index, flag, score, session_id, ttl in entries:
+        pairs, ttls = groups.setdefault((index, flag), ([], []))
+        pairs += (score, session_id)
+        ttls.append(ttl)
+    commands: list[tuple[Any, ...]] = []
+    for (index, flag), (pairs, ttls) in groups.items():
+        need = reduce(_longer, ttls)
+        flags = (flag,) if flag else ()
+        for start in range(0, len(pairs), 1000):
+            commands.append(
+                index_add(index, need, *flags, *pairs[start : start + 1000])
+            )
+    return commands
+
+
 def _index_batch_op(
     names: list[str], cluster: bool, prefix: str, sessions_key: str, ids_key: str
 ) -> Operation[int]:
-    replies = yield Batch([("HMGET", key, "updated", "owner") for key in names])
+    # On Redis Cluster the TTLs too: reindex_add.lua reads them on one server.
+    commands: list[tuple[Any, ...]] = [
+        ("HMGET", key, "updated", "owner") for key in names
+    ]
+    if cluster:
+        commands += [("PTTL", key) for key in names]
+    replies = yield Batch(commands)
+    metas, pttls = replies[: len(names)], replies[len(names) :] or [-1] * len(names)
     script_keys: list[str] = [sessions_key, ids_key]
     args: list[Any] = []
-    commands: list[tuple[Any, ...]] = []
-    for key, (updated, raw_owner) in zip(names, replies, strict=True):
+    adds: list[_IndexEntry] = []
+    for key, (updated, raw_owner), pttl in zip(names, metas, pttls, strict=True):
         session_id = keys.session_id_from_key(key, "meta")
         if session_id is None or updated is None:
             continue
@@ -92,15 +141,17 @@ def _index_batch_op(
         owner_key = keys.owner_index_key_in(prefix, owner)
         script_keys += (key, owner_key)
         args += (session_id, owner)
-        commands += (
-            ("ZADD", sessions_key, "GT", int(updated), session_id),
-            ("ZADD", ids_key, "NX", 0, session_id),
-            ("ZADD", owner_key, "GT", int(updated), session_id),
-        )
+        if cluster:
+            ttl = _lives(int(pttl))
+            adds += (
+                (sessions_key, "GT", int(updated), session_id, ttl),
+                (ids_key, "NX", 0, session_id, ttl),
+                (owner_key, "GT", int(updated), session_id, ttl),
+            )
     if not args:
         return 0
     if cluster:
-        yield Batch(commands)
+        yield Batch(_index_adds(adds))
         return len(args) // 2
     return int((yield Eval("reindex_add", script_keys, args)))
 
@@ -109,35 +160,46 @@ def _prune_op(
     index: str, other: str, owner: str | None, step: int, cluster: bool
 ) -> Operation[None]:
     # owner None: an entry stays while its session exists; else while the
-    # session's owner is ``owner`` ('' : no owner, the no-owner index).
+    # session's owner is ``owner`` ('' : no owner, the no-owner index). Then
+    # the index gets the TTL its sessions need (index_expire.lua).
     start = 0
+    longest = -1
     while True:
         raw_ids = yield Command(("ZRANGE", index, start, start + step - 1))
         if not raw_ids:
-            return
+            break
         ids = [raw.decode() for raw in raw_ids]
         metas = [keys.meta_key(session_id) for session_id in ids]
         if cluster:
-            found = yield Batch([("HMGET", meta, "updated", "owner") for meta in metas])
-            gone = [
-                session_id
-                for session_id, (updated, raw_owner) in zip(ids, found, strict=True)
-                if updated is None
-                or (
+            found = yield Batch(
+                [("HMGET", meta, "updated", "owner") for meta in metas]
+                + [("PTTL", meta) for meta in metas]
+            )
+            gone: list[str] = []
+            for session_id, (updated, raw_owner), pttl in zip(
+                ids, found[: len(ids)], found[len(ids) :], strict=True
+            ):
+                if updated is None or (
                     owner is not None
                     and ("" if raw_owner is None else raw_owner.decode()) != owner
-                )
-            ]
+                ):
+                    gone.append(session_id)
+                else:
+                    longest = _longer(longest, _lives(int(pttl)))
             if gone:
                 yield Batch([("ZREM", index, *gone), ("ZREM", other, *gone)])
             removed = len(gone)
         else:
             mode = "" if owner is None else "=" + owner
-            removed = yield Eval("reindex_prune", [index, other, *metas], [mode, *ids])
+            removed, kept = yield Eval(
+                "reindex_prune", [index, other, *metas], [mode, *ids]
+            )
+            longest = _longer(longest, int(kept))
         # The entries removed were before the next range: it starts earlier.
         start += len(ids) - int(removed)
         if len(ids) < step:
-            return
+            break
+    yield Eval("index_expire", [index], [longest, ttl_ms()])
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +365,7 @@ def _cluster_import(
         exists = yield Batch([("EXISTS", names[1]) for names, _, _ in sessions])
         sessions = [s for s, there in zip(sessions, exists, strict=True) if not there]
     commands: list[tuple[Any, ...]] = []
+    adds: list[_IndexEntry] = []
     messages = 0
     for (mkey, hkey, okey), fields, records in sessions:
         sid, created, updated, title, owner, left, tin, tout, tall, _ = fields
@@ -320,10 +383,14 @@ def _cluster_import(
             if records:
                 commands.append(("PEXPIRE", mkey, left))
             commands.append(("PEXPIRE", hkey, left))
-        commands.append(("ZADD", keys.sessions_key(), updated, sid))
-        commands.append(("ZADD", keys.ids_key(), 0, sid))
-        commands.append(("ZADD", okey, updated, sid))
+        ttl = int(left)
+        adds += (
+            (keys.sessions_key(), "", updated, sid, ttl),
+            (keys.ids_key(), "", 0, sid, ttl),
+            (okey, "", updated, sid, ttl),
+        )
         messages += len(records)
+    commands += _index_adds(adds)
     if commands:
         yield Batch(commands)
     return len(sessions), messages
@@ -388,7 +455,8 @@ def rename_owner_op(old: str, new: str, batch: int = 200) -> Operation[int]:
             return moved
         for raw, score in pairs:
             session_id = raw.decode()
-            if (yield Eval("reown", [keys.meta_key(session_id)], [old, new])):
+            ttl = yield Eval("reown", [keys.meta_key(session_id)], [old, new])
+            if ttl >= 0:
                 moved += 1
-                yield Command(("ZADD", new_index, score, session_id))
+                yield Eval("index_add", [new_index], [ttl, score, session_id])
             yield Command(("ZREM", old_index, session_id))

@@ -46,7 +46,7 @@ from .codec import (
     title_from_records,
     usage_of_records,
 )
-from .scripts import async_script, sync_script
+from .scripts import async_script, compact, sync_script
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,16 +473,17 @@ def _usage_keys(prefix: str, owner: str, now: int) -> list[str]:
     return [keys.usage_key_in(prefix, owner, day), keys.usage_day_key_in(prefix, day)]
 
 
-def _index_batch(session_id: str, owner: str, score: int) -> Batch:
+def _index_batch(session_id: str, owner: str, score: int, ttl: int) -> Batch:
     """Cluster's second step: the index updates the script could not make
     (idempotent; GT never moves a score back)."""
-    return Batch(_index_commands(session_id, owner, score))
+    return Batch(_index_commands(session_id, owner, score, ttl))
 
 
 def _cluster_second_step(
     session_id: str,
     owner: str,
     score: int,
+    ttl: int,
     usage: tuple[int, int, int],
     write_id: str,
 ) -> Operation[None]:
@@ -496,7 +497,7 @@ def _cluster_second_step(
     and a retry after a crash between the steps adds what was missing), and
     the ranking is set to the day's total (``ZADD GT``), not incremented.
     """
-    index = _index_commands(session_id, owner, score)
+    index = _index_commands(session_id, owner, score, ttl)
     if not owner or not any(usage):
         yield Batch(index)
         return
@@ -540,13 +541,24 @@ def add_usage_op(
         yield from _owner_usage(owner, usage, write_id, now_ms())
 
 
-def _index_commands(session_id: str, owner: str, score: int) -> list[tuple[Any, ...]]:
+def index_add(index: str, ttl: int, *zadd: Any) -> tuple[Any, ...]:
+    """A command for ``ZADD index *zadd`` that also keeps the index as long as
+    sessions that live ``ttl`` ms more (0: for ever), as the scripts do on one
+    server (``index_add.lua``; sent whole, so that it can go in a Redis
+    Cluster pipeline to any node)."""
+    return ("EVAL", compact("index_add"), 1, index, ttl, *zadd)
+
+
+def _index_commands(
+    session_id: str, owner: str, score: int, ttl: int
+) -> list[tuple[Any, ...]]:
     """The index updates of Cluster's second step (idempotent; GT never moves a
-    score back), sent with the script when the owner is known."""
+    score back) for a session that lives ``ttl`` ms more, sent with the
+    script when the owner is known."""
     commands: list[tuple[Any, ...]] = [
-        ("ZADD", keys.sessions_key(), "GT", score, session_id),
-        ("ZADD", keys.ids_key(), "NX", 0, session_id),
-        ("ZADD", keys.owner_index_key(owner), "GT", score, session_id),
+        index_add(keys.sessions_key(), ttl, "GT", score, session_id),
+        index_add(keys.ids_key(), ttl, "NX", 0, session_id),
+        index_add(keys.owner_index_key(owner), ttl, "GT", score, session_id),
     ]
     if owner:
         commands.append(("ZREM", keys.no_owner_key(), session_id))
@@ -606,6 +618,7 @@ def _read_from_op(
         if not cluster:
             script_keys.append(keys.sessions_key_in(prefix))
             script_keys.append(keys.owner_index_key_in(prefix, owner))
+            script_keys.append(keys.ids_key_in(prefix))
         items, recorded, *length = yield Eval(
             "read_refresh", script_keys, [session_id, now, ttl, owner, start]
         )
@@ -615,13 +628,16 @@ def _read_from_op(
             owner = recorded
             continue
         if cluster and recorded is not None:
-            commands: list[tuple[Any, ...]] = [
-                ("ZADD", keys.sessions_key(), "XX", "GT", now, session_id)
-            ]
-            commands.append(
-                ("ZADD", keys.owner_index_key(recorded), "XX", "GT", now, session_id)
+            # The new activity, and indexes that outlive the new TTL.
+            yield Batch(
+                [
+                    index_add(keys.sessions_key(), ttl, "XX", "GT", now, session_id),
+                    index_add(
+                        keys.owner_index_key(recorded), ttl, "XX", "GT", now, session_id
+                    ),
+                    index_add(keys.ids_key(), ttl, "XX", 0, session_id),
+                ]
             )
-            yield Batch(commands)
         return decode_records(items), int(length[0])
     raise RuntimeError(f"session {session_id!r} kept changing owner")
 
@@ -728,7 +744,9 @@ def append_records_op(
         if cluster:
             # Also for a repeated write id: the owner's day may be what the
             # first attempt did not reach (usage.lua adds each id once).
-            yield from _cluster_second_step(session_id, effective, now, usage, args[11])
+            yield from _cluster_second_step(
+                session_id, effective, now, args[2], usage, args[11]
+            )
         return int(count)
     raise RuntimeError(f"session {session_id!r} kept changing owner")
 
@@ -752,7 +770,8 @@ def _cluster_append(
     known = _known_owners.get(session_id)
     fused = known is not None and given in ("", known)
     predicted = known if fused and known is not None else ""
-    then = _index_commands(session_id, predicted, now) if fused else []
+    ttl = args[2]
+    then = _index_commands(session_id, predicted, now, ttl) if fused else []
     count, effective, *_ = yield Eval(
         "append", session_keys, args, then=then, write=True
     )
@@ -779,7 +798,7 @@ def _cluster_append(
         raise OwnerMismatch(session_id, given, effective)
     _remember_owner(session_id, effective)
     if not fused:
-        yield _index_batch(session_id, effective, now)
+        yield _index_batch(session_id, effective, now, ttl)
     elif effective != predicted:
         # The session changed owner behind this process (deleted and made
         # again): move its entry to the right owner's index.
@@ -787,7 +806,7 @@ def _cluster_append(
         yield Batch(
             [
                 ("ZREM", keys.owner_index_key(predicted), session_id),
-                *_index_commands(session_id, effective, now),
+                *_index_commands(session_id, effective, now, ttl),
             ]
         )
         if effective and any(usage):
@@ -808,10 +827,11 @@ def create_session_op(
     meta = keys.meta_key(session_id)
     cluster = is_cluster()
     script_keys = [meta] if cluster else [meta, *_index_keys(prefix, owner)]
-    args = [session_id, now, ttl_ms(), shorten(title, TITLE_LENGTH), owner]
+    ttl = ttl_ms()
+    args = [session_id, now, ttl, shorten(title, TITLE_LENGTH), owner]
     created = yield Eval("create", script_keys, args, write=True)
     if created and cluster:
-        yield _index_batch(session_id, owner, now)
+        yield _index_batch(session_id, owner, now, ttl)
     return bool(created)
 
 

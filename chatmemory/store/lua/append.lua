@@ -19,6 +19,8 @@
 --        {-3, ''} when the id is a LangGraph thread's (nothing written);
 --        {-4, recorded owner} when the list is not what the caller expected;
 --        {-5, ''} when the session must exist and does not (deleted).
+-- The indexes live as long as their longest-lived session (_index_ttl.lua).
+-- include: _index_ttl
 local meta = redis.call('HMGET', KEYS[2], 'owner', 'kind')
 if meta[2] == 'thread' then return {-3, ''} end
 local recorded = meta[1]
@@ -107,9 +109,7 @@ else
   redis.call('PERSIST', KEYS[3])
 end
 if indexed then
-  redis.call('ZADD', KEYS[4], now, ARGV[1])
-  redis.call('ZADD', KEYS[5], 0, ARGV[1])
-  redis.call('ZADD', KEYS[6], now, ARGV[1])
+  index_session(KEYS[4], KEYS[5], KEYS[6], ARGV[1], now, ttl)
   if owner ~= '' and not recorded then redis.call('ZREM', KEYS[7], ARGV[1]) end
   if ttl > 0 then
     -- Entries older than the TTL are expired sessions: a few leave the

@@ -10,6 +10,7 @@
 -- Returns {status, owner}: 1 done, -1 the thread has another owner, -2 call
 -- again with that owner's index key, -3 the id is a chat history session,
 -- -4 the thread must exist and does not (deleted meanwhile): nothing written.
+-- include: _index_ttl
 local info = redis.call('HMGET', KEYS[1], 'kind', 'owner', 'created')
 local kind, owner, created = info[1], info[2], info[3]
 if created and kind ~= 'thread' and redis.call('EXISTS', KEYS[5]) == 1 then
@@ -45,9 +46,7 @@ for k = 1, 4 do
   else redis.call('PERSIST', KEYS[k]) end
 end
 if #KEYS > 5 then
-  redis.call('ZADD', KEYS[6], now, ARGV[1])
-  redis.call('ZADD', KEYS[7], 0, ARGV[1])
-  redis.call('ZADD', KEYS[8], now, ARGV[1])
+  index_session(KEYS[6], KEYS[7], KEYS[8], ARGV[1], now, ttl)
   if effective ~= '' and not owner then redis.call('ZREM', KEYS[9], ARGV[1]) end
 end
 return {1, effective}

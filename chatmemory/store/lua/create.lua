@@ -2,6 +2,7 @@
 -- KEYS: meta, [sessions, ids, owner index (the no-owner one for ''), no-owner]
 -- ARGV: session id, now ms, ttl ms (0: none), title, owner ('' none)
 -- Reply: 1 created, 0 existed.
+-- include: _index_ttl
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local now = ARGV[2]
 local ttl = tonumber(ARGV[3])
@@ -11,8 +12,6 @@ if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'title', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'owner', ARGV[5]) end
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 if #KEYS >= 3 then
-  redis.call('ZADD', KEYS[2], now, ARGV[1])
-  redis.call('ZADD', KEYS[3], 0, ARGV[1])
-  redis.call('ZADD', KEYS[4], now, ARGV[1])
+  index_session(KEYS[2], KEYS[3], KEYS[4], ARGV[1], now, ttl)
 end
 return 1

@@ -5,14 +5,21 @@
 --       session id, created, updated, title, owner ('' none), ttl ms left
 --       (0 none), input, output, total tokens, record count n, n records
 -- Reply: {sessions written, records written}
-local function zadd_all(key, pairs)
+-- Each index is kept as long as the sessions added to it (_index_ttl.lua).
+-- include: _index_ttl
+local function zadd_all(key, pairs, ttl)
+  local left = redis.call('PTTL', key)
   -- unpack() has a stack limit: add in slices of 500 members.
   for j = 1, #pairs, 1000 do
     redis.call('ZADD', key, unpack(pairs, j, math.min(j + 999, #pairs)))
   end
+  if ttl ~= nil then index_keep(key, left, ttl) end
 end
 local replace = ARGV[1] == 'replace'
+-- The indexes' entries, and the TTL each index needs (the longest of its
+-- sessions', 0 when one has none).
 local activity, ids, owners = {}, {}, {}
+local need, owner_need = nil, {}
 local written, records = 0, 0
 local i = 2
 local k = 3
@@ -35,6 +42,8 @@ while i <= #ARGV do
     local scores = owners[okey]
     if not scores then scores = {}; owners[okey] = scores end
     table.insert(scores, updated); table.insert(scores, sid)
+    need = index_longer(need, ttl)
+    owner_need[okey] = index_longer(owner_need[okey], ttl)
     local tin, tout, tall = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
     if tin ~= '0' or tout ~= '0' or tall ~= '0' then
       redis.call('HSET', hkey, 'input_tokens', tin, 'output_tokens', tout,
@@ -52,7 +61,7 @@ while i <= #ARGV do
   i = first + n
   k = k + 3
 end
-zadd_all(KEYS[1], activity)
-zadd_all(KEYS[2], ids)
-for okey, scores in pairs(owners) do zadd_all(okey, scores) end
+zadd_all(KEYS[1], activity, need)
+zadd_all(KEYS[2], ids, need)
+for okey, scores in pairs(owners) do zadd_all(okey, scores, owner_need[okey]) end
 return {written, records}
