@@ -189,6 +189,24 @@ def test_every_kind_of_disagreement_is_found(redis_client: redis.Redis) -> None:
     assert after.counts == {"orphan_messages": 1, "count_mismatch": 1}
 
 
+def test_index_ttls_are_checked(redis_client: redis.Redis) -> None:
+    with override_settings(CHATMEMORY_TTL=60):
+        store.append_records("a", [record("hi")], owner="1")
+        store.append_records("b", [record("hi")])
+        assert store.check_consistency().ok
+        redis_client.persist(store.owner_key("1"))  # as an older version left it
+        report = store.check_consistency()
+        assert report.counts == {"index_never_expires": 1}
+        assert report.samples["index_never_expires"] == [store.owner_key("1")]
+    # Without a TTL setting, a session without a TTL in indexes with one
+    # (counted once, though it is in three).
+    redis_client.persist(store.meta_key("b"))
+    report = store.check_consistency()
+    assert report.counts == {"index_expires_first": 1}
+    assert report.samples["index_expires_first"] == ["b"]
+    assert set(store.PROBLEMS) >= set(report.counts)
+
+
 async def test_consistency_async() -> None:
     store.append_records("a", [record("hi")], owner="1")
     report = await store.acheck_consistency()

@@ -780,12 +780,14 @@ def test_reindex_gives_each_index_the_ttl_its_sessions_need(
         names = index_keys("1", None)
         for name in names:  # as an older version, or sessions now gone, left them
             redis_client.persist(name)
+        assert store.check_consistency().counts == {"index_never_expires": 4}
         store.rebuild_indexes()
         assert all(50_000 < redis_client.pttl(name) <= 60_000 for name in names)
         assert store.check_consistency().ok
     # Without a TTL setting, a session without a TTL keeps its indexes for ever;
     # the reindex only lengthens the others'.
     redis_client.persist(store.meta_key("a"))
+    assert store.check_consistency().counts == {"index_expires_first": 1}
     store.rebuild_indexes()
     assert [redis_client.pttl(name) for name in index_keys("1")] == [-1, -1, -1]
     assert 50_000 < redis_client.pttl(store.no_owner_key()) <= 60_000

@@ -9,6 +9,7 @@ and ``manage.py chatmemory_doctor`` use them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ import redis
 
 from ..conf import conf
 from . import keys
-from .operations import Batch, Command, Operation, Scan
+from .operations import Batch, Command, Operation, Scan, now_ms, ttl_ms
 
 # Every command family chatmemory sends, probed on a scratch key. Each probe is
 # one Command or Eval; none touches a session.
@@ -185,8 +186,8 @@ def findings(facts: ServerFacts) -> list[Finding]:
 class ConsistencyReport:
     """What disagrees between the indexes, the metadata and the message lists.
 
-    Each list holds session ids (at most ``sample`` of them; the counts are
-    exact).
+    Each list holds session ids (index key names for
+    ``index_never_expires``), at most ``sample`` of them; the counts are exact.
     """
 
     sessions: int = 0
@@ -216,6 +217,11 @@ PROBLEMS = {
     "owner_index_ghost": "owner index entries whose session is gone or is another's",
     "orphan_messages": "message lists without metadata",
     "count_mismatch": "sessions whose message count disagrees with their list",
+    "index_expires_first": "sessions that an index they are in expires before",
+    "index_never_expires": (
+        "index keys without a TTL though no session in them lives for ever "
+        "(with CHATMEMORY_TTL: they would never go)"
+    ),
 }
 """Problem key -> what it means, for reports."""
 
@@ -240,7 +246,8 @@ def _zset_members(key: str, batch: int) -> Operation[list[tuple[str, float]]]:
 def check_consistency_op(
     batch: int = 1000, sample: int = 20
 ) -> Operation[ConsistencyReport]:
-    """Compare every index with the metadata and the message lists.
+    """Compare every index with the metadata and the message lists, and
+    each index's TTL with its sessions'.
 
     Reads the whole chat database in batches (SCAN and ranges of at most
     ``batch`` entries, so no single command blocks Redis for long); what
@@ -249,6 +256,8 @@ def check_consistency_op(
     report = ConsistencyReport(sample=sample)
     meta: dict[str, str] = {}  # session id -> owner ('' none)
     counts: dict[str, int] = {}
+    # Session id -> the earliest its metadata can expire (epoch ms; inf: never).
+    expiry: dict[str, float] = {}
     meta_keys = yield from _scan_all(keys.scan_pattern("meta"), batch)
     for start in range(0, len(meta_keys), batch):
         chunk = [
@@ -260,12 +269,14 @@ def check_consistency_op(
         for key, sid in chunk:
             assert sid is not None
             commands += (("HMGET", key, "owner", "count", "kind"),)
-            commands += (("LLEN", keys.messages_key(sid)),)
+            commands += (("LLEN", keys.messages_key(sid)), ("PTTL", key))
+        sent = now_ms()
         replies = yield Batch(commands)
         for i, (_, sid) in enumerate(chunk):
             assert sid is not None
-            (owner, count, kind), length = replies[2 * i], replies[2 * i + 1]
+            (owner, count, kind), length, pttl = replies[3 * i : 3 * i + 3]
             meta[sid] = "" if owner is None else owner.decode()
+            expiry[sid] = math.inf if pttl == -1 else sent + max(int(pttl), 0)
             counts[sid] = int(count or 0)
             # A LangGraph thread counts the messages of its latest checkpoint.
             if kind != b"thread" and int(count or 0) != int(length):
@@ -278,17 +289,18 @@ def check_consistency_op(
     activity = dict((yield from _zset_members(keys.sessions_key(), batch)))
     ids = dict((yield from _zset_members(keys.ids_key(), batch)))
     owned: dict[str, set[str]] = {}
+    indexes = {keys.sessions_key(): set(activity), keys.ids_key(): set(ids)}
     for key in (yield from _scan_all(keys.scan_pattern("owner"), batch)):
         owner = keys.owner_from_key(key)
         if owner is None:
             continue
         members = yield from _zset_members(key, batch)
-        owned[owner] = {sid for sid, _ in members}
+        owned[owner] = indexes[key] = {sid for sid, _ in members}
         for sid, _ in members:
             if meta.get(sid) != owner:
                 report.add("owner_index_ghost", sid)
     no_owner = yield from _zset_members(keys.no_owner_key(), batch)
-    owned[""] = {sid for sid, _ in no_owner}
+    owned[""] = indexes[keys.no_owner_key()] = {sid for sid, _ in no_owner}
     for sid, _ in no_owner:
         if meta.get(sid) != "":
             report.add("owner_index_ghost", sid)
@@ -302,7 +314,48 @@ def check_consistency_op(
     for sid in activity.keys() | ids.keys():
         if sid not in meta:
             report.add("index_ghost", sid)
+    yield from _check_index_ttls(report, indexes, expiry, activity, batch)
     return report
+
+
+def _check_index_ttls(
+    report: ConsistencyReport,
+    indexes: dict[str, set[str]],
+    expiry: dict[str, float],
+    activity: dict[str, float],
+    batch: int,
+) -> Operation[None]:
+    """Whether each index lives as long as its sessions, and no longer.
+
+    The index TTLs are read after the sessions', and a time is only flagged
+    when it is wrong whatever happened between the reads. With a TTL, a
+    session counts until its activity is that old (a listing drops it then).
+    """
+    names = list(indexes)
+    ends: dict[str, float] = {}
+    for start in range(0, len(names), batch):
+        chunk = names[start : start + batch]
+        pttls = yield Batch([("PTTL", name) for name in chunk])
+        received = now_ms()
+        for name, pttl in zip(chunk, pttls, strict=True):
+            if int(pttl) != -2:  # else gone since its entries were read
+                ends[name] = math.inf if int(pttl) == -1 else received + int(pttl)
+    ttl = ttl_ms()
+    early: set[str] = set()
+    for name, members in indexes.items():
+        if name not in ends:
+            continue
+        live = [sid for sid in members if sid in expiry]
+        for sid in live:
+            counted = expiry[sid]
+            if ttl and sid in activity:
+                counted = min(counted, activity[sid] + ttl)
+            if ends[name] < counted and sid not in early:
+                early.add(sid)
+                report.add("index_expires_first", sid)
+        forever = any(expiry[sid] == math.inf for sid in live)
+        if ttl and members and ends[name] == math.inf and not forever:
+            report.add("index_never_expires", name)
 
 
 __all__ = [
