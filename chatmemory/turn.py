@@ -25,9 +25,9 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Generator, Sequence
 from contextlib import aclosing, closing
-from typing import Any, cast
+from typing import Any, NamedTuple, cast, get_type_hints
 
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -40,8 +40,8 @@ from langchain_core.messages import (
     RemoveMessage,
     SystemMessage,
     message_chunk_to_message,
-    trim_messages,
 )
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import Runnable
@@ -62,8 +62,15 @@ from .records import INTERRUPTED
 
 logger = logging.getLogger("chatmemory")
 
-TAIL = 64
-"""Records a turn reads first (more only while they fit the token budget)."""
+TAIL_TOKENS = 16
+"""The tokens per record a turn's first read assumes: it reads the last
+``CHATMEMORY_PROMPT_MAX_TOKENS / TAIL_TOKENS`` records (188 by default), one
+round trip for any chat whose messages average more (a short question and
+its answer do); more only while the token budget needs them."""
+
+
+def _first_read() -> int:
+    return max(16, math.ceil(conf.PROMPT_MAX_TOKENS / TAIL_TOKENS))
 
 
 def build_prompt() -> ChatPromptTemplate:
@@ -78,26 +85,19 @@ def build_prompt() -> ChatPromptTemplate:
     )
 
 
-def _trim(history: list[BaseMessage]) -> list[BaseMessage]:
-    return trim_messages(
-        history,
-        max_tokens=conf.PROMPT_MAX_TOKENS,
-        token_counter="approximate",
-        strategy="last",
-        start_on="human",
-        include_system=True,
-    )
-
-
 def prompt_problem(message: BaseMessage) -> str:
     """Why ``message`` cannot go to a model (``""`` when it can).
 
     The history reader builds messages from trusted records without
     validating them (validation is most of the cost of a long read), so a
     record written by hand or by another program may hold wrong types.
+    Messages of the common shapes (see :func:`_well_formed`) are passed by a
+    look at their fields' types; the rest are validated in full.
     """
     if isinstance(message, RemoveMessage):
         return "a RemoveMessage is an instruction to a graph, not a message"
+    if _well_formed(message):
+        return ""
     try:
         type(message).model_validate(message.__dict__)
         message.text  # noqa: B018 - models and the demo read it
@@ -105,6 +105,178 @@ def prompt_problem(message: BaseMessage) -> str:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return ""
+
+
+_FIELDS: dict[type[BaseMessage], frozenset[str]] = {
+    cls: frozenset(cls.model_fields) for cls in (HumanMessage, AIMessage, SystemMessage)
+}
+_TYPES = {HumanMessage: "human", AIMessage: "ai", SystemMessage: "system"}
+_TOOL_CALL_KEYS = frozenset({"name", "args", "id"})
+
+
+def _int_keys(typed_dict: type) -> frozenset[str]:
+    return frozenset(
+        name for name, hint in get_type_hints(typed_dict).items() if hint is int
+    )
+
+
+# A usage record's counts (ints) and its details (TypedDicts of ints).
+_USAGE_COUNTS = _int_keys(UsageMetadata)
+_USAGE_DETAILS = {
+    name: _int_keys(hint)
+    for name, hint in get_type_hints(UsageMetadata).items()
+    if hint is not int
+}
+
+
+def _well_formed(message: BaseMessage) -> bool:
+    """Whether ``message`` is of a shape its model's validation surely accepts.
+
+    True only for a human, AI or system message whose fields are all set, each
+    of exactly its declared type (str or content blocks; dicts; str or None;
+    for a reply, well-typed tool calls and usage counts, none waiting in
+    ``additional_kwargs``), which is how the history reader and the models
+    build them: a look at a few types instead of a validation (tens of
+    microseconds a message). False means "not known": validate in full.
+    """
+    cls = type(message)
+    fields = _FIELDS.get(cls)
+    values = message.__dict__
+    if fields is None or values.keys() != fields:
+        return False
+    content = values["content"]
+    if type(content) is not str and not (
+        type(content) is list
+        and all(type(block) is str or type(block) is dict for block in content)
+    ):
+        return False
+    if not (
+        type(values["additional_kwargs"]) is dict
+        and type(values["response_metadata"]) is dict
+        and type(values["type"]) is str
+        and values["type"] == _TYPES[cls]
+        and (values["name"] is None or type(values["name"]) is str)
+        and (values["id"] is None or type(values["id"]) is str)
+    ):
+        return False
+    if cls is not AIMessage:
+        return True
+    calls = values["tool_calls"]
+    usage = values["usage_metadata"]
+    return (
+        type(calls) is list
+        and (
+            all(_well_formed_call(call) for call in calls)
+            if calls
+            # Without tool calls, validation parses those in additional_kwargs.
+            else not values["additional_kwargs"].get("tool_calls")
+        )
+        and type(values["invalid_tool_calls"]) is list
+        and not values["invalid_tool_calls"]
+        and (usage is None or _well_formed_usage(usage))
+    )
+
+
+def _well_formed_call(call: object) -> bool:
+    if type(call) is not dict:
+        return False
+    name, args, id_ = call.get("name"), call.get("args"), call.get("id")
+    return (
+        call.keys() - {"type"} == _TOOL_CALL_KEYS
+        and call.get("type", "tool_call") == "tool_call"
+        and type(name) is str
+        and type(args) is dict
+        and all(type(key) is str for key in args)
+        and (id_ is None or type(id_) is str)
+    )
+
+
+def _well_formed_usage(usage: object) -> bool:
+    if type(usage) is not dict or not usage.keys() >= UsageMetadata.__required_keys__:
+        return False
+    for key, value in usage.items():
+        if key in _USAGE_COUNTS:
+            if type(value) is not int:
+                return False
+        elif key in _USAGE_DETAILS:
+            if type(value) is not dict or not all(
+                name in _USAGE_DETAILS[key] and type(count) is int
+                for name, count in value.items()
+            ):
+                return False
+        else:
+            return False
+    return True
+
+
+_ROLE_LENGTHS = {HumanMessage: len("user"), AIMessage: len("assistant")}
+
+
+def message_tokens(message: BaseMessage) -> int:
+    """``count_tokens_approximately([message])``, the prompt budget's measure.
+
+    The approximate count of a list of messages is the sum of their counts, so
+    a turn counts each message once. Text messages (a human or AI message
+    with text content, no name, no tool calls) are counted here by the same
+    rule (a token per 4 characters of content and role, rounded up, plus 3),
+    without the call's per-call work.
+    """
+    role = _ROLE_LENGTHS.get(type(message))
+    if role is not None:
+        content = message.content
+        if (
+            type(content) is str
+            and not message.name
+            and not (type(message) is AIMessage and message.tool_calls)
+        ):
+            return -(-(len(content) + role) // 4) + 3
+    return count_tokens_approximately([message])
+
+
+def _cost(message: BaseMessage) -> int | str:
+    """The message's tokens, or why it cannot go to a model."""
+    if not _well_formed(message):
+        problem = prompt_problem(message)
+        if problem:
+            return problem
+    try:
+        return message_tokens(message)
+    # A message that passes validation can still break the counting (a content
+    # block whose "type" is not hashable): it cannot be measured, so it is left
+    # out like any other malformed message.
+    except Exception as exc:
+        return f"its tokens cannot be counted: {type(exc).__name__}: {exc}"
+
+
+def _guess_tokens(entry: store.Record | store.UnreadableEntry) -> int:
+    """A record's tokens as a quick look guesses them, before it is a message.
+
+    Exact for the text records of :func:`message_tokens`, below the count for
+    most others; it only says how many records to turn into messages (the
+    prompt is measured on the messages).
+    """
+    if type(entry) is dict:
+        data = entry.get("data")
+        if type(data) is dict:
+            content = data.get("content")
+            if type(content) is str:
+                kind = entry.get("type")
+                role = 4 if kind == "human" else 9 if kind == "ai" else 0
+                return -(-(len(content) + role) // 4) + 3
+    return 3
+
+
+Costs = list[int | str | None]
+"""Per message of a history: its tokens, why it cannot go to a model, or None
+(not measured yet)."""
+
+
+class _Tail(NamedTuple):
+    """The messages a turn loaded, what each costs, and their usable tokens."""
+
+    messages: list[BaseMessage]
+    costs: Costs
+    tokens: int
 
 
 REWRITES = ("regenerate", "edit", "continue")
@@ -199,88 +371,151 @@ class ChatTurn:
     def prompt_input(self, history: list[BaseMessage]) -> dict[str, Any]:
         """The chain's input: the history trimmed to the budget, and the question.
 
-        Entries a model cannot take (``RemoveMessage``, records whose fields
-        have the wrong types) are left out; only the messages that fit the
-        budget are checked, so a long history costs no more than a short one.
+        The history is what ``trim_messages`` (``strategy="last"``,
+        ``start_on="human"``, ``include_system=True``, the approximate token
+        counter) keeps of the messages a model can take: entries it cannot
+        (``RemoveMessage``, records whose fields have the wrong types) are left
+        out, with a warning. Each message is counted once, from the newest
+        back, and only those up to the budget are looked at, so a long history
+        costs no more than a short one.
         """
-        try:
-            trimmed = _trim(history)
-        # Malformed messages can break the token counting itself: check them
-        # all, then trim what is left.
-        except Exception:
-            return {"history": _trim(self._usable(history)), "question": self.question}
-        usable = self._usable(trimmed)
-        if len(usable) < len(trimmed):
-            # Room freed by what was left out goes to older, usable messages.
-            usable = _trim(self._usable(history))
-        return {"history": usable, "question": self.question}
+        return {"history": self._fit(history), "question": self.question}
 
-    def _usable(self, messages: list[BaseMessage]) -> list[BaseMessage]:
-        usable = []
-        for position, message in enumerate(messages):
-            problem = prompt_problem(message)
-            if problem:
+    def _fit(
+        self, history: Sequence[BaseMessage], costs: Costs | None = None
+    ) -> list[BaseMessage]:
+        """The prompt's share of ``history`` (see :meth:`prompt_input`).
+
+        ``costs`` may hold the messages' costs already worked out (None where
+        not); it is filled in as the messages are measured.
+        """
+        if costs is None:
+            costs = [None] * len(history)
+
+        def tokens(position: int) -> int | None:
+            cost = costs[position]
+            if cost is None:
+                cost = costs[position] = _cost(history[position])
+            if type(cost) is str:
                 logger.warning(
                     "chatmemory: leaving message %d of session %r out of the "
                     "prompt: %s",
                     position,
                     self.session_id,
-                    problem,
+                    cost,
                 )
-            else:
-                usable.append(message)
-        return usable
+                return None
+            return cast(int, cost)
+
+        # trim_messages on the usable messages, counted once each: the first
+        # usable message stays when it is a system message, then the longest
+        # run of the newest that fits what is left, from its first human one.
+        lead = next((i for i in range(len(history)) if tokens(i) is not None), None)
+        if lead is None:
+            return []
+        budget = conf.PROMPT_MAX_TOKENS
+        system = history[lead] if isinstance(history[lead], SystemMessage) else None
+        if system is not None:
+            budget = max(0, budget - cast(int, costs[lead]))
+            lead += 1
+        kept: list[BaseMessage] = []
+        total = 0
+        for position in range(len(history) - 1, lead - 1, -1):
+            cost = tokens(position)
+            if cost is None:
+                continue
+            total += cost
+            if total > budget:
+                break
+            kept.append(history[position])
+        while kept and kept[-1].type != "human":
+            kept.pop()
+        kept.reverse()
+        return kept if system is None else [system, *kept]
 
     def load_history(self) -> list[BaseMessage]:
         """The tail of the history the prompt can use (not the whole session).
 
-        Reads the last :data:`TAIL` records, and more (as many as the tokens
-        per record so far say the budget needs) while they fit the token
-        budget and the session holds more, so a turn's cost follows the prompt
-        budget, not the session's length.
+        Reads the last records (see :data:`TAIL_TOKENS`), and more (as many
+        as the tokens per record so far say the budget needs) while the
+        session holds more and the usable ones do not fill the token budget;
+        only the records that can reach the prompt become messages. So a
+        turn's cost follows the prompt budget, not the session's length.
         """
-        count = TAIL
-        while True:
-            records, length = store.read_tail(self.session_id, count)
-            history = self._history(records)
-            more = self._more(history, count, length)
-            if not more:
-                return history
-            count = more
+        return self._load().messages
 
     async def aload_history(self) -> list[BaseMessage]:
         """Async :meth:`load_history`."""
-        count = TAIL
+        return (await self._aload()).messages
+
+    def _load(self) -> _Tail:
+        count = _first_read()
+        while True:
+            records, length = store.read_tail(self.session_id, count)
+            tail = self._tail(records, complete=length <= count)
+            count = self._more(tail, count, length)
+            if not count:
+                return tail
+
+    async def _aload(self) -> _Tail:
+        count = _first_read()
         while True:
             records, length = await store.aread_tail(self.session_id, count)
-            history = self._history(records)
-            more = self._more(history, count, length)
-            if not more:
-                return history
-            count = more
+            tail = self._tail(records, complete=length <= count)
+            count = self._more(tail, count, length)
+            if not count:
+                return tail
+
+    def _tail(
+        self, records: list[store.Record | store.UnreadableEntry], *, complete: bool
+    ) -> _Tail:
+        """The messages of the newest ``records`` that fill the budget.
+
+        Records become messages a run at a time, from the newest back, each
+        run as long as its records' guessed tokens say the budget needs; it
+        stops once the usable messages' tokens pass the budget (then the
+        prompt is the one the whole history would give) or the records run
+        out. Records that cannot fill it, of a session that holds more, do
+        not become messages at all (the tail is empty, its tokens guessed).
+        """
+        budget = conf.PROMPT_MAX_TOKENS
+        messages: list[BaseMessage] = []
+        costs: Costs = []
+        total = 0
+        end = len(records)
+        while end and total <= budget:
+            start, guess = end, total
+            while start and guess <= budget:
+                start -= 1
+                guess += _guess_tokens(records[start])
+            if not (start or complete or guess > budget):
+                return _Tail([], [], guess)
+            run = self._history(records[start:end])
+            run_costs: Costs = []
+            for message in run:
+                cost = _cost(message)
+                run_costs.append(cost)
+                if type(cost) is int:
+                    total += cost
+            messages[:0] = run
+            costs[:0] = run_costs
+            end = start
+        return _Tail(messages, costs, total)
 
     @staticmethod
-    def _more(history: list[BaseMessage], count: int, length: int) -> int:
-        """How many records to read next; 0 when ``history`` is enough."""
-        if length <= count:
-            return 0
+    def _more(tail: _Tail, count: int, length: int) -> int:
+        """How many records to read next; 0 when ``tail`` is enough."""
         budget = conf.PROMPT_MAX_TOKENS
-        try:
-            tokens = count_tokens_approximately(history)
-        # Malformed records can break the counting: read the whole session,
-        # and let the prompt builder leave them out.
-        except Exception:
-            return length
-        if tokens >= budget:
+        if length <= count or tail.tokens > budget:
             return 0
         # Enough records for the budget at this tail's tokens per record, with
         # a margin; at least twice as many, so a few rounds reach any budget.
-        return max(2 * count, math.ceil(count * budget * 1.25 / max(tokens, 1)))
+        return max(2 * count, math.ceil(count * budget * 1.25 / max(tail.tokens, 1)))
 
-    def _start(self, history: list[BaseMessage]) -> Any:
-        """The chain's (lazy) stream of chunks; a prompt that fails is ModelFailed."""
+    def _start(self, history: list[BaseMessage], costs: Costs | None = None) -> Any:
+        """The chain's input; a prompt that cannot be built is ModelFailed."""
         try:
-            return self.prompt_input(history)
+            return {"history": self._fit(history, costs), "question": self.question}
         # Whatever the stored history holds must not become a 500: the user
         # gets words, the log the traceback.
         except Exception as exc:
@@ -348,11 +583,11 @@ class ChatTurn:
 
     def _stream(self) -> Generator[str]:
         if self.rewrite is None:
-            history = self.load_history()
+            history, costs, _ = self._load()
         else:
-            history = self._plan(store.read_snapshot(self.session_id))
+            history, costs = self._plan(store.read_snapshot(self.session_id)), None
         started = time.monotonic()
-        chunks = self.chain().stream(self._start(history))
+        chunks = self.chain().stream(self._start(history, costs))
         try:
             with closing(cast(Any, chunks)):
                 for chunk in chunks:
@@ -373,11 +608,12 @@ class ChatTurn:
 
     async def _astream(self) -> AsyncGenerator[str]:
         if self.rewrite is None:
-            history = await self.aload_history()
+            history, costs, _ = await self._aload()
         else:
             history = self._plan(await store.aread_snapshot(self.session_id))
+            costs = None
         started = time.monotonic()
-        chunks = self.chain().astream(self._start(history))
+        chunks = self.chain().astream(self._start(history, costs))
         try:
             async with aclosing(cast(Any, chunks)):
                 async for chunk in chunks:

@@ -15,6 +15,7 @@ from langchain_core.language_models.fake_chat_models import (
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
+    BaseMessage,
     HumanMessage,
     SystemMessage,
 )
@@ -473,10 +474,10 @@ def test_a_record_that_breaks_trimming_is_left_out() -> None:
 def test_a_prompt_that_cannot_be_built_is_a_model_failure(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken(history: object) -> object:
+    def broken(*args: object) -> object:
         raise KeyError("boom")
 
-    monkeypatch.setattr("chatmemory.turn._trim", broken)
+    monkeypatch.setattr(ChatTurn, "_fit", broken)
     with pytest.raises(ModelFailed, match="could not be turned into a prompt"):
         chat("bad4", "hello", model=HistoryModel())
     assert stored("bad4") == []
@@ -493,6 +494,289 @@ def test_prompt_problem_names_what_is_wrong() -> None:
     assert "AttributeError" in prompt_problem(odd)
     blocks = HumanMessage.model_construct(content=[5])
     assert "ValidationError" in prompt_problem(blocks)
+
+
+BAD_RECORDS = {
+    "additional_kwargs not a dict": {
+        "type": "human",
+        "data": {"content": "bad", "additional_kwargs": 5},
+    },
+    "response_metadata not a dict": {
+        "type": "ai",
+        "data": {"content": "bad", "response_metadata": [1]},
+    },
+    "name not text": {"type": "human", "data": {"content": "bad", "name": 5}},
+    "id not text": {"type": "human", "data": {"content": "bad", "id": [1]}},
+    "another type inside": {"type": "human", "data": {"content": "bad", "type": "ai"}},
+    "content not text or blocks": {"type": "ai", "data": {"content": [5]}},
+    "tool calls not a list": {
+        "type": "ai",
+        "data": {"content": "x", "tool_calls": "a"},
+    },
+    "tool call without a name": {
+        "type": "ai",
+        "data": {"content": "bad", "tool_calls": [{"args": {}, "id": "1"}]},
+    },
+    "tool call name not text": {
+        "type": "ai",
+        "data": {"content": "bad", "tool_calls": [{"name": 5, "args": {}, "id": "1"}]},
+    },
+    "tool call args not a dict": {
+        "type": "ai",
+        "data": {
+            "content": "bad",
+            "tool_calls": [{"name": "f", "args": "", "id": "1"}],
+        },
+    },
+    "tool call with a stray key": {
+        "type": "ai",
+        "data": {
+            "content": "bad",
+            "tool_calls": [{"name": "f", "args": {}, "id": "1", "index": 0}],
+        },
+    },
+    "invalid tool calls not a list": {
+        "type": "ai",
+        "data": {"content": "bad", "invalid_tool_calls": "x"},
+    },
+    "provider tool calls that parse to a bad one": {
+        "type": "ai",
+        "data": {
+            "content": "bad",
+            "additional_kwargs": {
+                "tool_calls": [
+                    {
+                        "function": {"name": 5, "arguments": "{}"},
+                        "id": "1",
+                        "type": "function",
+                    }
+                ]
+            },
+        },
+    },
+    "usage without a total": {
+        "type": "ai",
+        "data": {
+            "content": "bad",
+            "usage_metadata": {"input_tokens": 1, "output_tokens": 1},
+        },
+    },
+    "usage count not a number": {
+        "type": "ai",
+        "data": {
+            "content": "bad",
+            "usage_metadata": {
+                "input_tokens": "many",
+                "output_tokens": 1,
+                "total_tokens": 2,
+            },
+        },
+    },
+    "a RemoveMessage": {"type": "remove", "data": {"content": "", "id": "m1"}},
+    "a block whose tokens cannot be counted": {
+        "type": "human",
+        "data": {"content": [{"type": {"not": "hashable"}, "text": "bad"}]},
+    },
+}
+
+
+@pytest.mark.parametrize("kind", BAD_RECORDS)
+def test_a_malformed_record_of_each_kind_is_left_out_with_a_warning(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.append_records(
+        "odd",
+        [
+            {"type": "human", "data": {"content": "I like tea"}},
+            {"type": "ai", "data": {"content": "noted"}},
+            BAD_RECORDS[kind],
+            {"type": "human", "data": {"content": "and coffee"}},
+            {"type": "ai", "data": {"content": "noted too"}},
+        ],
+    )
+    model = HistoryModel()
+    chat("odd", "what do I like?", model=model)
+    assert [m.text for m in model.seen[-1][1:]] == [
+        "I like tea",
+        "noted",
+        "and coffee",
+        "noted too",
+        "what do I like?",
+    ]
+    assert "out of the prompt" in caplog.text
+
+
+def _messages_of_every_shape() -> list[BaseMessage]:
+    call = {"name": "lookup", "args": {"q": "tea"}, "id": "c1", "type": "tool_call"}
+    usage = {
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "total_tokens": 15,
+        "input_token_details": {"cache_read": 2},
+        "output_token_details": {"reasoning": 1},
+    }
+    return [
+        HumanMessage("hello there"),
+        HumanMessage("hi", id="m1", name="ada"),
+        AIMessage("a reply", response_metadata={"model_name": "gpt"}),
+        AIMessage("", tool_calls=[call]),
+        AIMessage("with usage", usage_metadata=usage, id="r1"),  # type: ignore[arg-type]
+        AIMessage([{"type": "text", "text": "block"}, "and text"]),
+        SystemMessage("be brief"),
+    ]
+
+
+def test_the_common_shapes_go_to_the_prompt_without_a_full_validation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chatmemory.history import messages_to_records, records_to_messages
+    from chatmemory.turn import prompt_problem
+
+    def refuse(cls: object, *args: object, **kwargs: object) -> object:
+        raise AssertionError("validated in full")
+
+    messages = _messages_of_every_shape()
+    read_back = records_to_messages(messages_to_records(messages))
+    for cls in (HumanMessage, AIMessage, SystemMessage):
+        monkeypatch.setattr(cls, "model_validate", classmethod(refuse))
+    assert [prompt_problem(m) for m in messages + read_back] == [""] * 14
+
+
+def test_a_message_passed_without_validation_always_validates() -> None:
+    import random
+
+    from chatmemory.turn import _well_formed
+
+    good_call = {"name": "f", "args": {"a": 1}, "id": "1"}
+    choices: dict[str, list[Any]] = {
+        "content": ["x", "", [], ["a", {"type": "text", "text": "t"}], [5], None, 5],
+        "additional_kwargs": [{}, {"k": 1}, 5, None, {"tool_calls": "zzz"}],
+        "response_metadata": [{}, {"a": 1}, 5, None, []],
+        "type": ["human", "ai", "system", "tool", 5, None],
+        "name": [None, "bob", "", 5, ["x"]],
+        "id": [None, "m1", 5, 1.5, ["x"]],
+        "tool_calls": [
+            [],
+            [good_call],
+            [{**good_call, "type": "tool_call"}],
+            [{**good_call, "id": None}],
+            [{**good_call, "type": "other"}],
+            [{**good_call, "index": 0}],
+            [{**good_call, "name": 5}],
+            [{**good_call, "args": "s"}],
+            [{**good_call, "args": {1: 2}}],
+            [{"name": "f", "args": {}}],
+            [5],
+            "abc",
+            None,
+        ],
+        "invalid_tool_calls": [[], [{"name": "f", "args": "{", "id": "1"}], "x"],
+        "usage_metadata": [
+            None,
+            {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3},
+            {
+                "input_tokens": 1,
+                "output_tokens": 2,
+                "total_tokens": 3,
+                "input_token_details": {"audio": 1},
+            },
+            {"input_tokens": 1, "output_tokens": 2, "total_tokens": True},
+            {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3.0},
+            {"input_tokens": 1, "output_tokens": 2},
+            {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3, "x": 1},
+            {
+                "input_tokens": 1,
+                "output_tokens": 2,
+                "total_tokens": 3,
+                "output_token_details": {"thinking": 1},
+            },
+            5,
+        ],
+    }
+    rng = random.Random(8)
+    passed = 0
+    for _ in range(4000):
+        cls = rng.choice([HumanMessage, AIMessage, SystemMessage])
+        message = cls.model_construct(content="x")
+        values = message.__dict__
+        values["type"] = values["type"]  # the right type, unless picked below
+        for field in rng.sample(sorted(values), rng.randint(1, 3)):
+            values[field] = rng.choice(choices[field])
+        if rng.random() < 0.05:
+            del values[rng.choice(sorted(values))]
+        if rng.random() < 0.05:
+            values["extra"] = 1
+        if _well_formed(message):
+            passed += 1
+            cls.model_validate(dict(values))  # raises if the look was wrong
+            message.text  # noqa: B018
+    assert 400 < passed < 3600  # both answers were put to the test
+
+
+def test_message_tokens_is_the_approximate_count_and_adds_up() -> None:
+    from langchain_core.messages import ToolMessage
+    from langchain_core.messages.utils import count_tokens_approximately
+
+    from chatmemory.turn import message_tokens
+
+    messages = [
+        *_messages_of_every_shape(),
+        HumanMessage(""),
+        HumanMessage("x" * 13, name=""),
+        AIMessage("é" * 7),
+        AIMessage([{"type": "image_url", "image_url": {"url": "data:,"}}]),
+        ToolMessage("42", tool_call_id="c1"),
+    ]
+    assert [message_tokens(m) for m in messages] == [
+        count_tokens_approximately([m]) for m in messages
+    ]
+    assert sum(map(message_tokens, messages)) == count_tokens_approximately(messages)
+
+
+def _random_history(rng: Any) -> list[BaseMessage]:
+    from langchain_core.messages import RemoveMessage, ToolMessage
+
+    makers = [
+        lambda: HumanMessage("q " * rng.randint(0, 60)),
+        lambda: AIMessage("a " * rng.randint(0, 120)),
+        lambda: AIMessage("", tool_calls=[{"name": "f", "args": {}, "id": "c"}]),
+        lambda: ToolMessage("result " * rng.randint(0, 9), tool_call_id="c"),
+        lambda: HumanMessage("named", name="ada"),
+        lambda: SystemMessage("mid-chat system " * rng.randint(0, 5)),
+        lambda: HumanMessage.model_construct(content=[5]),  # unusable
+        lambda: RemoveMessage(id="r"),  # unusable
+    ]
+    weights = [30, 30, 4, 4, 3, 2, 2, 2]
+    history = [rng.choices(makers, weights)[0]() for _ in range(rng.randint(0, 40))]
+    if history and rng.random() < 0.3:
+        history[0] = SystemMessage("system " * rng.randint(0, 40))
+    return history
+
+
+def test_the_prompt_is_what_trim_messages_keeps_of_the_usable_messages() -> None:
+    import random
+
+    from langchain_core.messages import trim_messages
+
+    from chatmemory.turn import prompt_problem
+
+    rng = random.Random(88)
+    turn = ChatTurn("trim", "q", model=HistoryModel())
+    for _ in range(400):
+        history = _random_history(rng)
+        budget = rng.randint(0, 600)
+        usable = [m for m in history if not prompt_problem(m)]
+        expected = trim_messages(
+            usable,
+            max_tokens=budget,
+            token_counter="approximate",
+            strategy="last",
+            start_on="human",
+            include_system=True,
+        )
+        with override_settings(CHATMEMORY_PROMPT_MAX_TOKENS=budget):
+            kept = turn.prompt_input(history)["history"]
+        assert [id(m) for m in kept] == [id(m) for m in expected]
 
 
 # --- the time limit ---------------------------------------------------------------
@@ -602,6 +886,79 @@ async def test_the_async_tail_read_gives_the_same_prompt() -> None:
     tail = await turn.aload_history()
     assert len(tail) < 1000
     assert turn.prompt_input(tail) == turn.prompt_input(turn.load_history())
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the tail reads and the records turned into messages."""
+    counts = {"reads": 0, "built": 0}
+    read_tail, history = store.read_tail, ChatTurn._history
+
+    def counted_read(session_id: str, count: int) -> Any:
+        counts["reads"] += 1
+        return read_tail(session_id, count)
+
+    def counted_history(turn: ChatTurn, records: list[Any]) -> Any:
+        counts["built"] += len(records)
+        return history(turn, records)
+
+    monkeypatch.setattr(store, "read_tail", counted_read)
+    monkeypatch.setattr(ChatTurn, "_history", counted_history)
+    return counts
+
+
+def test_a_turn_builds_only_the_messages_its_budget_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chatmemory.turn import message_tokens
+
+    _long_session("short", 2000)  # about 6 tokens a message
+    counts = _counting(monkeypatch)
+    turn = ChatTurn("short", "and now?", model=HistoryModel())
+    tail = turn.load_history()
+    tokens = [message_tokens(m) for m in tail]
+    # The shortest run of the newest messages that passes the budget...
+    assert sum(tokens[1:]) <= 3000 < sum(tokens)
+    # ...and nothing else became a message, though the first read fell short.
+    assert counts == {"reads": 2, "built": len(tail)}
+
+
+def test_a_chat_of_short_messages_is_read_in_one_round_trip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store.append_records(
+        "chatty",
+        [
+            {"type": "human" if i % 2 == 0 else "ai", "data": {"content": "w " * 40}}
+            for i in range(1000)
+        ],
+    )
+    counts = _counting(monkeypatch)
+    tail = ChatTurn("chatty", "and now?", model=HistoryModel()).load_history()
+    assert counts == {"reads": 1, "built": len(tail)}
+    assert len(tail) < 150
+
+
+@pytest.mark.parametrize("budget", [3000, 200])
+async def test_malformed_records_in_the_tail_leave_room_for_older_ones(
+    budget: int,
+) -> None:
+    from chatmemory.history import records_to_messages
+    from chatmemory.turn import message_tokens
+
+    _long_session("holes", 1000)
+    store.append_records("holes", list(BAD_RECORDS.values()) * 3)
+    _long_session("holes", 10)
+    with override_settings(CHATMEMORY_PROMPT_MAX_TOKENS=budget):
+        turn = ChatTurn("holes", "and now?", model=HistoryModel())
+        whole = records_to_messages(store.read_records("holes"), session_id="holes")
+        expected = turn.prompt_input(whole)
+        tail = turn.load_history()
+        assert len(tail) < len(whole)
+        assert turn.prompt_input(tail) == expected
+        assert turn.prompt_input(await turn.aload_history()) == expected
+        # Older messages fill the room the malformed ones left.
+        tokens = sum(map(message_tokens, expected["history"]))
+        assert budget - 50 < tokens <= budget
 
 
 def test_a_turn_saves_with_its_write_id_once() -> None:
