@@ -541,12 +541,15 @@ def add_usage_op(
         yield from _owner_usage(owner, usage, write_id, now_ms())
 
 
-def index_add(index: str, ttl: int, *zadd: Any) -> tuple[Any, ...]:
+def index_add(
+    index: str, ttl: int, *zadd: Any, expired_before: int = 0
+) -> tuple[Any, ...]:
     """A command for ``ZADD index *zadd`` that also keeps the index as long as
     sessions that live ``ttl`` ms more (0: for ever), as the scripts do on one
     server (``index_add.lua``; sent whole, so that it can go in a Redis
-    Cluster pipeline to any node)."""
-    return ("EVAL", compact("index_add"), 1, index, ttl, *zadd)
+    Cluster pipeline to any node). With ``expired_before`` (an activity time,
+    ms), up to 16 entries older than it (expired sessions) leave the index."""
+    return ("EVAL", compact("index_add"), 1, index, ttl, expired_before, *zadd)
 
 
 def _index_commands(
@@ -555,10 +558,23 @@ def _index_commands(
     """The index updates of Cluster's second step (idempotent; GT never moves a
     score back) for a session that lives ``ttl`` ms more, sent with the
     script when the owner is known."""
+    # A few expired entries leave the activity and owner indexes with every
+    # write, as on one server; the id index keeps them until a search meets
+    # them (its scores say nothing of activity).
+    expired = score - ttl if ttl > 0 else 0
     commands: list[tuple[Any, ...]] = [
-        index_add(keys.sessions_key(), ttl, "GT", score, session_id),
+        index_add(
+            keys.sessions_key(), ttl, "GT", score, session_id, expired_before=expired
+        ),
         index_add(keys.ids_key(), ttl, "NX", 0, session_id),
-        index_add(keys.owner_index_key(owner), ttl, "GT", score, session_id),
+        index_add(
+            keys.owner_index_key(owner),
+            ttl,
+            "GT",
+            score,
+            session_id,
+            expired_before=expired,
+        ),
     ]
     if owner:
         commands.append(("ZREM", keys.no_owner_key(), session_id))
