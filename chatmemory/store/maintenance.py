@@ -427,18 +427,10 @@ def delete_owner_sessions_op(
 
 def owners_op(batch: int = 1000) -> Operation[list[str]]:
     """Every owner id that has an owner index (SCAN: proportional to the keys)."""
-    owners: list[str] = []
-    cursor: int | bytes = 0
-    while True:
-        cursor, found = yield Command(
-            ("SCAN", cursor, "MATCH", keys.scan_pattern("owner"), "COUNT", batch)
-        )
-        for key in found:
-            owner = keys.owner_from_key(key.decode())
-            if owner is not None:
-                owners.append(owner)
-        if int(cursor) == 0:
-            return sorted(set(owners))
+    # Scan, not a SCAN command: on Redis Cluster each primary has its keys.
+    found = yield Scan(keys.scan_pattern("owner"), batch)
+    owners = {keys.owner_from_key(key.decode()) for key in found}
+    return sorted(owner for owner in owners if owner is not None)
 
 
 def rename_owner_op(old: str, new: str, batch: int = 200) -> Operation[int]:
@@ -458,5 +450,5 @@ def rename_owner_op(old: str, new: str, batch: int = 200) -> Operation[int]:
             ttl = yield Eval("reown", [keys.meta_key(session_id)], [old, new])
             if ttl >= 0:
                 moved += 1
-                yield Eval("index_add", [new_index], [ttl, score, session_id])
+                yield Eval("index_add", [new_index], [ttl, 0, score, session_id])
             yield Command(("ZREM", old_index, session_id))
