@@ -585,7 +585,7 @@ class ChatTurn:
         if self.rewrite is None:
             history, costs, _ = self._load()
         else:
-            history, costs = self._plan(store.read_snapshot(self.session_id)), None
+            history, costs, _ = self._rewrite()
         started = time.monotonic()
         chunks = self.chain().stream(self._start(history, costs))
         try:
@@ -610,8 +610,7 @@ class ChatTurn:
         if self.rewrite is None:
             history, costs, _ = await self._aload()
         else:
-            history = self._plan(await store.aread_snapshot(self.session_id))
-            costs = None
+            history, costs, _ = await self._arewrite()
         started = time.monotonic()
         chunks = self.chain().astream(self._start(history, costs))
         try:
@@ -668,8 +667,11 @@ class ChatTurn:
     ) -> list[BaseMessage]:
         return records_to_messages(records, session_id=self.session_id)
 
-    def _plan(self, snapshot: store.Snapshot) -> list[BaseMessage]:
-        """The history for a rewrite of the last turn, which must be [human, ai]."""
+    def _plan(self, snapshot: store.Snapshot) -> tuple[_Tail, int]:
+        """The history for a rewrite of the last turn, which must be [human,
+        ai], from a snapshot of the session's last entries; and how many
+        entries to read instead (0: the snapshot is enough), as
+        :meth:`load_history` reads a tail."""
         tail = snapshot.records[-2:]
         kinds = [
             entry.get("type") if isinstance(entry, dict) else None for entry in tail
@@ -680,12 +682,30 @@ class ChatTurn:
         question, reply = self._history(tail)
         if self.rewrite == "regenerate":
             self.question = question.text
+        kept = 0 if self.rewrite == "continue" else 2
         if self.rewrite == "continue":
             # The stopped reply stays in the prompt; the model is asked to go on.
             self._prefix = reply.text
             self.question = CONTINUE_PROMPT
-            return self._history(snapshot.records)
-        return self._history(snapshot.records[:-2])
+        records = snapshot.records[: len(snapshot.records) - kept]
+        history = self._tail(records, complete=snapshot.complete)
+        more = self._more(history, len(records), snapshot.length - kept)
+        return history, more + kept if more else 0
+
+    def _rewrite(self) -> _Tail:
+        count = _first_read() + 2
+        while True:
+            history, count = self._plan(store.read_snapshot(self.session_id, count))
+            if not count:
+                return history
+
+    async def _arewrite(self) -> _Tail:
+        count = _first_read() + 2
+        while True:
+            snapshot = await store.aread_snapshot(self.session_id, count)
+            history, count = self._plan(snapshot)
+            if not count:
+                return history
 
     def _replaced(self) -> int:
         """How many of the last stored records the new ones replace."""

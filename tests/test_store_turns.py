@@ -81,6 +81,35 @@ def test_a_whole_session_can_be_replaced() -> None:
     assert info is not None and info.owner == "7"
 
 
+def test_a_snapshot_of_the_last_entries_replaces_them_on_a_long_session() -> None:
+    store.append_records("s", [human(str(i)) for i in range(1000)])
+    store.append_records("s", [human("q"), ai("a")])
+
+    snapshot = store.read_snapshot("s", 3)
+
+    assert snapshot.length == 1002 and not snapshot.complete
+    assert [r["data"]["content"] for r in snapshot.records] == ["999", "q", "a"]  # type: ignore[index]
+    assert store.replace_last_records("s", snapshot, 2, [human("Q"), ai("A")]) == 1002
+    assert texts("s")[-3:] == ["999", "Q", "A"]
+    with pytest.raises(ValueError, match="holds 3 entries"):
+        snapshot.tail(4)
+    with pytest.raises(ValueError, match="at least 0"):
+        store.read_snapshot("s", -1)
+    whole = store.read_snapshot("s")
+    assert whole.complete and len(whole.raw) == whole.length == 1002
+
+
+def test_a_tail_snapshot_of_a_changed_session_is_refused() -> None:
+    store.append_records(
+        "s", [human(str(i)) for i in range(10)] + [human("q"), ai("a")]
+    )
+    snapshot = store.read_snapshot("s", 2)
+    store.append_records("s", [human("meanwhile"), ai("a")])
+    with pytest.raises(SessionChanged):
+        store.replace_last_records("s", snapshot, 1, [ai("b")])
+    assert texts("s")[-2:] == ["meanwhile", "a"]
+
+
 async def test_async_replace_and_snapshot() -> None:
     await store.aappend_records("s", [human("q"), ai("a")])
     snapshot = await store.aread_snapshot("s")

@@ -938,6 +938,54 @@ def test_a_chat_of_short_messages_is_read_in_one_round_trip(
     assert len(tail) < 150
 
 
+@pytest.mark.parametrize("rewrite", ["regenerate", "edit", "continue"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_rewrite_of_a_long_chat_reads_only_its_tail(
+    rewrite: str, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatmemory.history import records_to_messages
+
+    _long_session("long", 2000)  # about 6 tokens a message: two reads
+    store.append_records(
+        "long",
+        [
+            {"type": "human", "data": {"content": "last question"}},
+            {"type": "ai", "data": {"content": "last answer"}},
+        ],
+    )
+    whole = records_to_messages(store.read_records("long"), session_id="long")
+    sizes: list[int] = []
+    read, aread = store.read_snapshot, store.aread_snapshot
+
+    def counted(session_id: str, count: int = 0) -> store.Snapshot:
+        snapshot = read(session_id, count)
+        sizes.append(len(snapshot.raw))
+        return snapshot
+
+    async def acounted(session_id: str, count: int = 0) -> store.Snapshot:
+        snapshot = await aread(session_id, count)
+        sizes.append(len(snapshot.raw))
+        return snapshot
+
+    monkeypatch.setattr(store, "read_snapshot", counted)
+    monkeypatch.setattr(store, "aread_snapshot", acounted)
+    model = HistoryModel()
+    model.seen.clear()
+    turn = ChatTurn("long", "edited", model=model, rewrite=rewrite)
+    if mode == "sync":
+        turn.run()
+    else:
+        asyncio.run(turn.arun())
+
+    assert len(sizes) > 1 and max(sizes) < 1000  # tails, never the whole chat
+    prompt = model.seen[-1]
+    kept = whole if rewrite == "continue" else whole[:-2]
+    expected = ChatTurn("long", "x", model=model).prompt_input(kept)["history"]
+    assert prompt[1:-1] == expected  # the system prompt, history, question
+    assert len(store.read_records("long")) == 2002
+    assert texts("long")[-2][1] == ("last question" if rewrite != "edit" else "edited")
+
+
 @pytest.mark.parametrize("budget", [3000, 200])
 async def test_malformed_records_in_the_tail_leave_room_for_older_ones(
     budget: int,

@@ -1244,8 +1244,8 @@ def test_a_rewrite_of_a_changed_chat_saves_nothing(
         stream_turn(alice_client, session_id, message="q1")
     real = store.read_snapshot
 
-    def then_another_tab_writes(sid: str) -> store.Snapshot:
-        snapshot = real(sid)
+    def then_another_tab_writes(sid: str, count: int = 0) -> store.Snapshot:
+        snapshot = real(sid, count)
         store.append_records(sid, [{"type": "human", "data": {"content": "tab 2"}}])
         return snapshot
 

@@ -162,14 +162,15 @@ async def aappend_records(
     )
 
 
-def read_snapshot(session_id: str) -> Snapshot:
-    """The session's entries, decoded and as stored (to rewrite its last turn)."""
-    return run(read_snapshot_op(session_id))
+def read_snapshot(session_id: str, count: int = 0) -> Snapshot:
+    """The session's last ``count`` entries (0: all), decoded and as stored,
+    with its length (to rewrite its last turn)."""
+    return run(read_snapshot_op(session_id, count))
 
 
-async def aread_snapshot(session_id: str) -> Snapshot:
+async def aread_snapshot(session_id: str, count: int = 0) -> Snapshot:
     """Async :func:`read_snapshot`."""
-    return await arun(read_snapshot_op(session_id))
+    return await arun(read_snapshot_op(session_id, count))
 
 
 def replace_last_records(

@@ -49,22 +49,39 @@ def validate_turn_id(turn: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A session's entries as read, decoded and raw."""
+    """A session's last entries as read, decoded and raw, and its length then."""
 
     records: list[Record | UnreadableEntry]
     raw: list[bytes]
+    length: int
+    """How many entries the session held (``raw`` may be only its last ones)."""
 
     def tail(self, count: int) -> tuple[int, list[bytes]]:
         """``replace=`` for append_records_op: the last ``count`` entries."""
-        return len(self.raw), self.raw[len(self.raw) - count :] if count else []
+        if count > len(self.raw):
+            raise ValueError(f"the snapshot holds {len(self.raw)} entries, not {count}")
+        return self.length, self.raw[len(self.raw) - count :] if count else []
+
+    @property
+    def complete(self) -> bool:
+        """Whether the snapshot holds every entry of the session."""
+        return len(self.raw) == self.length
 
 
-def read_snapshot_op(session_id: str) -> Operation[Snapshot]:
-    """The session's entries, decoded and as stored. One round trip."""
+def read_snapshot_op(session_id: str, count: int = 0) -> Operation[Snapshot]:
+    """The session's last ``count`` entries (0: all), decoded and as stored,
+    and its length, together (one transaction, one round trip): Redis's work
+    follows ``count``, not the session's length."""
     keys.validate_session_id(session_id)
-    raw = yield Command(("LRANGE", keys.messages_key(session_id), 0, -1))
+    messages = keys.messages_key(session_id)
+    if count < 0:
+        raise ValueError(f"count must be at least 0, not {count}")
+    length, raw = yield Batch(
+        [("LLEN", messages), ("LRANGE", messages, -count if count else 0, -1)],
+        transaction=True,
+    )
     entries = [bytes(item) for item in raw]
-    return Snapshot(decode_records(entries), entries)
+    return Snapshot(decode_records(entries), entries, int(length))
 
 
 def note_stop_op(session_id: str, turn: str, shown: str) -> Operation[StopResult]:
