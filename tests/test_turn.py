@@ -108,6 +108,31 @@ async def test_async_turn_streams_and_saves() -> None:
     assert turn.message_count == 2
 
 
+async def test_an_async_turn_makes_no_task_per_token() -> None:
+    # A ``prompt | model`` sequence hands every chunk on in an asyncio task of
+    # its own (two event loop iterations a token); the turn streams the model
+    # on the prompt's messages, so a long reply costs no more tasks than a
+    # short one.
+    loop = asyncio.get_running_loop()
+    created: list[object] = []
+
+    def counting(
+        loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        created.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    model = GenericFakeChatModel(messages=iter([AIMessage(" ".join(["word"] * 50))]))
+    loop.set_task_factory(counting)
+    try:
+        tokens = [token async for token in ChatTurn("a2", "go", model=model).astream()]
+    finally:
+        loop.set_task_factory(None)
+    assert len(tokens) == 99  # the words and the spaces between them
+    assert len(created) < 10
+    assert texts("a2")[-1] == ("ai", " ".join(["word"] * 50))
+
+
 class MetadataModel(GenericFakeChatModel):
     """Streams chunks carrying usage and response metadata, as providers do."""
 
