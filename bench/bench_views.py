@@ -27,8 +27,10 @@ nothing of chatmemory's view, turn or history code around them.
    ``--workers`` processes on a loopback port, both running for the whole
    test, loaded in turn (``--rounds`` rounds of chatmemory's view and the
    bare view on each server, in a shuffled order) for ``--seconds`` with
-   ``--clients`` concurrent connections: turns per second and the median/p90
-   latency seen by the client. Every turn comes on a new connection
+   ``--clients`` concurrent connections: turns per second, the median/p90
+   latency seen by the client, and the server's CPU time per turn (all its
+   processes, from /proc), which does not depend on how much of the machine
+   other work takes. Every turn comes on a new connection
    (``Connection: close``), as gunicorn's sync workers do anyway: uvicorn's
    workers share the listening socket and keep a connection for its whole
    life, so with kept-alive connections the figure mostly showed how the
@@ -409,8 +411,34 @@ def server_command(kind: str, port: int, workers: int) -> list[str]:
     ]  # fmt: skip
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its descendants.
+
+    Read from /proc (Linux); 0.0 elsewhere. A server's CPU per turn does not
+    depend on how much of the machine other work takes, as its turns/s does.
+    """
+    stats: dict[int, tuple[int, float]] = {}
+    if not Path("/proc").is_dir():
+        return 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        stats[int(entry.name)] = (int(fields[1]), ticks / os.sysconf("SC_CLK_TCK"))
+    wanted, total = {pid}, 0.0
+    while wanted:
+        current = wanted.pop()
+        total += stats.get(current, (0, 0.0))[1]
+        wanted |= {child for child, (parent, _) in stats.items() if parent == current}
+    return total
+
+
 @contextmanager
-def running(kind: str, env: dict[str, str], workers: int) -> Iterator[str]:
+def running(kind: str, env: dict[str, str], workers: int) -> Iterator[tuple[str, int]]:
     from tests.redis_server import free_port
 
     port = free_port()
@@ -427,7 +455,7 @@ def running(kind: str, env: dict[str, str], workers: int) -> Iterator[str]:
                 raise SystemExit(f"{kind} did not start") from None
             time.sleep(0.1)
     try:
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         try:
@@ -564,40 +592,50 @@ def under_load(env: dict[str, str], args: argparse.Namespace) -> None:
         f"processes each, loopback, load from {generator}"
     )
 
-    def run(url: str, view: str, seconds: float) -> tuple[float, float, float, int]:
+    Found = tuple[float, float, float, int, float]
+
+    def run(server: tuple[str, int], view: str, seconds: float) -> Found:
+        """Turns/s, median and p90 ms, turns, and the server's CPU ms per turn."""
+        url, pid = server
+        cpu = tree_cpu(pid)
         if use_wrk:
-            return wrk_load(url, args.clients, seconds, view)
-        latencies, wall = load(url, args.clients, seconds, view)
-        latencies.sort()
-        if not latencies:  # a machine so busy no turn started in time
-            return 0.0, float("nan"), float("nan"), 0
-        return (
-            len(latencies) / wall,
-            statistics.median(latencies) * 1000,
-            latencies[int(len(latencies) * 0.9)] * 1000,
-            len(latencies),
-        )
+            rate, median, p90, turns = wrk_load(url, args.clients, seconds, view)
+        else:
+            latencies, wall = load(url, args.clients, seconds, view)
+            latencies.sort()
+            if not latencies:  # a machine so busy no turn started in time
+                return 0.0, float("nan"), float("nan"), 0, float("nan")
+            rate, median, p90, turns = (
+                len(latencies) / wall,
+                statistics.median(latencies) * 1000,
+                latencies[int(len(latencies) * 0.9)] * 1000,
+                len(latencies),
+            )
+        # The few requests that set a run up (log-in, new chats) count too.
+        used = (tree_cpu(pid) - cpu) * 1000 / max(turns, 1)
+        return rate, median, p90, turns, used
 
     with (
         running("gunicorn", env, args.workers) as gunicorn,
         running("uvicorn", env, args.workers) as uvicorn,
     ):
         combos = [
-            (server, url, view)
-            for server, url in (("gunicorn", gunicorn), ("uvicorn", uvicorn))
+            (name, server, view)
+            for name, server in (("gunicorn", gunicorn), ("uvicorn", uvicorn))
             for view in ("chatmemory", "bare")
         ]
-        for _, url, view in combos:
-            run(url, view, 2)  # warm-up
-        found: dict[tuple[str, str], list[tuple[float, float, float, int]]] = (
-            defaultdict(list)
-        )
+        for _, server, view in combos:
+            run(server, view, 2)  # warm-up
+        found: dict[tuple[str, str], list[Found]] = defaultdict(list)
         shuffle = random.Random(0).shuffle
         for _ in range(args.rounds):
             shuffle(combos)
-            for server, url, view in combos:
-                found[server, view].append(run(url, view, args.seconds))
-    print(f"{'':22}{'turns/s':>9}{'median ms':>11}{'p90 ms':>9}{'turns':>8}")
+            for name, server, view in combos:
+                found[name, view].append(run(server, view, args.seconds))
+    print(
+        f"{'':22}{'turns/s':>9}{'median ms':>11}{'p90 ms':>9}{'turns':>8}"
+        f"{'server CPU ms/turn':>20}"
+    )
     for server in ("gunicorn", "uvicorn"):
         for view in ("chatmemory", "bare"):
             runs = found[server, view]
@@ -607,10 +645,14 @@ def under_load(env: dict[str, str], args: argparse.Namespace) -> None:
                 f"{statistics.median(r[1] for r in runs):>11.2f}"
                 f"{statistics.median(r[2] for r in runs):>9.2f}"
                 f"{sum(r[3] for r in runs):>8}"
+                f"{statistics.median(r[4] for r in runs):>20.2f}"
             )
 
     def rates(server: str, view: str) -> list[float]:
         return [r[0] for r in found[server, view]]
+
+    def cpu(server: str, view: str) -> list[float]:
+        return [r[4] for r in found[server, view]]
 
     def per_run(a: list[float], b: list[float]) -> list[float]:
         return [x / y if y else float("nan") for x, y in zip(a, b, strict=True)]
@@ -633,6 +675,10 @@ def under_load(env: dict[str, str], args: argparse.Namespace) -> None:
         ("uvicorn / gunicorn, chatmemory", share),
     ):
         print(f"    {label:<32}{spread(values)}")
+    print("  ratios of server CPU per turn, median [min .. max] over runs:")
+    for view in ("chatmemory", "bare"):
+        values = per_run(cpu("uvicorn", view), cpu("gunicorn", view))
+        print(f"    {'uvicorn / gunicorn, ' + view:<32}{spread(values)}")
     met = statistics.median(share) >= 0.9
     print(
         "  target: uvicorn >= 90% of gunicorn's turns/s with chatmemory: "
