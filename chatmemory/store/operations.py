@@ -132,7 +132,7 @@ def _send(client: SyncClient, request: Request) -> Any:
     assert type(request) is Batch
     pipe = client.pipeline(transaction=request.transaction)
     for command in request.commands:
-        pipe.execute_command(*command)
+        pipe.execute_command(*command, **_routing(client, command))
     return pipe.execute()
 
 
@@ -155,7 +155,7 @@ async def _asend(client: AsyncClient, request: Request) -> Any:
     assert type(request) is Batch
     pipe = client.pipeline(transaction=request.transaction)
     for command in request.commands:
-        pipe.execute_command(*command)
+        pipe.execute_command(*command, **_routing(client, command))
     return await pipe.execute()
 
 
@@ -271,8 +271,21 @@ async def arun[T](operation: Operation[T]) -> T:
             return result
 
 
+_CLUSTERS = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
+
+
+def _routing(client: Any, command: tuple[Any, ...]) -> dict[str, Any]:
+    """A command's options in a pipeline of ``client``: on Cluster a script
+    names its node, as the script of :func:`_pipeline_commands` does (left to
+    find it, a cluster pipeline asks a node for the script's keys with
+    COMMAND GETKEYS, one more round trip per script: redis-py 8.1)."""
+    if command[0] in ("EVAL", "EVALSHA") and isinstance(client, _CLUSTERS):
+        return {"target_nodes": client.get_node_from_key(command[3])}
+    return {}
+
+
 def _pipeline_commands(
-    request: Eval, sha: str, node: Any
+    request: Eval, sha: str, node: Any, client: Any = None
 ) -> tuple[list[tuple[tuple[Any, ...], dict[str, Any]]], int]:
     """The pipeline of a script with its ``then`` commands and WAIT.
 
@@ -292,7 +305,7 @@ def _pipeline_commands(
         # have this connection's writes. On Cluster, that is the script's node.
         timeout_ms = max(1, int(conf.WAIT_TIMEOUT * 1000))
         commands.append((("WAIT", replicas, timeout_ms), options))
-    commands += [(command, {}) for command in request.then]
+    commands += [(command, _routing(client, command)) for command in request.then]
     return commands, replicas
 
 
@@ -312,7 +325,7 @@ def _eval_pipeline(client: SyncClient, request: Eval) -> Any:
         if isinstance(client, redis.cluster.RedisCluster)
         else None
     )
-    commands, replicas = _pipeline_commands(request, script.sha, node)
+    commands, replicas = _pipeline_commands(request, script.sha, node, client)
     for attempt in range(2):
         pipe = client.pipeline(transaction=False)
         for args, options in commands:
@@ -333,7 +346,7 @@ async def _aeval_pipeline(client: AsyncClient, request: Eval) -> Any:
     node = None
     if isinstance(client, redis.asyncio.cluster.RedisCluster):
         node = client.get_node_from_key(request.keys[0])  # initialized by arun
-    commands, replicas = _pipeline_commands(request, script.sha, node)
+    commands, replicas = _pipeline_commands(request, script.sha, node, client)
     for attempt in range(2):
         pipe = client.pipeline(transaction=False)
         for args, options in commands:
