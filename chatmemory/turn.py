@@ -210,6 +210,13 @@ def _well_formed_usage(usage: object) -> bool:
 
 
 _ROLE_LENGTHS = {HumanMessage: len("user"), AIMessage: len("assistant")}
+_KIND_ROLE_LENGTHS = {"human": len("user"), "ai": len("assistant")}
+
+
+def _text_tokens(content: str, role: int) -> int:
+    """``count_tokens_approximately``'s count of a text message: a token per 4
+    characters of content and role name, rounded up, plus 3."""
+    return -(-(len(content) + role) // 4) + 3
 
 
 def message_tokens(message: BaseMessage) -> int:
@@ -229,16 +236,15 @@ def message_tokens(message: BaseMessage) -> int:
             and not message.name
             and not (type(message) is AIMessage and message.tool_calls)
         ):
-            return -(-(len(content) + role) // 4) + 3
+            return _text_tokens(content, role)
     return count_tokens_approximately([message])
 
 
 def _cost(message: BaseMessage) -> int | str:
     """The message's tokens, or why it cannot go to a model."""
-    if not _well_formed(message):
-        problem = prompt_problem(message)
-        if problem:
-            return problem
+    problem = prompt_problem(message)
+    if problem:
+        return problem
     try:
         return message_tokens(message)
     # A message that passes validation can still break the counting (a content
@@ -260,9 +266,8 @@ def _guess_tokens(entry: store.Record | store.UnreadableEntry) -> int:
         if type(data) is dict:
             content = data.get("content")
             if type(content) is str:
-                kind = entry.get("type")
-                role = 4 if kind == "human" else 9 if kind == "ai" else 0
-                return -(-(len(content) + role) // 4) + 3
+                role = _KIND_ROLE_LENGTHS.get(entry.get("type"), 0)  # type: ignore[arg-type]
+                return _text_tokens(content, role)
     return 3
 
 
@@ -689,15 +694,16 @@ class ChatTurn:
         question, reply = self._history(tail)
         if self.rewrite == "regenerate":
             self.question = question.text
-        kept = 0 if self.rewrite == "continue" else 2
+        # The entries the rewrite replaces stay out of its prompt.
+        redone = 0 if self.rewrite == "continue" else 2
         if self.rewrite == "continue":
             # The stopped reply stays in the prompt; the model is asked to go on.
             self._prefix = reply.text
             self.question = CONTINUE_PROMPT
-        records = snapshot.records[: len(snapshot.records) - kept]
+        records = snapshot.records[: len(snapshot.records) - redone]
         history = self._tail(records, complete=snapshot.complete)
-        more = self._more(history, len(records), snapshot.length - kept)
-        return history, more + kept if more else 0
+        more = self._more(history, len(records), snapshot.length - redone)
+        return history, more + redone if more else 0
 
     def _rewrite(self) -> _Tail:
         count = _first_read() + 2

@@ -285,7 +285,7 @@ def _routing(client: Any, command: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _pipeline_commands(
-    request: Eval, sha: str, node: Any, client: Any = None
+    request: Eval, sha: str, node: Any, client: Any
 ) -> tuple[list[tuple[tuple[Any, ...], dict[str, Any]]], int]:
     """The pipeline of a script with its ``then`` commands and WAIT.
 
