@@ -266,7 +266,9 @@ def _guess_tokens(entry: store.Record | store.UnreadableEntry) -> int:
         if type(data) is dict:
             content = data.get("content")
             if type(content) is str:
-                role = _KIND_ROLE_LENGTHS.get(entry.get("type"), 0)  # type: ignore[arg-type]
+                kind = entry.get("type")
+                # A record's type may be anything, even unhashable.
+                role = _KIND_ROLE_LENGTHS.get(kind, 0) if type(kind) is str else 0
                 return _text_tokens(content, role)
     return 3
 
