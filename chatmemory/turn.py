@@ -254,6 +254,54 @@ def _cost(message: BaseMessage) -> int | str:
         return f"its tokens cannot be counted: {type(exc).__name__}: {exc}"
 
 
+def _record_tokens(entry: store.Record | store.UnreadableEntry) -> int | None:
+    """What :func:`_cost` says of the message a text record becomes, read off
+    the record; None when the record is not known to be one.
+
+    A text record is a human or AI record whose content is text and whose
+    other fields (see :func:`_text_field`) make a message that
+    :func:`_well_formed` passes and :func:`message_tokens` counts as text; the
+    history reader builds it as is. Most records are such, so a turn measures
+    them as it picks them, without a second look at the message.
+    """
+    if type(entry) is not dict:
+        return None
+    kind = entry.get("type")
+    role = _KIND_ROLE_LENGTHS.get(kind) if type(kind) is str else None
+    data = entry.get("data")
+    if role is None or type(data) is not dict:
+        return None
+    content = data.get("content")
+    if type(content) is not str:
+        return None
+    if len(data) > 1:
+        for key, value in data.items():
+            if key != "content" and not _text_field(cast(str, kind), key, value):
+                return None
+    return _text_tokens(content, role)
+
+
+def _text_field(kind: str, key: str, value: object) -> bool:
+    """Whether a text record's field ``key`` may hold ``value`` (see
+    :func:`_record_tokens`): no name, no tool calls, each of its type."""
+    if key == "type":
+        return value == kind
+    if key == "id":
+        return value is None or type(value) is str
+    if key == "name":
+        return value is None or value == ""
+    if key == "response_metadata":
+        return type(value) is dict
+    if key == "additional_kwargs":
+        # A reply's tool calls may wait here (validation moves them).
+        return type(value) is dict and (kind != "ai" or not value.get("tool_calls"))
+    if kind != "ai":
+        return False
+    if key == "usage_metadata":
+        return value is None or _well_formed_usage(value)
+    return key in ("tool_calls", "invalid_tool_calls") and value == []
+
+
 def _guess_tokens(entry: store.Record | store.UnreadableEntry) -> int:
     """A record's tokens as a quick look guesses them, before it is a message.
 
@@ -486,17 +534,24 @@ class ChatTurn:
         costs: Costs = []
         total = 0
         end = len(records)
+        # The text records' tokens, found as the records are picked.
+        known: list[int | None] = [None] * end
         while end and total <= budget:
             start, guess = end, total
             while start and guess <= budget:
                 start -= 1
-                guess += _guess_tokens(records[start])
+                entry = records[start]
+                tokens = known[start] = _record_tokens(entry)
+                guess += _guess_tokens(entry) if tokens is None else tokens
             if not (start or complete or guess > budget):
                 return _Tail([], [], guess)
             run = self._history(records[start:end])
+            # One message per record, unless an unreadable one was skipped.
+            aligned = len(run) == end - start
             run_costs: Costs = []
-            for message in run:
-                cost = _cost(message)
+            for position, message in enumerate(run, start):
+                tokens = known[position] if aligned else None
+                cost = _cost(message) if tokens is None else tokens
                 run_costs.append(cost)
                 if type(cost) is int:
                     total += cost

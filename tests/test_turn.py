@@ -738,6 +738,48 @@ def test_a_message_passed_without_validation_always_validates() -> None:
     assert 400 < passed < 3600  # both answers were put to the test
 
 
+def test_a_text_record_is_measured_as_its_message_would_be() -> None:
+    import random
+
+    from chatmemory.history import records_to_messages
+    from chatmemory.turn import _cost, _record_tokens
+
+    choices: dict[str, list[Any]] = {
+        "content": ["x", "", "é" * 9, [], [{"type": "text", "text": "t"}], None, 5],
+        "type": ["human", "ai", "system", 5, None, ["human"]],
+        "id": [None, "m1", 5, ["x"]],
+        "name": [None, "", "bob", 5],
+        "additional_kwargs": [{}, {"k": 1}, {"tool_calls": [{"id": "1"}]}, 5, []],
+        "response_metadata": [{}, {"a": 1}, 5, None],
+        "tool_calls": [[], [{"name": "f", "args": {}, "id": "1"}], "x", None],
+        "invalid_tool_calls": [[], [{"name": "f", "args": "{", "id": "1"}], 5],
+        "usage_metadata": [
+            None,
+            {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3},
+            {"input_tokens": 1, "output_tokens": 2},
+            {"input_tokens": 1, "output_tokens": 2, "total_tokens": "3"},
+            5,
+        ],
+        "example": [False, True],
+    }
+    rng = random.Random(12)
+    measured = 0
+    for _ in range(4000):
+        kind = rng.choice(["human", "ai", "ai", "human", "system", "tool", 5])
+        data: dict[str, Any] = {"content": "a question of some length"}
+        for field in rng.sample(sorted(choices), rng.randint(0, 3)):
+            data[field] = rng.choice(choices[field])
+        if rng.random() < 0.05:
+            del data["content"]
+        record = {"type": kind, "data": data}
+        tokens = _record_tokens(record)
+        if tokens is not None:
+            measured += 1
+            [message] = records_to_messages([record])
+            assert _cost(message) == tokens, record
+    assert 400 < measured < 3600  # both answers were put to the test
+
+
 def test_message_tokens_is_the_approximate_count_and_adds_up() -> None:
     from langchain_core.messages import ToolMessage
     from langchain_core.messages.utils import count_tokens_approximately
