@@ -585,3 +585,45 @@ def test_cluster_tokens_count_for_an_owner_this_process_did_not_know(
     entries = index_entries(on_cluster, "u-owned", "carol")
     assert entries["carol"] is not None
     assert on_cluster.zscore(store.no_owner_key(), "u-owned") is None
+
+
+def test_a_cluster_write_that_meets_a_moved_slot_is_applied_once(
+    cluster: Topology, on_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Writes go to their nodes directly, unless a node answers that the slot
+    # is elsewhere (a slot the client's map has not seen move): the cluster
+    # client then runs the write itself, which is safe (a write id).
+    from chatmemory.store import operations
+
+    direct = operations._cluster_direct
+    sent: list[Any] = []
+
+    def spy(*args: Any) -> Any:
+        sent.append(direct(*args))
+        return sent[-1]
+
+    monkeypatch.setattr(operations, "_cluster_direct", spy)
+    store.append_records("moved", RECORDS, owner="dora")
+    store.append_records("moved", RECORDS, owner="dora")  # fused: sent directly
+    assert sent and sent[-1] is not None
+    cluster_client = client.sync_client()
+    key = store.messages_key("moved")
+    real = cluster_client.get_node_from_key
+    wrong = next(
+        node for node in cluster_client.get_primaries() if node.name != real(key).name
+    )
+
+    def stale(name: str, replica: bool = False) -> Any:
+        return wrong if name == key else real(name, replica)
+
+    monkeypatch.setattr(cluster_client, "get_node_from_key", stale)
+    before = moved_replies(cluster)
+    assert store.append_records("moved", RECORDS, owner="dora") == 6
+    assert sent[-1] is None  # left to the cluster client
+    assert moved_replies(cluster) > before
+    assert [r["data"]["content"] for r in store.read_records("moved")] == [
+        "hello",
+        "hi there",
+    ] * 3
+    entries = index_entries(on_cluster, "moved", "dora")
+    assert entries["sessions"] == entries["dora"] is not None

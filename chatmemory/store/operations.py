@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
@@ -318,6 +318,68 @@ def _check_replies(replies: list[Any], replicas: int) -> Any:
     return replies[0]
 
 
+# Replies that a Cluster client must handle itself (a slot moved, a node
+# failing over): the direct pipeline leaves the request to it.
+_REDIRECTS = (
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.NoScriptError,
+)
+
+
+def _cluster_direct(
+    client: redis.cluster.RedisCluster,
+    commands: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
+) -> list[Any] | None:
+    """The replies of ``commands`` sent to their nodes directly, each node's
+    share as one pipeline on one of its connections, all sent before any reply
+    is read; None when the cluster client must run them (a redirect, a
+    failover, a connection error), which is safe: what reaches here is
+    idempotent (index updates, writes with a write id, deletes).
+
+    redis-py 8.1's cluster pipeline costs as much Python as the round trip
+    (a Cluster write's second round took 1.9x the plain client's); this does
+    what it does for a request that meets no redirect.
+    """
+    groups: dict[str, tuple[Any, list[int]]] = {}
+    for position, (args, options) in enumerate(commands):
+        node = options.get("target_nodes")
+        if node is None:
+            node = client.get_node_from_key(args[1])  # type: ignore[no-untyped-call]
+        group = groups.get(node.name)
+        if group is None:
+            group = groups[node.name] = (node, [])
+        group[1].append(position)
+    replies: list[Any] = [None] * len(commands)
+    taken: list[tuple[Any, Any]] = []
+    try:
+        for node, positions in groups.values():
+            pool = node.redis_connection.connection_pool
+            connection = pool.get_connection()
+            taken.append((pool, connection))
+            connection.send_packed_command(
+                connection.pack_commands([commands[i][0] for i in positions])
+            )
+        for (_, connection), (_, positions) in zip(taken, groups.values(), strict=True):
+            for position in positions:
+                try:
+                    replies[position] = connection.read_response()
+                except redis.exceptions.ResponseError as exc:
+                    replies[position] = exc
+    except (redis.ConnectionError, redis.TimeoutError):
+        for _, connection in taken:
+            connection.disconnect()  # replies may be left unread on it
+        return None
+    finally:
+        for pool, connection in taken:
+            pool.release(connection)
+    if any(isinstance(reply, _REDIRECTS) for reply in replies):
+        return None
+    return replies
+
+
 def _eval_pipeline(client: SyncClient, request: Eval) -> Any:
     script = sync_script(client, request.name)
     node = (
@@ -326,6 +388,10 @@ def _eval_pipeline(client: SyncClient, request: Eval) -> Any:
         else None
     )
     commands, replicas = _pipeline_commands(request, script.sha, node, client)
+    if node is not None and not replicas:
+        direct = _cluster_direct(cast(redis.cluster.RedisCluster, client), commands)
+        if direct is not None:
+            return _check_replies(direct, 0)
     for attempt in range(2):
         pipe = client.pipeline(transaction=False)
         for args, options in commands:
