@@ -201,17 +201,29 @@ def messages_to_records(
     records: list[store.Record] = []
     append = records.append
     exact = store.encode_exact
+    write_kinds = _WRITE_KINDS
     for message in messages:
-        if not isinstance(message, BaseMessage):
-            raise TypeError(
-                f"Expected a LangChain BaseMessage, got {type(message).__name__}: "
-                f"{message!r}"
-            )
-        if isinstance(message, BaseMessageChunk):
-            message = message_chunk_to_message(message)
-        record = message_to_record(message)
-        record[SENT_AT] = stamp
-        if type(message) in _WRITE_KINDS:
+        spec = write_kinds.get(type(message))
+        if spec is not None:
+            # The common case (a message of exactly one of these classes),
+            # inlined: message_to_record's record, without its class checks.
+            kind, how = spec
+            fields = how.compact(message.__dict__)
+            extra = message.__pydantic_extra__
+            if extra:
+                fields.update(extra)
+            record = {"type": kind, "data": fields, SENT_AT: stamp}
+        else:
+            if not isinstance(message, BaseMessage):
+                raise TypeError(
+                    "Expected a LangChain BaseMessage, got "
+                    f"{type(message).__name__}: {message!r}"
+                )
+            if isinstance(message, BaseMessageChunk):
+                message = message_chunk_to_message(message)
+            record = message_to_record(message)
+            record[SENT_AT] = stamp
+        if type(message) in write_kinds:
             data = exact(record)
             if data is not None:
                 append(store.EncodedRecord(record, data))

@@ -291,6 +291,52 @@ def test_encode_exact_only_when_orjson_reads_back_the_record() -> None:
     assert store.encode_exact(plain) == store.encode_record(plain)
 
 
+def test_encode_exact_bytes_read_back_as_json_s_would() -> None:
+    import enum
+    import json
+    import random
+
+    class Colour(enum.IntEnum):
+        RED = 1
+
+    class Text(str):
+        pass
+
+    leaves: list[Any] = [
+        "x", "\u00e9\U0001f600", "\ud800", 0, -5, 2**63, 2**64, -(2**63) - 1,
+        True, False, None, 1.5, float("nan"), float("inf"), (1, 2), Colour.RED,
+        Text("t"), b"bytes",
+    ]  # fmt: skip
+
+    def value(rng: random.Random, depth: int) -> Any:
+        if depth > 6 or rng.random() < 0.55:
+            return rng.choice(leaves)
+        if rng.random() < 0.5:
+            return [value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+        keys: list[Any] = ["a", "b", "c", 1] if rng.random() < 0.05 else ["a", "b"]
+        return {rng.choice(keys): value(rng, depth + 1) for _ in range(3)}
+
+    def same(a: Any, b: Any) -> bool:
+        if type(a) is not type(b):
+            return False
+        if type(a) is dict:
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if type(a) is list:
+            return len(a) == len(b) and all(map(same, a, b))
+        return bool(a == b)
+
+    rng = random.Random(3)
+    exact = 0
+    for _ in range(3000):
+        record = {"type": "ai", "data": value(rng, 0), "at": 1}
+        data = store.encode_exact(record)
+        if data is not None:
+            exact += 1
+            # What json would have written, as json reads it back.
+            assert same(json.loads(data), json.loads(store.encode_record(record)))
+    assert 300 < exact < 2700  # both answers were put to the test
+
+
 def test_encode_record_keeps_unicode_readable() -> None:
     assert store.encode_record(human("h\u00e9")) == (
         '{"type":"human","data":{"content":"h\u00e9"}}'.encode()

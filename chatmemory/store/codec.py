@@ -74,9 +74,10 @@ def encode_exact(record: Record) -> bytes | None:
     may be spelt differently) more than ten times faster, but writes NaN and
     infinities as null, enums and UUIDs as their values, tuples as lists; it
     refuses ints past 64 bits, non-str keys, subclasses, dates and
-    dataclasses. So its bytes are read back and compared, unless every value
-    is a str or an int (one level of dicts deep): those it writes exactly or
-    refuses. None too when orjson is not installed.
+    dataclasses. So its bytes are read back and compared, unless the record
+    holds only str, int, bool and None values in dicts and lists (see
+    :func:`_plain`): those it writes exactly or refuses. None too when orjson
+    is not installed.
     """
     if not _ORJSON:
         return None
@@ -85,24 +86,29 @@ def encode_exact(record: Record) -> bytes | None:
     except TypeError:  # orjson.JSONEncodeError: a value it will not write
         return None
     if _plain(record):
-        # Only str and int values (a text message): orjson writes exactly
-        # those or refuses them (lone surrogates, ints past 64 bits).
+        # orjson writes exactly these or refuses them (lone surrogates, ints
+        # past 64 bits, non-str keys).
         return data
     return data if orjson.loads(data) == record else None
 
 
-_PLAIN = (str, int)
+_PLAIN_DEPTH = 4
+"""How deep :func:`_plain` looks (a reply's usage details are 3 deep); past
+it, the bytes are read back instead."""
 
 
-def _plain(record: Record) -> bool:
-    """Whether the record's values are str or int, or dicts of str or int."""
-    for value in record.values():
-        kind = type(value)
-        if kind is dict:
-            for item in value.values():
-                if type(item) not in _PLAIN:
-                    return False
-        elif kind not in _PLAIN:
+def _plain(container: dict[str, Any] | list[Any], depth: int = 0) -> bool:
+    """Whether the dict or list holds only str, int, bool and None values, or
+    dicts and lists of them, at most :data:`_PLAIN_DEPTH` deep (exact types: a
+    subclass, a tuple or a float is not plain)."""
+    for item in container.values() if type(container) is dict else container:
+        kind = type(item)
+        if kind is str or kind is int:
+            continue
+        if kind is dict or kind is list:
+            if depth == _PLAIN_DEPTH or not _plain(item, depth + 1):  # type: ignore[arg-type]
+                return False
+        elif kind is not bool and item is not None:
             return False
     return True
 
