@@ -161,16 +161,22 @@ def message_to_record(message: BaseMessage) -> store.Record:
         message = message_chunk_to_message(message)
     spec = _WRITE_KINDS.get(type(message))
     if spec is not None:
-        kind, how = spec
-        # The fields as they are, with their extras: what model_dump returns
-        # for plain JSON values. Whether the values are plain JSON is for the
-        # encoder to say (see messages_to_records).
-        data = how.compact(message.__dict__)
-        extra = message.__pydantic_extra__
-        if extra:
-            data.update(extra)
-        return {"type": kind, "data": data}
+        return _fields_record(message, *spec)
     return _compacted(message_to_dict(message))
+
+
+def _fields_record(message: BaseMessage, kind: str, how: _Kind) -> store.Record:
+    """The record of a message of one of the ``_WRITE_KINDS`` classes.
+
+    The fields as they are, with their extras: what model_dump returns for
+    plain JSON values. Whether the values are plain JSON is for the encoder
+    to say (see messages_to_records).
+    """
+    data = how.compact(message.__dict__)
+    extra = message.__pydantic_extra__
+    if extra:
+        data.update(extra)
+    return {"type": kind, "data": data}
 
 
 def _compacted(record: store.Record) -> store.Record:
@@ -205,14 +211,9 @@ def messages_to_records(
     for message in messages:
         spec = write_kinds.get(type(message))
         if spec is not None:
-            # The common case (a message of exactly one of these classes),
-            # inlined: message_to_record's record, without its class checks.
-            kind, how = spec
-            fields = how.compact(message.__dict__)
-            extra = message.__pydantic_extra__
-            if extra:
-                fields.update(extra)
-            record = {"type": kind, "data": fields, SENT_AT: stamp}
+            # The common case (a message of exactly one of these classes):
+            # message_to_record's record, without its class checks.
+            record = _fields_record(message, *spec)
         else:
             if not isinstance(message, BaseMessage):
                 raise TypeError(
@@ -222,7 +223,7 @@ def messages_to_records(
             if isinstance(message, BaseMessageChunk):
                 message = message_chunk_to_message(message)
             record = message_to_record(message)
-            record[SENT_AT] = stamp
+        record[SENT_AT] = stamp
         if type(message) in write_kinds:
             data = exact(record)
             if data is not None:

@@ -18,7 +18,7 @@ import asyncio
 import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import redis
 import redis.asyncio
@@ -421,17 +421,40 @@ def _translated(exc: redis.RedisError) -> type[exc_.StoreUnavailable]:
     return exc_.StoreError
 
 
+REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
+"""What redis-py raises (a Cluster client's own errors are not RedisErrors)."""
+
+
+def translated(exc: Exception, client: SyncClient | AsyncClient | None) -> Exception:
+    """The chatmemory error (a StoreUnavailable) for a redis-py error; ``exc``
+    itself when it is not one to translate (raise it as it is)."""
+    if isinstance(exc, redis.RedisError):
+        return _translated(exc)(alias(), address(client), str(exc) or repr(exc))
+    if isinstance(exc, redis.exceptions.SlotNotCoveredError):
+        return exc_.StoreUnavailable(alias(), address(client), str(exc))
+    # No node of the cluster answered (redis-py wraps the connection error).
+    cause = exc.__cause__
+    if isinstance(exc, redis.exceptions.RedisClusterException) and isinstance(
+        cause, redis.ConnectionError | redis.TimeoutError
+    ):
+        return _translated(cause)(alias(), address(client), str(exc))
+    return exc
+
+
+def raise_translated(
+    exc: Exception, client: SyncClient | AsyncClient | None
+) -> NoReturn:
+    """Raise the chatmemory error for ``exc`` (see :func:`translated`)."""
+    error = translated(exc, client)
+    if error is exc:
+        raise exc
+    raise error from exc
+
+
 @contextmanager
 def translate_errors(client: SyncClient | AsyncClient | None) -> Iterator[None]:
-    """Turn every redis-py error into a chatmemory one (a StoreUnavailable)."""
+    """Turn every redis-py error into a chatmemory one (see :func:`translated`)."""
     try:
         yield
-    except redis.RedisError as exc:
-        raise _translated(exc)(alias(), address(client), str(exc) or repr(exc)) from exc
-    except redis.exceptions.SlotNotCoveredError as exc:
-        raise exc_.StoreUnavailable(alias(), address(client), str(exc)) from exc
-    except redis.exceptions.RedisClusterException as exc:
-        # No node of the cluster answered (redis-py wraps the connection error).
-        if not isinstance(exc.__cause__, redis.ConnectionError | redis.TimeoutError):
-            raise
-        raise _translated(exc.__cause__)(alias(), address(client), str(exc)) from exc
+    except REDIS_ERRORS as exc:
+        raise_translated(exc, client)
