@@ -144,6 +144,23 @@ _SLOT_SETTERS = tuple(
     )
 )
 _KINDS: dict[str, _Kind] = {kind: _Kind(cls) for kind, cls in _CLASSES.items()}
+# What records_to_messages needs of each kind it builds by hand, in one tuple:
+# class, fields, the required fields beyond "content" (None: no more), the
+# number of fields, the defaults, the fresh mutable defaults, whether extras
+# are kept.
+_FAST_READS = {
+    kind: (
+        how.cls,
+        how.fields,
+        None if how.required <= {"content"} else how.required,
+        len(how.fields),
+        how.template,
+        how.fresh,
+        how.extra,
+    )
+    for kind, how in _KINDS.items()
+    if how.fast_read
+}
 # Exactly these classes are written from their fields directly; subclasses and
 # anything else go through model_dump (message_to_dict).
 _WRITE_KINDS: dict[type[BaseMessage], tuple[str, _Kind]] = {
@@ -255,7 +272,7 @@ def records_to_messages(
     # object.__setattr__, which looks the name up on the class first.
     new = object.__new__
     set_fields, set_extra, set_private = _SLOT_SETTERS
-    kinds = _KINDS
+    fast = _FAST_READS
     gc_was_enabled = gc.isenabled()
     gc.disable()  # every object built here is kept: a GC pass finds nothing
     try:
@@ -267,28 +284,31 @@ def records_to_messages(
             if type(entry) is dict:
                 kind, data = entry.get("type"), entry.get("data")
                 if type(kind) is str and type(data) is dict:
-                    how = kinds.get(kind)
-                    if how is not None and how.fast_read:
+                    spec = fast.get(kind)
+                    if spec is not None:
+                        cls, fields, required, count, template, fresh, extra = spec
                         keys = data.keys()
                         content = data.get("content")
+                        # A str or list content also says that "content" is
+                        # there, all that most classes require.
                         if (
                             (type(content) is str or type(content) is list)
-                            and keys <= how.fields
-                            and keys >= how.required
+                            and keys <= fields
+                            and (required is None or keys >= required)
                         ):
-                            message = new(how.cls)
+                            message = new(cls)
                             setattr_(
                                 message,
                                 "__dict__",
                                 dict(data)
-                                if len(keys) == len(how.fields)
+                                if len(keys) == count
                                 # Every field: data's, else its default, in
                                 # field order; the mutable defaults ({}, [])
                                 # fresh, never shared by messages.
-                                else {**how.template, **how.fresh(), **data},
+                                else {**template, **fresh(), **data},
                             )
                             set_fields(message, set(data))
-                            set_extra(message, {} if how.extra else None)
+                            set_extra(message, {} if extra else None)
                             set_private(message, None)
                             append(message)
                             continue
