@@ -841,3 +841,21 @@ def test_reindex_gives_each_index_the_ttl_its_sessions_need(
     assert [redis_client.pttl(name) for name in index_keys("1")] == [-1, -1, -1]
     assert 50_000 < redis_client.pttl(store.no_owner_key()) <= 60_000
     assert store.check_consistency().ok
+
+
+async def test_a_server_that_lost_the_scripts_gets_them_again(
+    redis_client: redis.Redis,
+) -> None:
+    # A restarted or failed-over server has no scripts: the write loads its
+    # script and is applied once, sync and async.
+    store.append_records("flushed", [human("one")])
+    redis_client.script_flush()
+    assert store.append_records("flushed", [ai("two")]) == 2
+    redis_client.script_flush()
+    assert await store.aappend_records("flushed", [human("three")]) == 3
+    await store.aclose_clients()
+    assert [r["data"]["content"] for r in store.read_records("flushed")] == [
+        "one",
+        "two",
+        "three",
+    ]

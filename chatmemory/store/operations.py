@@ -123,9 +123,20 @@ def _send(client: SyncClient, request: Request) -> Any:
     if type(request) is Eval:
         if request.then or (request.write and conf.WAIT_REPLICAS):
             return _eval_pipeline(client, request)
-        return sync_script(client, request.name)(
-            keys=request.keys, args=request.args, client=client
-        )
+        script = sync_script(client, request.name)
+        keys_ = request.keys
+        # EVALSHA itself, not through Script.__call__ (which copies the
+        # arguments twice and imports a class on every call).
+        try:
+            return client.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", script.sha, len(keys_), *keys_, *request.args
+            )
+        except redis.exceptions.NoScriptError:
+            # A server that has not loaded it (new, restarted, failed over).
+            script.sha = client.script_load(script.script)
+            return client.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", script.sha, len(keys_), *keys_, *request.args
+            )
     if type(request) is Command:
         return client.execute_command(*request.args)  # type: ignore[no-untyped-call]
     if type(request) is Scan:
@@ -141,9 +152,17 @@ async def _asend(client: AsyncClient, request: Request) -> Any:
     if type(request) is Eval:
         if request.then or (request.write and conf.WAIT_REPLICAS):
             return await _aeval_pipeline(client, request)
-        return await async_script(client, request.name)(
-            keys=request.keys, args=request.args
-        )
+        ascript = async_script(client, request.name)
+        keys_ = request.keys
+        try:  # as _send does
+            return await client.execute_command(
+                "EVALSHA", ascript.sha, len(keys_), *keys_, *request.args
+            )
+        except redis.exceptions.NoScriptError:
+            ascript.sha = await client.script_load(ascript.script)
+            return await client.execute_command(
+                "EVALSHA", ascript.sha, len(keys_), *keys_, *request.args
+            )
     if type(request) is Command:
         return await client.execute_command(*request.args)
     if type(request) is Scan:
