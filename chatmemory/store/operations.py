@@ -378,6 +378,7 @@ def _cluster_direct(
         group[1].append(position)
     replies: list[Any] = [None] * len(commands)
     taken: list[tuple[Any, Any]] = []
+    read = False
     try:
         for node, positions in groups.values():
             pool = node.redis_connection.connection_pool
@@ -392,12 +393,13 @@ def _cluster_direct(
                     replies[position] = connection.read_response()
                 except redis.exceptions.ResponseError as exc:
                     replies[position] = exc
+        read = True
     except (redis.ConnectionError, redis.TimeoutError):
-        for _, connection in taken:
-            connection.disconnect()  # replies may be left unread on it
         return None
     finally:
         for pool, connection in taken:
+            if not read:
+                connection.disconnect()  # replies may be left unread on it
             pool.release(connection)
     if any(isinstance(reply, _REDIRECTS) for reply in replies):
         return None
