@@ -361,7 +361,7 @@ def _cluster_direct(
     share as one pipeline on one of its connections, all sent before any reply
     is read; None when the cluster client must run them (a redirect, a
     failover, a connection error), which is safe: what reaches here is
-    idempotent (index updates, writes with a write id, deletes).
+    idempotent (index updates, writes with a write id, deletes, unlocks).
 
     redis-py 8.1's cluster pipeline costs as much Python as the round trip
     (a Cluster write's second round took 1.9x the plain client's); this does
@@ -372,22 +372,19 @@ def _cluster_direct(
         node = options.get("target_nodes")
         if node is None:
             node = client.get_node_from_key(args[1])  # type: ignore[no-untyped-call]
-        group = groups.get(node.name)
-        if group is None:
-            group = groups[node.name] = (node, [])
-        group[1].append(position)
+        groups.setdefault(node.name, (node, []))[1].append(position)
     replies: list[Any] = [None] * len(commands)
-    taken: list[tuple[Any, Any]] = []
+    taken: list[tuple[Any, Any, list[int]]] = []
     read = False
     try:
         for node, positions in groups.values():
             pool = node.redis_connection.connection_pool
             connection = pool.get_connection()
-            taken.append((pool, connection))
+            taken.append((pool, connection, positions))
             connection.send_packed_command(
                 connection.pack_commands([commands[i][0] for i in positions])
             )
-        for (_, connection), (_, positions) in zip(taken, groups.values(), strict=True):
+        for _, connection, positions in taken:
             for position in positions:
                 try:
                     replies[position] = connection.read_response()
@@ -397,7 +394,7 @@ def _cluster_direct(
     except (redis.ConnectionError, redis.TimeoutError):
         return None
     finally:
-        for pool, connection in taken:
+        for pool, connection, _ in taken:
             if not read:
                 connection.disconnect()  # replies may be left unread on it
             pool.release(connection)
