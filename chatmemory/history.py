@@ -127,11 +127,13 @@ class _Kind:
         """``data`` without the fields that hold their default value."""
         get = self.defaults.get
         # Same type too: 0 == False and 1 == 1.0, but they read back unlike.
+        # The identity test first: most omitted values are the default itself
+        # (None, False, the type's name).
         return {
             name: value
             for name, value in data.items()
-            if type(value) is not type(default := get(name, _NO_DEFAULT))
-            or value != default
+            if (default := get(name, _NO_DEFAULT)) is not value
+            and (type(value) is not type(default) or value != default)
         }
 
 
@@ -189,11 +191,15 @@ def _fields_record(message: BaseMessage, kind: str, how: _Kind) -> store.Record:
     plain JSON values. Whether the values are plain JSON is for the encoder
     to say (see messages_to_records).
     """
+    return {"type": kind, "data": _fields_data(message, how)}
+
+
+def _fields_data(message: BaseMessage, how: _Kind) -> dict[str, Any]:
     data = how.compact(message.__dict__)
     extra = message.__pydantic_extra__
     if extra:
         data.update(extra)
-    return {"type": kind, "data": data}
+    return data
 
 
 def _compacted(record: store.Record) -> store.Record:
@@ -223,14 +229,28 @@ def messages_to_records(
     stamp = time.time_ns() // 1_000_000 if at is None else at
     records: list[store.Record] = []
     append = records.append
-    exact = store.encode_exact
+    exact = store.encode_exact_record
+    new_record = store.EncodedRecord.__new__
+    encoded_record = store.EncodedRecord
     write_kinds = _WRITE_KINDS
     for message in messages:
         spec = write_kinds.get(type(message))
         if spec is not None:
             # The common case (a message of exactly one of these classes):
-            # message_to_record's record, without its class checks.
-            record = _fields_record(message, *spec)
+            # message_to_record's record, without its class checks, made as
+            # the EncodedRecord it becomes (not copied into one).
+            kind, how = spec
+            fields = _fields_data(message, how)
+            data = exact(kind, fields, stamp)
+            if data is not None:
+                fast = new_record(encoded_record)
+                fast["type"] = kind
+                fast["data"] = fields
+                fast[SENT_AT] = stamp
+                fast.encoded = data
+                append(fast)
+                continue
+            record = _compacted(message_to_dict(message))
         else:
             if not isinstance(message, BaseMessage):
                 raise TypeError(
@@ -241,13 +261,6 @@ def messages_to_records(
                 message = message_chunk_to_message(message)
             record = message_to_record(message)
         record[SENT_AT] = stamp
-        if type(message) in write_kinds:
-            data = exact(record)
-            if data is not None:
-                append(store.EncodedRecord(record, data))
-                continue
-            record = _compacted(message_to_dict(message))
-            record[SENT_AT] = stamp
         append(record)
     return records
 

@@ -67,6 +67,23 @@ _ORJSON_OPTION = (
 )
 
 
+def encode_exact_record(kind: str, data: dict[str, Any], at: int) -> bytes | None:
+    """:func:`encode_exact` of ``{"type": kind, "data": data, "at": at}``, for
+    a ``kind`` that JSON writes as it is (a message type name): only ``data``
+    goes through orjson, so the record itself may be any dict (an
+    :class:`EncodedRecord` being built)."""
+    if not _ORJSON or type(at) is not int:
+        return None
+    try:
+        body = orjson.dumps(data, option=_ORJSON_OPTION)
+    except TypeError:  # orjson.JSONEncodeError: a value it will not write
+        return None
+    # orjson writes these exactly or refuses them (see _plain).
+    if _plain(data, 1) or orjson.loads(body) == data:
+        return b'{"type":"%s","data":%s,"at":%d}' % (kind.encode(), body, at)
+    return None
+
+
 def encode_exact(record: Record) -> bytes | None:
     """orjson's bytes for the record, or None unless they read back as the record.
 
@@ -247,24 +264,19 @@ def usage_of_records(records: Sequence[Record]) -> tuple[int, int, int]:
         usage = data.get("usage_metadata") if type(data) is dict else None
         if type(usage) is not dict:
             continue
-        given_in, given_out = (
-            _tokens(usage, "input_tokens"),
-            _tokens(usage, "output_tokens"),
-        )
+        # bool is an int; a count below zero or of the wrong type counts as
+        # none (inlined: this runs on every write).
+        given_in = usage.get("input_tokens")
+        if type(given_in) is not int or given_in < 0:
+            given_in = 0
+        given_out = usage.get("output_tokens")
+        if type(given_out) is not int or given_out < 0:
+            given_out = 0
         input_tokens += given_in
         output_tokens += given_out
         total = usage.get("total_tokens")
-        total_tokens += (
-            _tokens(usage, "total_tokens")
-            if total is not None
-            else given_in + given_out
-        )
+        if total is None:
+            total_tokens += given_in + given_out
+        elif type(total) is int and total > 0:
+            total_tokens += total
     return input_tokens, output_tokens, total_tokens
-
-
-def _tokens(usage: dict[str, Any], field: str) -> int:
-    value = usage.get(field)
-    # bool is an int; a count below zero or of the wrong type counts as none.
-    if type(value) is int and value > 0:
-        return value
-    return 0
