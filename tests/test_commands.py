@@ -67,3 +67,31 @@ def test_reindex_reports_redis_down() -> None:
         pytest.raises(CommandError, match="unavailable"),
     ):
         call_command("chatmemory_reindex", stdout=StringIO())
+
+
+class TtyStringIO(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.django_db
+def test_reindex_progress_on_a_terminal_and_quiet_at_verbosity_0() -> None:
+    for sid, owner in (("a", "1"), ("b", "1"), ("c", None)):
+        store.append_records(sid, [record(sid)], owner=owner)
+    tty = TtyStringIO()
+    call_command("chatmemory_reindex", stdout=StringIO(), stderr=tty)
+    shown = tty.getvalue()
+    # each stage: count/total, rate; both lines ended
+    assert "3/3 sessions indexed" in shown and "/s" in shown
+    # the activity, id, owner "1" and no-owner indexes: 3 + 3 + 2 + 1 entries
+    assert "9/9 index entries checked" in shown
+    assert shown.endswith("\n")
+    plain = StringIO()
+    call_command("chatmemory_reindex", stdout=StringIO(), stderr=plain)
+    assert plain.getvalue() == ""
+    out, quiet = TtyStringIO(), TtyStringIO()
+    call_command(
+        "chatmemory_reindex", "--upgrade-owner-ids", "--verbosity", "0",
+        stdout=out, stderr=quiet,
+    )  # fmt: skip
+    assert out.getvalue() == quiet.getvalue() == ""

@@ -74,3 +74,36 @@ def test_doctor_when_redis_is_down() -> None:
     with override_settings(CACHES=caches):
         with pytest.raises(CommandError, match=f"127.0.0.1:{port}"):
             call_command("chatmemory_doctor", stdout=StringIO())
+
+
+class TtyStringIO(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_doctor_shows_the_consistency_checks_progress_on_a_terminal_only(
+    redis_client: redis.Redis,
+) -> None:
+    for sid in ("a", "b", "c"):
+        store.append_records(sid, [record(sid)])
+    redis_client.config_set("appendonly", "yes")
+    try:
+        tty = TtyStringIO()
+        call_command("chatmemory_doctor", stdout=StringIO(), stderr=tty)
+        assert "3/3 sessions read" in tty.getvalue() and "/s" in tty.getvalue()
+        assert tty.getvalue().endswith("\n")
+        plain = StringIO()
+        call_command("chatmemory_doctor", stdout=StringIO(), stderr=plain)
+        assert plain.getvalue() == ""
+        quiet = TtyStringIO()
+        call_command(
+            "chatmemory_doctor", "--verbosity", "0", stdout=StringIO(), stderr=quiet
+        )
+        assert quiet.getvalue() == ""
+        skipped = TtyStringIO()
+        call_command(
+            "chatmemory_doctor", "--no-consistency", stdout=StringIO(), stderr=skipped
+        )
+        assert skipped.getvalue() == ""
+    finally:
+        redis_client.config_set("appendonly", "no")

@@ -140,6 +140,44 @@ def test_purge_needs_a_criterion_and_reports_redis_down() -> None:
             purge("--orphaned")
 
 
+class TtyStringIO(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_purge_progress_has_a_total_and_is_quiet_at_verbosity_0(
+    redis_client: redis.Redis,
+) -> None:
+    old = datetime.now(UTC) - timedelta(days=40)
+    for i in range(4):
+        store.append_records(f"old-{i}", [HUMAN], owner="999:abc")
+        set_activity(redis_client, f"old-{i}", old)
+    store.append_records("new", [HUMAN], owner="999:abc")
+    cutoff = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()
+    tty = TtyStringIO()
+    call_command(
+        "chatmemory_purge", "--before", cutoff, "--dry-run",
+        stdout=StringIO(), stderr=tty,
+    )  # fmt: skip
+    # a total (the candidates, not every session), so a time left
+    assert "1/4 sessions" in tty.getvalue() and "left" in tty.getvalue()
+    assert "4/4 sessions" in tty.getvalue()
+    tty = TtyStringIO()
+    call_command(
+        "chatmemory_purge", "--orphaned", "--before", cutoff,
+        stdout=StringIO(), stderr=tty,
+    )  # fmt: skip
+    assert "4/4 sessions" in tty.getvalue()
+    assert store.list_sessions().total == 1
+    out, quiet = TtyStringIO(), TtyStringIO()
+    call_command(
+        "chatmemory_purge", "--owner", "999:abc", "--verbosity", "0",
+        stdout=out, stderr=quiet,
+    )  # fmt: skip
+    assert out.getvalue() == quiet.getvalue() == ""
+    assert store.list_sessions().total == 0
+
+
 def test_my_chats_download_and_delete_all(redis_client: redis.Redis) -> None:
     import json
 

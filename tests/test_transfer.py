@@ -17,6 +17,7 @@ from django.test import override_settings
 
 from chatmemory import store
 from chatmemory.store import transfer
+from tests.admin_helpers import set_activity
 from tests.topologies import Topology, start_single
 
 
@@ -173,6 +174,61 @@ def test_export_progress_on_a_terminal_only(tmp_path: Path) -> None:
     plain = StringIO()
     call_command("chatmemory_export", "-o", str(tmp_path / "x"), stderr=plain)
     assert "/s" not in plain.getvalue()
+
+
+def last_progress(tty: StringIO) -> str:
+    """The last progress line a command drew on its terminal."""
+    return tty.getvalue().split("\r\x1b[K")[-1].strip()
+
+
+def test_export_since_counts_what_its_total_counts(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    seed()
+    for sid in ("a", "c", "empty"):
+        set_activity(redis_client, sid, datetime.now(UTC) - timedelta(days=10))
+    since = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    tty = TtyStringIO()
+    call_command(
+        "chatmemory_export", "-o", str(tmp_path / "x"), "--since", since, stderr=tty
+    )
+    assert last_progress(tty).startswith("1/1 sessions")
+
+
+def test_file_import_progress_shows_bytes_of_the_files_size(
+    tmp_path: Path, key_prefix: str, redis_client: redis.Redis
+) -> None:
+    seed()
+    path, _ = export(tmp_path)
+    size = path.stat().st_size
+    other = f"{key_prefix}-copy"
+    try:
+        with override_settings(CHATMEMORY_KEY_PREFIX=other):
+            tty = TtyStringIO()
+            call_command(
+                "chatmemory_import", str(path), "--batch-size", "1", "--dry-run",
+                stdout=StringIO(), stderr=tty,
+            )  # fmt: skip
+            assert f"/{size:,} bytes" in tty.getvalue()
+            assert "left" in tty.getvalue()  # a total: a time left
+            assert last_progress(tty).startswith(f"{size:,}/{size:,} bytes")
+            assert "4 sessions" in last_progress(tty)
+            tty = TtyStringIO()
+            call_command(
+                "chatmemory_import", str(path), "--batch-size", "1",
+                stdout=StringIO(), stderr=tty,
+            )  # fmt: skip
+            assert "left" in tty.getvalue()
+            assert "4 sessions, 5 messages written" in last_progress(tty)
+            out, quiet = TtyStringIO(), TtyStringIO()
+            call_command(
+                "chatmemory_import", str(path), "--replace", "--verbosity", "0",
+                stdout=out, stderr=quiet,
+            )  # fmt: skip
+            assert out.getvalue() == quiet.getvalue() == ""
+    finally:
+        for key in redis_client.scan_iter(match=f"{other}:*"):
+            redis_client.delete(key)
 
 
 def test_import_dry_run_writes_nothing(tmp_path: Path) -> None:

@@ -66,6 +66,7 @@ from .keys import (
 from .maintenance import (
     ImportedSession,
     ImportProgress,
+    ReindexProgress,
     delete_owner_sessions_op,
     existing_sessions_op,
     import_sessions_op,
@@ -602,7 +603,9 @@ async def acheck_connection() -> None:
     await arun(_ops.ping_op())
 
 
-def rebuild_indexes(*, batch: int = 1000) -> int:
+def rebuild_indexes(
+    *, batch: int = 1000, progress: ReindexProgress | None = None
+) -> int:
     """Rebuild every index from the sessions' metadata; return the sessions found.
 
     The indexes are derived data; use this after restoring a backup, or if
@@ -611,9 +614,10 @@ def rebuild_indexes(*, batch: int = 1000) -> int:
     is safe while writers are active (no session ever leaves an index it
     belongs in) and runs in steps of a few hundred sessions, so Redis is never
     blocked for more than a few milliseconds (see
-    :func:`~chatmemory.store.maintenance.rebuild_indexes_op`).
+    :func:`~chatmemory.store.maintenance.rebuild_indexes_op`). ``progress``
+    (if any) is told how far it is (:data:`.maintenance.ReindexProgress`).
     """
-    return run(rebuild_indexes_op(batch))
+    return run(rebuild_indexes_op(batch, progress))
 
 
 async def arebuild_indexes(*, batch: int = 1000) -> int:
@@ -662,12 +666,18 @@ async def aimport_sessions(
     return done.written
 
 
-def delete_owner_sessions(owner: str, *, before: datetime | None = None) -> int:
+def delete_owner_sessions(
+    owner: str,
+    *,
+    before: datetime | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Delete one owner's sessions (only those last active before ``before``).
 
-    Returns how many were deleted; safe to rerun.
+    Returns how many were deleted; safe to rerun. ``progress`` (if any) is
+    called with the count so far after each batch.
     """
-    return run(delete_owner_sessions_op(owner, before))
+    return run(delete_owner_sessions_op(owner, before, progress=progress))
 
 
 async def adelete_owner_sessions(owner: str, *, before: datetime | None = None) -> int:
@@ -703,13 +713,19 @@ async def aserver_facts() -> ServerFacts:
     return await arun(server_facts_op())
 
 
-def check_consistency(*, batch: int = 1000, sample: int = 20) -> ConsistencyReport:
+def check_consistency(
+    *,
+    batch: int = 1000,
+    sample: int = 20,
+    progress: Callable[[int, int], None] | None = None,
+) -> ConsistencyReport:
     """Compare the indexes, the metadata and the message lists of every session.
 
     Proportional to the number of keys; no single command reads more than
-    ``batch`` entries.
+    ``batch`` entries. ``progress`` (if any) is called with the sessions read
+    so far and their total.
     """
-    return run(check_consistency_op(batch, sample))
+    return run(check_consistency_op(batch, sample, progress))
 
 
 async def acheck_consistency(
@@ -744,6 +760,7 @@ __all__ = [
     "arelease_turn",
     "release_turn",
     "ImportProgress",
+    "ReindexProgress",
     "TURN_FIELD",
     "ImportedSession",
     "Record",

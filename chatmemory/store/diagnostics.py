@@ -10,6 +10,7 @@ and ``manage.py chatmemory_doctor`` use them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,7 +245,9 @@ def _zset_members(key: str, batch: int) -> Operation[list[tuple[str, float]]]:
 
 
 def check_consistency_op(
-    batch: int = 1000, sample: int = 20
+    batch: int = 1000,
+    sample: int = 20,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Operation[ConsistencyReport]:
     """Compare every index with the metadata and the message lists, and
     each index's TTL with its sessions'.
@@ -252,6 +255,8 @@ def check_consistency_op(
     Reads the whole chat database in batches (SCAN and ranges of at most
     ``batch`` entries, so no single command blocks Redis for long); what
     writers change during the check can show up as a passing disagreement.
+    ``progress`` (if any) is called with the sessions read so far and their
+    total after each batch of them (the part of the work that reads every key).
     """
     report = ConsistencyReport(sample=sample)
     meta: dict[str, str] = {}  # session id -> owner ('' none)
@@ -281,6 +286,8 @@ def check_consistency_op(
             # A LangGraph thread counts the messages of its latest checkpoint.
             if kind != b"thread" and int(count or 0) != int(length):
                 report.add("count_mismatch", sid)
+        if progress is not None:
+            progress(min(start + batch, len(meta_keys)), len(meta_keys))
     report.sessions = len(meta)
     for key in (yield from _scan_all(keys.scan_pattern("messages"), batch)):
         sid = keys.session_id_from_key(key, "messages")

@@ -40,7 +40,20 @@ REINDEX_STEP = 200
 """Sessions per script call of the reindex: each call stays around a millisecond."""
 
 
-def rebuild_indexes_op(batch: int = 1000) -> Operation[int]:
+INDEXING = "indexing"
+"""The reindex's first stage: every session added to its indexes."""
+
+CHECKING = "checking"
+"""The reindex's second stage: every index entry checked against its session."""
+
+type ReindexProgress = Callable[[str, int, int], None]
+"""Called with the stage (:data:`INDEXING`, :data:`CHECKING`), the units done
+in it (sessions; index entries) and the stage's total."""
+
+
+def rebuild_indexes_op(
+    batch: int = 1000, progress: ReindexProgress | None = None
+) -> Operation[int]:
     """Bring every index in line with the sessions' metadata, live.
 
     Safe while writers are active and never blocking Redis for long: first
@@ -56,9 +69,10 @@ def rebuild_indexes_op(batch: int = 1000) -> Operation[int]:
     ``CHATMEMORY_TTL``, at least that TTL, for writes made meanwhile; an index
     may be shortened, e.g. one left without a TTL by sessions now gone;
     without it, index TTLs are only lengthened). Returns the sessions indexed.
-    (On Redis Cluster the checks and the index updates cannot share a script;
-    they run as pipelines, and what a write racing them leaves behind is
-    repaired by the readers.)
+    ``progress`` (if any) is called after each step (see
+    :data:`ReindexProgress`). (On Redis Cluster the checks and the index
+    updates cannot share a script; they run as pipelines, and what a write
+    racing them leaves behind is repaired by the readers.)
     """
     cluster = is_cluster()
     step = max(1, min(batch, REINDEX_STEP))
@@ -71,17 +85,41 @@ def rebuild_indexes_op(batch: int = 1000) -> Operation[int]:
         indexed += yield from _index_batch_op(
             names[start : start + step], cluster, prefix, sessions_key, ids_key
         )
-    yield from _prune_op(sessions_key, ids_key, None, step, cluster)
-    yield from _prune_op(ids_key, sessions_key, None, step, cluster)
+        if progress is not None:
+            progress(INDEXING, min(start + step, len(names)), len(names))
     no_owner_key = keys.no_owner_key()
-    yield from _prune_op(no_owner_key, no_owner_key, "", step, cluster)
-    owner_keys = yield Scan(keys.scan_pattern("owner"), batch)
-    for raw in owner_keys:
+    # (index, the index its removals also go from, the owner it must hold)
+    prunes: list[tuple[str, str, str | None]] = [
+        (sessions_key, ids_key, None),
+        (ids_key, sessions_key, None),
+        (no_owner_key, no_owner_key, ""),
+    ]
+    for raw in (yield Scan(keys.scan_pattern("owner"), batch)):
         owner_key = raw.decode()
         owner = keys.owner_from_key(owner_key)
         if owner:
-            yield from _prune_op(owner_key, owner_key, owner, step, cluster)
+            prunes.append((owner_key, owner_key, owner))
+    tick: Callable[[int], None] | None = None
+    if progress is not None:
+        sizes = yield Batch([("ZCARD", index) for index, _, _ in prunes])
+        tick = _counter(progress, CHECKING, sum(int(size) for size in sizes))
+    for index, other, owner in prunes:
+        yield from _prune_op(index, other, owner, step, cluster, tick)
     return indexed
+
+
+def _counter(
+    progress: ReindexProgress, stage: str, total: int
+) -> Callable[[int], None]:
+    """A function adding to the stage's count and reporting it."""
+    done = 0
+
+    def tick(count: int) -> None:
+        nonlocal done
+        done += count
+        progress(stage, done, total)
+
+    return tick
 
 
 # An index entry to add: index, ZADD flag ('' none), score, session id, and the
@@ -157,7 +195,12 @@ def _index_batch_op(
 
 
 def _prune_op(
-    index: str, other: str, owner: str | None, step: int, cluster: bool
+    index: str,
+    other: str,
+    owner: str | None,
+    step: int,
+    cluster: bool,
+    tick: Callable[[int], None] | None = None,
 ) -> Operation[None]:
     # owner None: an entry stays while its session exists; else while the
     # session's owner is ``owner`` ('' : no owner, the no-owner index). Then
@@ -195,6 +238,8 @@ def _prune_op(
                 "reindex_prune", [index, other, *metas], [mode, *ids]
             )
             longest = _longer(longest, int(kept))
+        if tick is not None:
+            tick(len(ids))
         # The entries removed were before the next range: it starts earlier.
         start += len(ids) - int(removed)
         if len(ids) < step:
@@ -405,12 +450,16 @@ def existing_sessions_op(session_ids: Sequence[str]) -> Operation[list[bool]]:
 
 
 def delete_owner_sessions_op(
-    owner: str, before: datetime | None = None, batch: int = 200
+    owner: str,
+    before: datetime | None = None,
+    batch: int = 200,
+    progress: Callable[[int], None] | None = None,
 ) -> Operation[int]:
     """Delete one owner's sessions (last active before ``before``, if given).
 
     Each session goes as :func:`~.operations.delete_session_op` deletes it;
     returns how many existed. Safe to rerun: what is gone stays gone.
+    ``progress`` (if any) is called with the count so far after each batch.
     """
     index = keys.owner_key(owner)
     high: int | str = "+inf" if before is None else f"({ms(before)}"
@@ -423,6 +472,8 @@ def delete_owner_sessions_op(
             deleted += bool((yield from delete_session_op(raw.decode())))
         # A session whose metadata vanished keeps its owner entry: drop it here.
         yield Command(("ZREM", index, *ids))
+        if progress is not None:
+            progress(deleted)
 
 
 def owners_op(batch: int = 1000) -> Operation[list[str]]:

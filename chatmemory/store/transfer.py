@@ -20,7 +20,7 @@ holds one line (one session) at a time.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -204,11 +204,37 @@ def scan_index_op(
     return int(next_cursor), pairs
 
 
-def count_index_op(owner: str | None, since: datetime | None) -> Operation[int]:
-    """How many sessions the activity index holds (active since ``since``)."""
-    index = keys.sessions_key() if owner is None else keys.owner_key(owner)
+def count_index_op(
+    owner: str | None, since: datetime | None, before: datetime | None = None
+) -> Operation[int]:
+    """How many sessions the activity index holds (all, or one owner's; active
+    since ``since``; last active before ``before``)."""
+    return (yield from count_indexes_op([owner], since, before))
+
+
+def count_indexes_op(
+    owners: Sequence[str | None],
+    since: datetime | None = None,
+    before: datetime | None = None,
+) -> Operation[int]:
+    """:func:`count_index_op` summed over owners (None: all sessions), one round
+    trip."""
+    if not owners:
+        return 0
     low: int | str = "-inf" if since is None else ms(since)
-    return int((yield Command(("ZCOUNT", index, low, "+inf"))))
+    high: int | str = "+inf" if before is None else f"({ms(before)}"
+    counts = yield Batch(
+        [
+            (
+                "ZCOUNT",
+                keys.sessions_key() if owner is None else keys.owner_key(owner),
+                low,
+                high,
+            )
+            for owner in owners
+        ]
+    )
+    return sum(int(count) for count in counts)
 
 
 def session_head_op(
@@ -254,7 +280,8 @@ class ExportProgress:
     """What an export did so far."""
 
     total: int = 0
-    """Sessions the index holds (the export's estimate of its work)."""
+    """Sessions the index holds (active since ``since``, when given): the
+    export's estimate of its work."""
     sessions: int = 0
     """Sessions written."""
     messages: int = 0
@@ -262,7 +289,8 @@ class ExportProgress:
     unreadable: int = 0
     """Stored entries left out because they were not message records."""
     seen: int = 0
-    """Index entries looked at (sessions written, filtered out or gone)."""
+    """Index entries looked at that are counted in ``total`` (sessions written,
+    or gone meanwhile); entries left out by ``since`` are not counted."""
     threads: int = 0
     """LangGraph threads written (also counted in ``sessions``)."""
     threads_left_out: int = 0
@@ -305,9 +333,9 @@ def export_sessions(
     while True:
         cursor, pairs = run(scan_index_op(owner, cursor, scan_count))
         for session_id, score in pairs:
-            done.seen += 1
             if low is not None and score < low:
-                continue
+                continue  # not counted: the total counts active sessions only
+            done.seen += 1
             _export_one(out, session_id, low, done, thread_records)
             if progress is not None:
                 progress(done)

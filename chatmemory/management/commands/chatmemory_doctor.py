@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from chatmemory import store
 from chatmemory.conf import conf
 from chatmemory.exceptions import ChatMemoryError
+from chatmemory.management.progress import Progress
 
 
 def _size(n: int) -> str:
@@ -36,11 +37,26 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        progress = Progress(self.stderr, options["verbosity"], "sessions read")
+        read: list[int] = []  # the sessions read so far, once the check reads
+
+        def show(done: int, total: int) -> None:
+            progress.total = total
+            read[:] = [done]
+            progress.update(done)
+
         try:
             facts = store.server_facts()
-            report = None if options["no_consistency"] else store.check_consistency()
+            report = (
+                None
+                if options["no_consistency"]
+                else store.check_consistency(progress=show)
+            )
         except ChatMemoryError as exc:
             raise CommandError(str(exc)) from exc
+        finally:
+            if read:
+                progress.finish(read[0])
         out = self.stdout.write
         out(f"CACHES alias        {conf.CACHE_ALIAS!r}, key prefix {conf.KEY_PREFIX!r}")
         out(f"Redis               {facts.version} ({facts.mode})")

@@ -9,8 +9,10 @@ interruption, writes only what is missing. A LangGraph thread's line (``"kind":
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import IO, Any
@@ -33,6 +35,28 @@ class Threads:
 
     seen: int = 0
     written: int = 0
+
+
+class CountingReader:
+    """The lines of a binary file, counting the bytes read so far."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+        self.read = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self.file:
+            self.read += len(line)
+            yield line
+
+
+def file_size(file: IO[bytes]) -> int | None:
+    """The size of a regular file; None for a pipe, a terminal or the like."""
+    try:
+        status = os.fstat(file.fileno())
+    except (OSError, ValueError):
+        return None
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
 def batched[T](items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -110,14 +134,16 @@ class Command(BaseCommand):
             file: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
         except OSError as exc:
             raise CommandError(f"Cannot read {path}: {exc}") from exc
-        progress = Progress(self.stderr, options["verbosity"], "sessions")
+        reader = CountingReader(file)
+        # Bytes read of the file's size, so a time left shows (not for a pipe).
+        progress = Progress(self.stderr, options["verbosity"], "bytes", file_size(file))
         threads = Threads()
         with file:
             sessions = self._restore_threads(
-                transfer.read_sessions(file), options, threads
+                transfer.read_sessions(reader), options, threads
             )
             try:
-                self._write(sessions, options, progress)
+                self._write(sessions, options, progress, lambda: reader.read)
             except transfer.BadLine as exc:
                 raise CommandError(
                     f"{path}: {exc}. Sessions on earlier lines are written (or, "
@@ -222,7 +248,20 @@ class Command(BaseCommand):
         sessions: Iterable[store.ImportedSession],
         options: dict[str, Any],
         progress: Progress,
+        position: Callable[[], int] | None = None,
     ) -> None:
+        """Write (or with --dry-run, check) the sessions, showing ``progress``:
+        sessions read, or ``position()`` (bytes read) when given."""
+
+        def show(seen: int, extra: str, *, finish: bool = False) -> None:
+            count = seen if position is None else position()
+            if position is not None:
+                extra = f"{seen:,} sessions, {extra}"
+            if finish:
+                progress.finish(count, extra)
+            else:
+                progress.update(count, extra)
+
         if options["dry_run"]:
             seen = new = messages = 0
             for batch in batched(sessions, options["batch_size"]):
@@ -232,8 +271,8 @@ class Command(BaseCommand):
                     if options["replace"] or not there:
                         new += 1
                         messages += len(list(session.records))
-                progress.update(seen)
-            progress.finish(seen)
+                show(seen, f"{messages:,} messages checked")
+            show(seen, f"{messages:,} messages checked", finish=True)
             verb = "replace or write" if options["replace"] else "write"
             self.stdout.write(
                 f"Dry run: would {verb} {new:,} of {seen:,} sessions "
@@ -242,16 +281,16 @@ class Command(BaseCommand):
             )
             return
 
-        def show(done: store.ImportProgress) -> None:
-            progress.update(done.seen, f"{done.messages:,} messages written")
+        def written(done: store.ImportProgress) -> None:
+            show(done.seen, f"{done.messages:,} messages written")
 
         done = store.import_sessions_report(
             sessions,
             batch_size=options["batch_size"],
             replace=options["replace"],
-            progress=show,
+            progress=written,
         )
-        progress.finish(done.seen, f"{done.messages:,} messages written")
+        show(done.seen, f"{done.messages:,} messages written", finish=True)
         existing = done.seen - done.written - done.expired
         note = f", {done.expired:,} had expired" if done.expired else ""
         if options["verbosity"] == 0:

@@ -48,26 +48,31 @@ class Command(BaseCommand):
         before: datetime | None = options["before"]
         if before is None and options["owner"] is None and not options["orphaned"]:
             raise CommandError("Say what to purge: --before, --owner or --orphaned.")
-        progress = Progress(self.stderr, options["verbosity"], "sessions")
         dry_run: bool = options["dry_run"]
         try:
-            if options["owner"] is not None or options["orphaned"]:
-                owners = (
-                    [options["owner"]]
-                    if options["owner"] is not None
-                    else self._orphans()
-                )
-                count = 0
-                for owner in owners:
-                    if dry_run:
-                        count += sum(1 for _ in self._matching(owner, before))
-                    else:
-                        count += store.delete_owner_sessions(owner, before=before)
-                    progress.update(count)
+            owners: list[str | None]
+            if options["owner"] is not None:
+                owners = [options["owner"]]
+            elif options["orphaned"]:
+                owners = list(self._orphans())
             else:
-                count = 0
-                for session_id in self._matching(None, before):
-                    count += dry_run or store.delete_session(session_id)
+                owners = [None]  # the activity index: every session
+            total = run(transfer.count_indexes_op(owners, before=before))
+            progress = Progress(self.stderr, options["verbosity"], "sessions", total)
+            count = 0
+            for owner in owners:
+                if dry_run or owner is None:
+                    for session_id in self._matching(owner, before):
+                        count += dry_run or store.delete_session(session_id)
+                        progress.update(count)
+                else:
+
+                    def show(deleted: int, earlier: int = count) -> None:
+                        progress.update(earlier + deleted)
+
+                    count += store.delete_owner_sessions(
+                        owner, before=before, progress=show
+                    )
                     progress.update(count)
         except StoreUnavailable as exc:
             raise CommandError(str(exc)) from exc
