@@ -374,6 +374,15 @@ def _to_message(entry: store.Record | store.UnreadableEntry) -> BaseMessage | st
         return f"invalid {kind} message: {type(exc).__name__}: {exc}"
 
 
+def owner_of(owner: Any) -> str:
+    """An ``owner=`` argument as an owner id: a user account's, or the text given."""
+    from django.contrib.auth.base_user import AbstractBaseUser
+
+    from .owners import owner_id
+
+    return owner_id(owner) if isinstance(owner, AbstractBaseUser) else str(owner)
+
+
 class DjangoRedisChatMessageHistory(BaseChatMessageHistory):
     """Chat history of one session, kept in Redis through django-redis.
 
@@ -388,8 +397,12 @@ class DjangoRedisChatMessageHistory(BaseChatMessageHistory):
     Args:
         session_id: Any non-empty ``str`` up to ``CHATMEMORY_MAX_SESSION_ID_LENGTH``
             characters; anything else raises ``ValueError``.
-        owner: Recorded as the session's owner on its first write (a user's
-            primary key, as text); the admin and the chat views use it.
+        owner: Recorded as the session's owner on its first write; the admin,
+            the chat views, user deletion and ``chatmemory_purge`` use it. Give
+            the user (any instance of the user model: its owner id is taken
+            with :func:`chatmemory.owners.owner_id`) or an owner id (``str``).
+            Not ``user.pk``: owner ids carry the account's creation time, so a
+            bare primary key names no account (see :mod:`chatmemory.owners`).
 
     Every read and every ``add_messages`` call is one Redis round trip; a write
     is atomic. Redis errors surface as
@@ -398,7 +411,7 @@ class DjangoRedisChatMessageHistory(BaseChatMessageHistory):
 
     def __init__(self, session_id: str, *, owner: Any = None) -> None:
         self.session_id = store.validate_session_id(session_id)
-        self.owner: str | None = None if owner is None else str(owner)
+        self.owner: str | None = None if owner is None else owner_of(owner)
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]

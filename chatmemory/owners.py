@@ -5,7 +5,8 @@ created (``date_joined``, in microseconds, hex): ``"42:5f3a1c2b9d000"``. A new
 account that reuses an old primary key (a database restored while Redis was
 kept, a fixture load, MySQL before 8 reusing auto-increment values) has
 another creation time, so it never sees the old account's chats. User models
-without ``date_joined`` fall back to the bare primary key.
+without ``date_joined`` fall back to the bare primary key. :func:`owner_id`
+gives a user's owner id.
 
 Sessions written before owner ids carried the creation time are owned by the
 bare primary key; ``manage.py chatmemory_reindex --upgrade-owner-ids`` moves
@@ -26,12 +27,28 @@ SEPARATOR = ":"
 
 
 def owner_id(user: Any) -> str:
-    """The owner id of a user account."""
+    """The owner id of a user account: what to give as a session's owner.
+
+    Public: pass it as ``owner=`` (``DjangoRedisChatMessageHistory``,
+    ``chat()``, the LangGraph config's ``"owner"``) or to the management
+    commands' ``--owner``. Never the bare ``user.pk``.
+    """
     pk = str(user.pk)
     joined = getattr(user, "date_joined", None)
     if not isinstance(joined, datetime):
         return pk
     return f"{pk}{SEPARATOR}{int(joined.timestamp() * 1_000_000):x}"
+
+
+def owner_id_of_username(username: str) -> str | None:
+    """The owner id of the account with this username (the user model's
+    ``USERNAME_FIELD``); None when there is no such account."""
+    user_model = get_user_model()
+    try:
+        user = user_model._default_manager.get_by_natural_key(username)
+    except user_model.DoesNotExist:
+        return None
+    return owner_id(user)
 
 
 def primary_key_text(owner: str) -> str:

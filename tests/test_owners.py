@@ -79,6 +79,23 @@ def test_a_setting_keeps_them_and_the_admin_says_deleted_user(
     assert "deleted user (#" in page
 
 
+def test_a_history_given_a_user_is_that_users_session(admin_client: Client) -> None:
+    from langchain_core.messages import HumanMessage
+
+    from chatmemory.history import DjangoRedisChatMessageHistory
+
+    ivy = User.objects.create_user("ivy")
+    DjangoRedisChatMessageHistory("ivy-1", owner=ivy).add_messages([HumanMessage("q")])
+    info = store.get_session("ivy-1")
+    assert info is not None and info.owner == owner_id(ivy)
+    assert DjangoRedisChatMessageHistory("x", owner=owner_id(ivy)).owner == info.owner
+    page = admin_client.get("/admin/chatmemory/chatsession/").content.decode()
+    assert "deleted user" not in page and "ivy" in page
+    assert "would delete 0 sessions" in purge("--orphaned", "--dry-run")
+    ivy.delete()
+    assert store.get_session("ivy-1") is None
+
+
 def test_redis_down_when_a_user_is_deleted_logs_and_keeps_the_user_deleted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -176,6 +193,28 @@ def test_purge_progress_has_a_total_and_is_quiet_at_verbosity_0(
     )  # fmt: skip
     assert out.getvalue() == quiet.getvalue() == ""
     assert store.list_sessions().total == 0
+
+
+def test_commands_take_a_username_for_an_owner(tmp_path: Any) -> None:
+    import json
+
+    jo = User.objects.create_user("jo")
+    store.append_records("jo-1", [HUMAN], owner=owner_id(jo))
+    store.append_records("other", [HUMAN], owner="7:abc")
+    path = tmp_path / "jo.ndjson"
+    call_command(
+        "chatmemory_export", "--user", "jo", "-o", str(path), stderr=StringIO()
+    )
+    assert [json.loads(x)["id"] for x in path.read_bytes().splitlines()] == ["jo-1"]
+    for command in ("chatmemory_export", "chatmemory_purge"):
+        with pytest.raises(CommandError, match="No user 'nobody'"):
+            call_command(command, "--user", "nobody", stdout=StringIO())
+        with pytest.raises(CommandError, match="not allowed with argument"):
+            call_command(command, "--user", "jo", "--owner", "7:abc", stdout=StringIO())
+    assert "would delete 1 sessions" in purge("--user", "jo", "--dry-run")
+    assert "Deleted 1 sessions" in purge("--user", "jo")
+    assert store.get_session("jo-1") is None
+    assert store.get_session("other") is not None
 
 
 def test_my_chats_download_and_delete_all(redis_client: redis.Redis) -> None:

@@ -286,7 +286,7 @@ def test_import_reports_a_bad_line_and_keeps_what_came_before(
 def test_import_arguments_are_checked(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="Give an NDJSON file"):
         call_command("chatmemory_import")
-    with pytest.raises(CommandError, match="--owner only applies"):
+    with pytest.raises(CommandError, match="--owner and --user only apply"):
         call_command("chatmemory_import", "f", "--owner", "1")
     with pytest.raises(CommandError, match="Cannot read"):
         call_command("chatmemory_import", str(tmp_path / "missing"))
@@ -411,6 +411,43 @@ def test_import_from_langchain_redis(
     before[b"message_store:s1"] = source.dump("message_store:s1")
     assert {key: source.dump(key) for key in source.scan_iter()} == before
     source.close()
+
+
+@pytest.mark.django_db
+def test_import_from_langchain_redis_owner_none_by_default_or_a_users(
+    langchain_redis: Topology,
+) -> None:
+    from django.contrib.auth.models import User
+
+    from chatmemory.owners import owner_id
+
+    url = langchain_redis.single_url()
+    source = redis.Redis.from_url(url)
+    source.flushdb()  # our own throwaway server
+    source.lpush("message_store:lc-1", json.dumps(human("q")))
+    source.close()
+
+    def run(*args: str) -> None:
+        call_command(
+            "chatmemory_import", "--from-langchain-redis", url, "--replace", *args,
+            stdout=StringIO(), stderr=StringIO(),
+        )  # fmt: skip
+
+    run()
+    info = store.get_session("lc-1")
+    assert info is not None and info.owner is None
+    ownerless = store.list_sessions(ownerless=True).sessions
+    assert [s.session_id for s in ownerless] == ["lc-1"]
+    kim = User.objects.create_user("kim")
+    run("--user", "kim")
+    info = store.get_session("lc-1")
+    assert info is not None and info.owner == owner_id(kim)
+    with pytest.raises(CommandError, match="No user 'nobody'"):
+        run("--user", "nobody")
+    with pytest.raises(CommandError, match="not allowed with argument"):
+        run("--user", "kim", "--owner", "9")
+    with pytest.raises(CommandError, match="only apply to --from-langchain-redis"):
+        call_command("chatmemory_import", "x.ndjson", "--user", "kim")
 
 
 def test_import_from_langchain_redis_that_is_down() -> None:

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chatmemory.admin.transcript import thread_reader
 from chatmemory.exceptions import StoreUnavailable
+from chatmemory.management.options import add_user_option, owner_option
 from chatmemory.management.progress import Progress
 from chatmemory.store import transfer
 
@@ -55,6 +56,7 @@ class Command(BaseCommand):
         )
         which = parser.add_mutually_exclusive_group()
         which.add_argument("--owner", help="Only this owner id's sessions.")
+        add_user_option(which, "Only this user's sessions (by username).")
         which.add_argument(
             "--session",
             action="append",
@@ -70,6 +72,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        options["owner"] = owner_option(options)
         output: str = options["output"]
         progress = Progress(self.stderr, options["verbosity"], "sessions")
 

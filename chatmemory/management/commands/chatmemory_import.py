@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chatmemory import store
 from chatmemory.exceptions import StoreUnavailable
+from chatmemory.management.options import add_user_option, owner_option
 from chatmemory.management.progress import Progress
 from chatmemory.store import transfer
 
@@ -89,10 +90,16 @@ class Command(BaseCommand):
             help="RedisChatMessageHistory's key prefix "
             f"(default {LANGCHAIN_PREFIX!r}).",
         )
-        parser.add_argument(
+        who = parser.add_mutually_exclusive_group()
+        who.add_argument(
             "--owner",
             help="Owner id to give the sessions read from LangChain's Redis "
             "(default: none).",
+        )
+        add_user_option(
+            who,
+            "The user (by username) to give the sessions read from LangChain's "
+            "Redis (instead of --owner).",
         )
         parser.add_argument(
             "--replace",
@@ -114,8 +121,11 @@ class Command(BaseCommand):
             raise CommandError(
                 "Give an NDJSON file or --from-langchain-redis URL (one)."
             )
-        if options["owner"] is not None and url is None:
-            raise CommandError("--owner only applies to --from-langchain-redis.")
+        if url is None and (options["owner"], options["user"]) != (None, None):
+            raise CommandError(
+                "--owner and --user only apply to --from-langchain-redis."
+            )
+        options["owner"] = owner_option(options)
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1.")
         try:

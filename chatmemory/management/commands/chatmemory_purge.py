@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from chatmemory import store
 from chatmemory.exceptions import StoreUnavailable
 from chatmemory.management.commands.chatmemory_export import parse_moment
+from chatmemory.management.options import add_user_option, owner_option
 from chatmemory.management.progress import Progress
 from chatmemory.owners import users_by_owner
 from chatmemory.store import transfer
@@ -20,7 +21,8 @@ from chatmemory.store.operations import run
 class Command(BaseCommand):
     help = (
         "Delete chat sessions: last active before a date (--before), of one "
-        "owner (--owner), or of owners that are no user any more (--orphaned). "
+        "owner (--owner, or --user by username), or of owners that are no user "
+        "any more (--orphaned). "
         "Given together, a session must match all. Safe to rerun."
     )
 
@@ -33,6 +35,7 @@ class Command(BaseCommand):
         )
         who = parser.add_mutually_exclusive_group()
         who.add_argument("--owner", help="Sessions of this owner id.")
+        add_user_option(who, "Sessions of this user (by username).")
         who.add_argument(
             "--orphaned",
             action="store_true",
@@ -46,8 +49,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         before: datetime | None = options["before"]
+        options["owner"] = owner_option(options)
         if before is None and options["owner"] is None and not options["orphaned"]:
-            raise CommandError("Say what to purge: --before, --owner or --orphaned.")
+            raise CommandError(
+                "Say what to purge: --before, --owner, --user or --orphaned."
+            )
         dry_run: bool = options["dry_run"]
         try:
             owners: list[str | None]
