@@ -16,7 +16,8 @@ logger = logging.getLogger("chatmemory")
 
 
 def delete_sessions_of_deleted_user(sender: Any, instance: Any, **kwargs: Any) -> None:
-    """``post_delete`` of the user model: delete the user's chat sessions.
+    """``post_delete`` of the user model: delete the user's chat sessions, and
+    their token usage and limit state.
 
     Runs once the deletion is committed (a rolled-back deletion keeps them).
     If Redis is down then, the sessions stay and the log says so;
@@ -29,6 +30,7 @@ def delete_sessions_of_deleted_user(sender: Any, instance: Any, **kwargs: Any) -
     def delete() -> None:
         try:
             store.delete_owner_sessions(owner)
+            store.delete_owner_usage(owner)
         except StoreUnavailable:
             logger.exception(
                 "chatmemory: could not delete the sessions of deleted user %r; "

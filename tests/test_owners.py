@@ -16,6 +16,7 @@ from django.test import Client, override_settings
 
 from chatmemory import store
 from chatmemory.owners import owner_id, primary_key_text, users_by_owner
+from chatmemory.store import keys
 from tests.admin_helpers import set_activity
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -65,6 +66,53 @@ def test_deleting_a_user_deletes_their_sessions(redis_client: redis.Redis) -> No
         bob.delete()
         raise RuntimeError
     assert store.get_session("b1") is not None
+
+
+def test_deleting_a_user_deletes_their_usage_and_limit_keys(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    ai = {
+        "type": "ai",
+        "data": {
+            "content": "a",
+            "usage_metadata": {
+                "input_tokens": 5, "output_tokens": 2, "total_tokens": 7,
+            },
+        },
+    }  # fmt: skip
+    lee, max_ = User.objects.create_user("lee"), User.objects.create_user("max")
+    limits = store.Limits(turns_per_minute=5, concurrent_streams=2)
+    for user in (lee, max_):
+        store.append_records(f"{user.username}-1", [HUMAN, ai], owner=owner_id(user))
+        assert not store.admit_turn(owner_id(user), limits).refused
+    lee_owner, day = owner_id(lee), datetime.now(UTC).strftime("%Y-%m-%d")
+
+    def owner_keys(owner: str) -> list[bytes]:
+        return sorted(
+            key
+            for key in redis_client.scan_iter(match=f"{key_prefix}:*")
+            if keys.escape(owner).encode() in key
+        )
+
+    def ranked(owner: str) -> object:
+        return redis_client.zscore(keys.usage_day_key(day), owner)
+
+    mine = {
+        keys.usage_key(lee_owner, day).encode(),
+        keys.quota_turns_key(lee_owner).encode(),
+        keys.quota_streams_key(lee_owner).encode(),
+    }
+    assert mine <= set(owner_keys(lee_owner))
+    assert ranked(lee_owner) == 7
+    lee.delete()
+    assert owner_keys(lee_owner) == [] and ranked(lee_owner) is None
+    assert len(owner_keys(owner_id(max_))) >= 3 and ranked(owner_id(max_)) == 7
+    # a user deleted while Redis was down: chatmemory_purge --orphaned finishes
+    with override_settings(CHATMEMORY_KEEP_SESSIONS_OF_DELETED_USERS=True):
+        max_owner = owner_id(max_)
+        max_.delete()
+    assert "Deleted 1 sessions" in purge("--orphaned")
+    assert owner_keys(max_owner) == [] and ranked(max_owner) is None
 
 
 @override_settings(CHATMEMORY_KEEP_SESSIONS_OF_DELETED_USERS=True)

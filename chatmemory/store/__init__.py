@@ -94,7 +94,14 @@ from .turns import (
     stop_note_op,
     validate_turn_id,
 )
-from .usage import BY_DAY, BY_TOTAL, UsageCursor, UsagePage, usage_page_op
+from .usage import (
+    BY_DAY,
+    BY_TOTAL,
+    UsageCursor,
+    UsagePage,
+    delete_owner_usage_op,
+    usage_page_op,
+)
 
 
 def read_records(session_id: str) -> list[Record | UnreadableEntry]:
@@ -685,6 +692,15 @@ async def adelete_owner_sessions(owner: str, *, before: datetime | None = None) 
     return await arun(delete_owner_sessions_op(owner, before))
 
 
+def delete_owner_usage(owner: str) -> int:
+    """Delete one owner's token usage and limit state (turns, streams).
+
+    For a deleted user; returns the keys deleted (see
+    :func:`.usage.delete_owner_usage_op`).
+    """
+    return run(delete_owner_usage_op(owner))
+
+
 def rename_owner(old: str, new: str) -> int:
     """Move every session of owner ``old`` to owner ``new``; return how many."""
     return run(rename_owner_op(old, new))
@@ -754,6 +770,7 @@ __all__ = [
     "get_session_and_admit",
     "adelete_owner_sessions",
     "delete_owner_sessions",
+    "delete_owner_usage",
     "owners",
     "rename_owner",
     "admit_turn",

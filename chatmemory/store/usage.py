@@ -18,7 +18,9 @@ from typing import Any
 
 from ..conf import conf
 from . import keys
-from .operations import Batch, Operation, Usage
+from .operations import Batch, Operation, Usage, day_of, now_ms
+
+DAY_MS = 86_400_000
 
 BY_TOTAL = "total"
 """Most tokens first (then the newest day)."""
@@ -178,3 +180,26 @@ def usage_page_op(
 
 
 __all__ = ["BY_DAY", "BY_TOTAL", "UsageCursor", "UsagePage", "usage_page_op"]
+
+
+def delete_owner_usage_op(owner: str) -> Operation[int]:
+    """Delete one owner's token usage and limit state; return the keys deleted.
+
+    The owner's daily usage hashes (every day that can still hold one: the
+    last ``CHATMEMORY_USAGE_DAYS``, as each expires that long after its last
+    write), its write ids, its recent turns and open streams go in one ``DEL``
+    (all in the owner's slot), and the owner leaves each day's ranking.
+    """
+    prefix = conf.KEY_PREFIX
+    today = now_ms()
+    days = [day_of(today - back * DAY_MS) for back in range(-1, conf.USAGE_DAYS + 2)]
+    owned = [keys.usage_key_in(prefix, owner, day) for day in days] + [
+        keys.usage_write_ids_key_in(prefix, owner),
+        keys.quota_turns_key_in(prefix, owner),
+        keys.quota_streams_key_in(prefix, owner),
+    ]
+    replies = yield Batch(
+        [("DEL", *owned)]
+        + [("ZREM", keys.usage_day_key_in(prefix, day), owner) for day in days]
+    )
+    return int(replies[0])

@@ -79,6 +79,9 @@ class Command(BaseCommand):
                     count += store.delete_owner_sessions(
                         owner, before=before, progress=show
                     )
+                    if options["orphaned"] and before is None:
+                        # what deleting the user would have deleted with them
+                        store.delete_owner_usage(owner)
                     progress.update(count)
         except StoreUnavailable as exc:
             raise CommandError(str(exc)) from exc
