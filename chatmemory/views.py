@@ -10,7 +10,7 @@ the sync or the async iterator that fits the server the request came from.
 
 from __future__ import annotations
 
-import io
+import itertools
 import logging
 import math
 import time
@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIRequest
@@ -30,6 +31,7 @@ from django.http import (
     HttpResponse,
     HttpResponseBase,
     JsonResponse,
+    StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -800,24 +802,62 @@ def delete(request: HttpRequest, session_id: str) -> HttpResponse:
     return render(request, "chatmemory/delete.html", {"session": info})
 
 
+DOWNLOAD_CHUNK = 64 * 1024
+"""Bytes of the "download all" file sent at a time."""
+
+
+def chunked(parts: Iterator[bytes], size: int = DOWNLOAD_CHUNK) -> Iterator[bytes]:
+    """``parts`` joined into chunks of about ``size`` bytes."""
+    buffer: list[bytes] = []
+    held = 0
+    for part in parts:
+        buffer.append(part)
+        held += len(part)
+        if held >= size:
+            yield b"".join(buffer)
+            buffer, held = [], 0
+    if buffer:
+        yield b"".join(buffer)
+
+
+async def in_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """A sync iterator read in a worker thread, for an ASGI server."""
+
+    def pull() -> bytes | None:
+        return next(chunks, None)
+
+    read = sync_to_async(pull, thread_sensitive=False)
+    while (chunk := await read()) is not None:
+        yield chunk
+
+
 @login_required
+@private_page
 @store_unavailable_page
 @require_http_methods(["GET", "HEAD"])
-def download_all(request: HttpRequest) -> HttpResponse:
-    """All my sessions as one JSON file (a list of sessions in the export's form)."""
-    buffer = io.BytesIO()
-    transfer.export_sessions(
-        buffer, owner=owner_of(request), thread_records=thread_reader()
+def download_all(request: HttpRequest) -> HttpResponseBase:
+    """All my sessions as one JSON file (a list of sessions in the export's
+    form), streamed: the sessions are read one at a time as it is sent."""
+    parts = transfer.export_parts(
+        transfer.ExportProgress(),
+        owner=owner_of(request),
+        thread_records=thread_reader(),
     )
-    lines = buffer.getvalue().splitlines()
-    response = HttpResponse(
-        b"[" + b",\n".join(lines) + b"]\n", content_type="application/json"
+    # Read the first session now: Redis being down is a 503 page, not a cut file.
+    first = next(parts, b"")
+    chunks = chunked(
+        transfer.json_array(itertools.chain([first], parts)), DOWNLOAD_CHUNK
     )
+    body: Iterator[bytes] | AsyncIterator[bytes] = (
+        in_thread(chunks) if isinstance(request, ASGIRequest) else chunks
+    )
+    response = StreamingHttpResponse(body, content_type="application/json")
     response["Content-Disposition"] = 'attachment; filename="my-chats.json"'
     return response
 
 
 @login_required
+@private_page
 @store_unavailable_page
 @require_http_methods(["GET", "POST"])
 def delete_all(request: HttpRequest) -> HttpResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from typing import Any
@@ -266,8 +267,6 @@ def test_commands_take_a_username_for_an_owner(tmp_path: Any) -> None:
 
 
 def test_my_chats_download_and_delete_all(redis_client: redis.Redis) -> None:
-    import json
-
     frank, gina = User.objects.create_user("frank"), User.objects.create_user("gina")
     store.append_records("f1", [HUMAN], owner=owner_id(frank))
     store.create_session("f2", owner=owner_id(frank), title="Second")
@@ -277,14 +276,65 @@ def test_my_chats_download_and_delete_all(redis_client: redis.Redis) -> None:
     assert "Download all my chats" in client.get("/chat/").content.decode()
     response = client.get("/chat/_all/download/")
     assert response["Content-Disposition"] == 'attachment; filename="my-chats.json"'
-    chats: list[dict[str, Any]] = json.loads(response.content)
+    assert response.streaming
+    chats: list[dict[str, Any]] = json.loads(b"".join(response.streaming_content))
     assert sorted(c["id"] for c in chats) == ["f1", "f2"]
     assert next(c for c in chats if c["id"] == "f1")["messages"] == [HUMAN]
     assert "All 2 chats" in client.get("/chat/_all/delete/").content.decode()
     assert client.post("/chat/_all/delete/").status_code == 302
     assert store.list_sessions(owner=owner_id(frank)).total == 0
     assert store.get_session("g1") is not None
-    assert json.loads(client.get("/chat/_all/download/").content) == []
+    empty = client.get("/chat/_all/download/")
+    assert b"".join(empty.streaming_content) == b"[]\n"
+
+
+def download(client: Client) -> bytes:
+    response = client.get("/chat/_all/download/")
+    assert response.status_code == 200 and response.streaming
+    return b"".join(response.streaming_content)
+
+
+def test_download_all_streams_the_same_file_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from chatmemory import views
+    from chatmemory.store import transfer
+
+    nia = User.objects.create_user("nia")
+    long = [HUMAN, {"type": "ai", "data": {"content": "a\nb ✓"}}] * 700
+    store.append_records("n1", long, owner=owner_id(nia))
+    for sid in ("n2", "n3"):
+        store.append_records(sid, [HUMAN], owner=owner_id(nia))
+    store.create_session("n4", owner=owner_id(nia), title="Empty")
+    # What the view sent before it streamed: the NDJSON lines in a JSON array.
+    buffer = io.BytesIO()
+    transfer.export_sessions(buffer, owner=owner_id(nia))
+    before = b"[" + b",\n".join(buffer.getvalue().splitlines()) + b"]\n"
+    client = Client()
+    client.force_login(nia)
+    assert download(client) == before
+    monkeypatch.setattr(views, "DOWNLOAD_CHUNK", 100)
+    response = client.get("/chat/_all/download/")
+    chunks = list(response.streaming_content)
+    assert len(chunks) > 4 and b"".join(chunks) == before
+    assert len(json.loads(before)) == 4
+    assert json.loads(before)[0]["messages"][1]["data"]["content"] == "a\nb ✓"
+
+
+async def test_download_all_under_asgi_is_an_async_stream() -> None:
+    from asgiref.sync import sync_to_async
+    from django.test import AsyncClient
+
+    oli = await sync_to_async(User.objects.create_user)("oli")
+    store.append_records("o1", [HUMAN], owner=owner_id(oli))
+    client = AsyncClient()
+    await client.aforce_login(oli)
+    response = await client.get("/chat/_all/download/")
+    assert response.is_async
+    body = b"".join([part async for part in response.streaming_content])
+    assert [c["id"] for c in json.loads(body)] == ["o1"]
 
 
 def test_reindex_upgrades_bare_primary_key_owner_ids(redis_client: redis.Redis) -> None:

@@ -593,6 +593,8 @@ def test_per_user_pages_are_private_and_never_framed(
         alice_client.get(f"/chat/{session_id}/delete/"),
         alice_client.post(f"/chat/{session_id}/send/", {"message": ""}),
         alice_client.post(f"/chat/{session_id}/rename/", {"title": ""}),
+        alice_client.get("/chat/_all/delete/"),
+        alice_client.get("/chat/_all/download/"),
     ]
     for page in pages:
         assert page.status_code == 200

@@ -318,16 +318,42 @@ def export_sessions(
     the store does not import LangGraph), or left out without it.
     """
     done = ExportProgress()
+    for part in export_parts(
+        done,
+        owner=owner,
+        session_ids=session_ids,
+        since=since,
+        progress=progress,
+        scan_count=scan_count,
+        thread_records=thread_records,
+    ):
+        out.write(part)
+    return done
+
+
+def export_parts(
+    done: ExportProgress,
+    *,
+    owner: str | None = None,
+    session_ids: Iterable[str] | None = None,
+    since: datetime | None = None,
+    progress: Any = None,
+    scan_count: int = 500,
+    thread_records: Callable[[str], list[Record]] | None = None,
+) -> Iterator[bytes]:
+    """:func:`export_sessions` as the bytes of its NDJSON, lazily: each session
+    is read (a slice at a time) only as the bytes are asked for; ``done`` is
+    kept up to date. Each session's last part ends its line (``\\n``)."""
     low = None if since is None else ms(since)
     if session_ids is not None:
         ids = list(session_ids)
         done.total = len(ids)
         for session_id in ids:
             done.seen += 1
-            _export_one(out, session_id, low, done, thread_records)
+            yield from _export_one(session_id, low, done, thread_records)
             if progress is not None:
                 progress(done)
-        return done
+        return
     done.total = run(count_index_op(owner, since))
     cursor = 0
     while True:
@@ -336,20 +362,42 @@ def export_sessions(
             if low is not None and score < low:
                 continue  # not counted: the total counts active sessions only
             done.seen += 1
-            _export_one(out, session_id, low, done, thread_records)
+            yield from _export_one(session_id, low, done, thread_records)
             if progress is not None:
                 progress(done)
         if cursor == 0:
-            return done
+            return
+
+
+def json_array(parts: Iterable[bytes]) -> Iterator[bytes]:
+    """NDJSON bytes (:func:`export_parts`) as a JSON array, one session a line:
+    ``[`` line ``,\\n`` line ... ``]\\n``.
+
+    An NDJSON line holds no line break but its end, so a part ending in one
+    ends a session.
+    """
+    yield b"["
+    between = b""
+    for part in parts:
+        if not part:
+            continue
+        if between:
+            yield between
+            between = b""
+        if part.endswith(b"\n"):
+            yield part[:-1]
+            between = b",\n"
+        else:
+            yield part
+    yield b"]\n"
 
 
 def _export_one(
-    out: Writer,
     session_id: str,
     low: int | None,
     done: ExportProgress,
     thread_records: Callable[[str], list[Record]] | None,
-) -> None:
+) -> Iterator[bytes]:
     info, length, first = run(session_head_op(session_id))
     if info is None or (low is not None and ms(info.updated) < low):
         return
@@ -358,7 +406,7 @@ def _export_one(
             done.threads_left_out += 1
             return
         records = thread_records(session_id)
-        out.write(session_line(info, records))
+        yield session_line(info, records)
         done.sessions += 1
         done.threads += 1
         done.messages += len(records)
@@ -370,12 +418,9 @@ def _export_one(
         for start in range(SLICE, length, SLICE):
             yield _clean_slice(run(message_slice_op(session_id, start)), skipped)
 
-    written = 0
-    for part in _line_parts(info, slices()):
-        out.write(part)
-    written = length - sum(skipped)
+    yield from _line_parts(info, slices())
     done.sessions += 1
-    done.messages += written
+    done.messages += length - sum(skipped)
     done.unreadable += sum(skipped)
 
 
