@@ -128,6 +128,51 @@ def test_export_then_import_into_an_empty_prefix_gives_equal_sessions(
             redis_client.delete(key)
 
 
+@pytest.fixture
+def empty_redis() -> Iterator[Topology]:
+    """A throwaway redis-server of its own, empty: where an import goes."""
+    topology = start_single()
+    yield topology
+    topology.stop()
+
+
+def ttls() -> dict[str, timedelta | None]:
+    """Every session's time left to live, under the current prefix and alias."""
+    page = store.list_sessions(limit=10_000)
+    return {info.session_id: info.expires_in for info in page.sessions}
+
+
+def test_export_then_import_into_an_empty_redis_gives_equal_sessions_and_ttls(
+    tmp_path: Path, empty_redis: Topology
+) -> None:
+    from django.conf import settings
+
+    with override_settings(CHATMEMORY_TTL=3600):
+        seed()
+        store.append_records("d", [human("kept a day")])
+        before, lives = snapshot(), ttls()
+        assert all(lives.values())
+        path, _ = export(tmp_path)
+        caches = {**settings.CACHES, "empty": empty_redis.caches_entry()}
+        with override_settings(CACHES=caches, CHATMEMORY_CACHE_ALIAS="empty"):
+            target = empty_redis.client()
+            try:
+                assert target.dbsize() == 0
+                out = StringIO()
+                call_command("chatmemory_import", str(path), stdout=out)
+                assert "Imported 5 sessions (6 messages)" in out.getvalue()
+                assert target.dbsize() > 0
+                assert snapshot() == before
+                after = ttls()
+            finally:
+                target.close()
+    assert after.keys() == lives.keys()
+    for session_id, left in lives.items():
+        now = after[session_id]
+        assert left is not None and now is not None
+        assert abs(now - left) < timedelta(seconds=5), session_id
+
+
 def test_export_filters_owner_session_and_since(tmp_path: Path) -> None:
     seed()
     path, _ = export(tmp_path, "--owner", "1")
