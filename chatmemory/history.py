@@ -266,9 +266,15 @@ def messages_to_records(
 
 
 def records_to_messages(
-    entries: Sequence[store.Record | store.UnreadableEntry], *, session_id: str = ""
+    entries: Sequence[store.Record | store.UnreadableEntry],
+    *,
+    session_id: str = "",
+    skipped: Callable[[int, str], None] | None = None,
 ) -> list[BaseMessage]:
     """Messages from stored records, skipping (and logging) unreadable entries.
+
+    ``skipped``, when given, is told of each skipped entry (its position and
+    why) instead of the log.
 
     A record holds some or all of its class's fields (written by
     :func:`messages_to_records`, older chatmemory versions or other tools);
@@ -327,6 +333,9 @@ def records_to_messages(
                             continue
             built = _to_message(entry)
             if isinstance(built, str):
+                if skipped is not None:
+                    skipped(position, built)
+                    continue
                 logger.warning(
                     "chatmemory: skipping unreadable entry %d of session %r: %s",
                     position,

@@ -254,6 +254,35 @@ def _cost(message: BaseMessage) -> int | str:
         return f"its tokens cannot be counted: {type(exc).__name__}: {exc}"
 
 
+def entry_problem(entry: store.Record | store.UnreadableEntry) -> str:
+    """Why a turn's prompt leaves this stored entry out (``""`` when it may go in).
+
+    The one rule for stored entries: an entry the history reader cannot make
+    a message of, or whose message cannot go to a model (:func:`_cost`:
+    :func:`prompt_problem`, or tokens that cannot be counted). The chat page
+    shows the entries it names as unreadable.
+    """
+    if _record_tokens(entry) is not None:
+        return ""  # a text record, which the reader builds as it is
+    found = _prompt_message(entry)
+    return found if isinstance(found, str) else ""
+
+
+def _prompt_message(entry: store.Record | store.UnreadableEntry) -> BaseMessage | str:
+    """The message a stored entry becomes in a prompt, or why it cannot."""
+    reasons: list[str] = []
+    built = records_to_messages(
+        [entry], skipped=lambda _position, reason: reasons.append(reason)
+    )
+    if not built:
+        return reasons[0] if reasons else "not a message"
+    if _record_tokens(entry) is None:
+        cost = _cost(built[0])
+        if type(cost) is str:
+            return cost
+    return built[0]
+
+
 def _record_tokens(entry: store.Record | store.UnreadableEntry) -> int | None:
     """What :func:`_cost` says of the message a text record becomes, read off
     the record; None when the record is not known to be one.
@@ -350,6 +379,11 @@ CHANGED_MEANWHILE = gettext_lazy(
 NOTHING_TO_REDO = gettext_lazy(
     "The last message of this chat is not a reply that can be redone. "
     "Reload the page to see the chat as it is."
+)
+
+CANNOT_REDO = gettext_lazy(
+    "The last message or reply of this chat cannot be read, so it cannot be "
+    "redone. Send a new message instead."
 )
 
 
@@ -748,12 +782,18 @@ class ChatTurn:
         if kinds != ["human", "ai"]:
             raise TurnRefused(NOTHING_TO_REDO)
         self._snapshot = snapshot
-        question, reply = self._history(tail)
+        # A malformed last turn can still be replaced by an edit; regenerate
+        # needs its question, continue its question and reply.
+        question, reply = (_prompt_message(entry) for entry in tail)
         if self.rewrite == "regenerate":
+            if isinstance(question, str):
+                raise self._unusable(question)
             self.question = question.text
         # The entries the rewrite replaces stay out of its prompt.
         redone = 0 if self.rewrite == "continue" else 2
         if self.rewrite == "continue":
+            if isinstance(question, str) or isinstance(reply, str):
+                raise self._unusable(question if isinstance(question, str) else reply)
             # The stopped reply stays in the prompt; the model is asked to go on.
             self._prefix = reply.text
             self.question = CONTINUE_PROMPT
@@ -761,6 +801,14 @@ class ChatTurn:
         history = self._tail(records, complete=snapshot.complete)
         more = self._more(history, len(records), snapshot.length - redone)
         return history, more + redone if more else 0
+
+    def _unusable(self, problem: object) -> TurnRefused:
+        logger.warning(
+            "chatmemory: the last turn of session %r cannot be redone: %s",
+            self.session_id,
+            problem,
+        )
+        return TurnRefused(CANNOT_REDO)
 
     def _rewrite(self) -> _Tail:
         count = _first_read() + 2
@@ -930,5 +978,6 @@ __all__ = [
     "achat",
     "build_prompt",
     "chat",
+    "entry_problem",
     "prompt_problem",
 ]

@@ -29,7 +29,7 @@ from chatmemory.exceptions import STORE_DOWN
 from chatmemory.langgraph import thread_records
 from chatmemory.owners import owner_id
 from chatmemory.records import INTERRUPTED
-from chatmemory.turn import CONTINUE_PROMPT
+from chatmemory.turn import CANNOT_REDO, CONTINUE_PROMPT
 from tests.redis_server import free_port
 from tests.test_sse import parse as events
 
@@ -1237,6 +1237,60 @@ def test_a_rewrite_needs_a_last_turn_to_redo(
     )
     assert response.status_code == 400
     assert records(session_id) == []
+
+
+MALFORMED_TURNS = {
+    "a question without content": (
+        {"type": "human", "data": {}},
+        {"type": "ai", "data": {"content": "answer"}},
+    ),
+    "a question whose content is a number": (
+        {"type": "human", "data": {"content": 5}},
+        {"type": "ai", "data": {"content": "answer"}},
+    ),
+    "a reply whose content is a number": (
+        {"type": "human", "data": {"content": "question"}},
+        {"type": "ai", "data": {"content": 5}},
+    ),
+    "a reply with tool calls that are not a list": (
+        {"type": "human", "data": {"content": "question"}},
+        {"type": "ai", "data": {"content": "answer", "tool_calls": "bad"}},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_TURNS))
+@pytest.mark.parametrize("action", ["regenerate", "continue", "edit"])
+def test_a_rewrite_of_a_malformed_last_turn_is_an_error_or_works(
+    alice_client: Client, session_id: str, case: str, action: str
+) -> None:
+    question, reply = MALFORMED_TURNS[case]
+    store.append_records(
+        session_id,
+        [
+            {"type": "human", "data": {"content": "q1"}},
+            {"type": "ai", "data": {"content": "a1"}},
+            question,
+            reply,
+        ],
+    )
+    before = store.read_records(session_id)
+    with scripted("new answer"):
+        got = stream_turn(alice_client, session_id, message="edited", action=action)
+    assert got[-1][0] in ("done", "error"), got  # never a cut stream
+    # Which of the two a model can take (the malformed one cannot).
+    usable = {"human": "question" not in case, "ai": "reply" not in case}
+    needs = {"regenerate": ["human"], "continue": ["human", "ai"], "edit": []}
+    if not all(usable[kind] for kind in needs[action]):
+        # The turn it needs cannot be read: the user is told, nothing is lost.
+        assert got[-1] == ("error", str(CANNOT_REDO))
+        assert store.read_records(session_id) == before
+    elif action == "edit":
+        assert contents(session_id) == ["q1", "a1", "edited", "new answer"]
+    elif action == "regenerate":
+        assert contents(session_id) == ["q1", "a1", "question", "new answer"]
+    else:
+        assert contents(session_id) == ["q1", "a1", "question", "answernew answer"]
 
 
 def test_a_rewrite_of_a_changed_chat_saves_nothing(

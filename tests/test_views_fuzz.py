@@ -6,7 +6,9 @@ then the test opens its chat page, sends a message without JavaScript,
 streams one, and opens its admin transcript. ``CHATMEMORY_FUZZ_CASES`` sets
 the number of random entries (default 2,000), ``CHATMEMORY_FUZZ_PER_SESSION``
 how many share a session (default 5; 1 counts failures per entry), and
-``CHATMEMORY_FUZZ_SEED`` the seed.
+``CHATMEMORY_FUZZ_SEED`` the seed. Then ``CHATMEMORY_FUZZ_REWRITES`` sessions
+(default a quarter of the cases) end in a question and a reply either or both
+made odd, and the test regenerates, edits or continues their last turn.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ pytestmark = pytest.mark.django_db
 CASES = int(os.environ.get("CHATMEMORY_FUZZ_CASES", "2000"))
 PER_SESSION = int(os.environ.get("CHATMEMORY_FUZZ_PER_SESSION", "5"))
 SEED = int(os.environ.get("CHATMEMORY_FUZZ_SEED", "9"))
+REWRITES = int(os.environ.get("CHATMEMORY_FUZZ_REWRITES", str(CASES // 4)))
+REWRITE_ACTIONS = ("regenerate", "edit", "continue")
 # Reads every human message of its prompt (.text), as models do; a short reply.
 MODEL = {"factory": "tests.chat_models.HistoryModel"}
 
@@ -105,9 +109,10 @@ def message(rng: random.Random) -> BaseMessage:
     return AIMessageChunk(content=text)
 
 
-def entry(rng: random.Random) -> tuple[str, bytes]:
-    """(what kind of oddity, the stored bytes)."""
-    record: Any = message_to_dict(message(rng))
+def entry(rng: random.Random, made: BaseMessage | None = None) -> tuple[str, bytes]:
+    """(what kind of oddity, the stored bytes) of ``made`` (else a random
+    message) made odd."""
+    record: Any = message_to_dict(message(rng) if made is None else made)
     pick = rng.randrange(12)
     if pick == 0:
         kind = f"valid {record['type']}"
@@ -140,6 +145,22 @@ def entry(rng: random.Random) -> tuple[str, bytes]:
         raw = rng.choice([b"{", b"not json", b"[" * 5000, b'{"type": "ai"', b"\xff"])
         return "not JSON", raw
     return kind, json.dumps(record).encode()
+
+
+def last_turn(rng: random.Random) -> list[tuple[str, bytes]]:
+    """A last turn, a question and its reply, either or both made odd."""
+    text = rng.choice(["hi", "", "multi\nline"])
+    reply = rng.choice(
+        [
+            AIMessage(content=text),
+            AIMessage(content=text, response_metadata={"interrupted": True}),
+            AIMessage(
+                content=text,
+                tool_calls=[{"name": "search", "args": {"q": "tea"}, "id": "c"}],
+            ),
+        ]
+    )
+    return [entry(rng, HumanMessage(content=text)), entry(rng, reply)]
 
 
 def last_event(body: bytes) -> str:
@@ -209,9 +230,41 @@ def test_no_stored_entry_gives_a_500_or_a_cut_stream(
             )
             if transcript.status_code != 200:
                 failed(f"admin transcript {transcript.status_code}", kind, raw)
+        # Regenerate, edit and continue on a last turn that is odd.
+        for number in range(REWRITES):
+            made = last_turn(rng)
+            kind = " + ".join(k for k, _ in made)
+            raw = b" + ".join(r for _, r in made)
+            session_id = f"fuzz-turn-{number}"
+            store.append_records(
+                session_id,
+                [
+                    {"type": "human", "data": {"content": "first"}},
+                    {"type": "ai", "data": {"content": "reply"}},
+                ],
+                owner=owner_id(user),
+            )
+            redis_client.rpush(store.messages_key(session_id), *(r for _, r in made))
+            action = REWRITE_ACTIONS[number % 3]
+            streamed = client.post(
+                reverse("chatmemory:stream", args=[session_id]),
+                {"message": "edited", "action": action},
+            )
+            if streamed.status_code != 200:
+                failed(f"{action} {streamed.status_code}", kind, raw)
+                continue
+            try:
+                body = b"".join(streamed.streaming_content)
+            except Exception:
+                failed(f"{action} cut (exception)", kind, raw)
+            else:
+                if last_event(body) not in ("done", "error"):
+                    failed(f"{action} cut", kind, raw)
     sessions = -(-CASES // PER_SESSION)
     report = ", ".join(
-        f"{where}: {count}/{sessions}" for where, count in failures.items()
+        f"{where}: {count}/"
+        f"{REWRITES if where.startswith(REWRITE_ACTIONS) else sessions}"
+        for where, count in failures.items()
     )
     print(
         f"\nfuzz ({CASES} entries, {PER_SESSION} a session, seed {SEED}): "
