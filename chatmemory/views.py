@@ -54,7 +54,7 @@ from .exceptions import (
 from .forms import MessageForm, RenameForm
 from .owners import owner_id
 from .store import transfer
-from .turn import ChatTurn
+from .turn import ChatTurn, entry_problem
 
 logger = logging.getLogger("chatmemory")
 
@@ -333,7 +333,12 @@ _ROLES = {"human": "human", "ai": "ai", "system": "system", "unreadable": "unrea
 def transcript(
     entries: list[store.Record | store.UnreadableEntry],
 ) -> list[Entry]:
-    """The entries to show for a session's stored records."""
+    """The entries to show for a session's stored records.
+
+    Those a turn's prompt leaves out (:func:`chatmemory.turn.entry_problem`:
+    a ``RemoveMessage``, a record with wrongly typed fields...) show as
+    unreadable, so the page shows what the model is given.
+    """
     shown = []
     for entry in entries:
         if isinstance(entry, store.UnreadableEntry):
@@ -341,8 +346,8 @@ def transcript(
             continue
         record = records.read(entry)
         role = _ROLES.get(record.kind, "other")
-        if role == "unreadable":
-            shown.append(Entry(role, str(UNREADABLE)))
+        if role == "unreadable" or entry_problem(entry):
+            shown.append(Entry("unreadable", str(UNREADABLE)))
             continue
         shown.append(
             Entry(

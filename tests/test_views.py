@@ -20,7 +20,13 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.test import AsyncClient, Client, override_settings
 from django.urls import reverse
 from django.utils import translation
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import (
+    HumanMessage,
+    RemoveMessage,
+    SystemMessage,
+    ToolMessage,
+    message_to_dict,
+)
 
 from chatmemory import llm, store, views
 from chatmemory.agent import TURN_METADATA
@@ -29,7 +35,8 @@ from chatmemory.exceptions import STORE_DOWN
 from chatmemory.langgraph import thread_records
 from chatmemory.owners import owner_id
 from chatmemory.records import INTERRUPTED
-from chatmemory.turn import CANNOT_REDO, CONTINUE_PROMPT
+from chatmemory.turn import CANNOT_REDO, CONTINUE_PROMPT, ChatTurn
+from tests.chat_models import HistoryModel
 from tests.redis_server import free_port
 from tests.test_sse import parse as events
 
@@ -283,7 +290,7 @@ def test_the_chat_page_shows_the_transcript_escaped(
                 },
             },
             {"type": "system", "data": {"content": "sys note"}},
-            {"type": "tool", "data": {"content": "tool out"}},
+            {"type": "tool", "data": {"content": "tool out", "tool_call_id": "c"}},
         ],
     )
     page = alice_client.get(reverse("chatmemory:chat", args=[session_id]))
@@ -324,6 +331,46 @@ def test_transcript_of_odd_records() -> None:
         ("unreadable", views.UNREADABLE),
         ("human", "Hello\n\nworld"),
     ]
+
+
+def test_the_chat_shows_as_unreadable_exactly_what_the_prompt_leaves_out(
+    alice_client: Client, session_id: str
+) -> None:
+    store.append_records(
+        session_id,
+        [
+            {"type": "human", "data": {"content": "one"}},
+            message_to_dict(RemoveMessage(id="m-1")),
+            {"type": "human", "data": {"content": "two", "name": 5}},
+            {"type": "ai", "data": {"content": "three", "tool_calls": "bad"}},
+            {"type": "ai", "data": {"content": "four"}},
+            {"type": "system", "data": {"content": "five", "id": 7}},
+            message_to_dict(ToolMessage(content="six", tool_call_id="c")),
+            {"type": "ai", "data": {"content": 5}},
+            {"type": "human", "data": {"content": "seven"}},
+        ],
+    )
+    entries = views.transcript(store.read_records(session_id))
+    assert [e.role for e in entries] == [
+        "human",
+        "unreadable",
+        "unreadable",
+        "unreadable",
+        "ai",
+        "system",  # a number id is taken (LangChain makes it text)
+        "other",
+        "unreadable",
+        "human",
+    ]
+    model = HistoryModel(seen=[])
+    ChatTurn(session_id, "q", model=model).run()
+    # The prompt, without the system prompt and the question.
+    prompt = [m.text for m in model.seen[0][1:-1]]
+    assert prompt == [e.text for e in entries if e.role != "unreadable"]
+    html = alice_client.get(f"/chat/{session_id}/").content.decode()
+    assert html.count("cm-msg cm-unreadable") == 4
+    assert html.count("Unreadable entry") == 4
+    assert "Note" in html  # the tool message
 
 
 # --- sending without JavaScript ------------------------------------------------
