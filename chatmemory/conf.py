@@ -121,8 +121,9 @@ class Settings:
     def TURN_TIME_LIMIT(self) -> float | None:
         """Seconds a reply may stream before it is stopped and saved as stopped.
 
-        None: no limit. Checked as each token arrives; a model that sends
-        nothing at all is bounded by its own client's timeout.
+        None: no limit. It holds while the model sends nothing, too (see
+        ``chatmemory.turn``); under gunicorn's sync workers keep it below
+        their ``--timeout``.
         """
         value: float | None = _setting("CHATMEMORY_TURN_TIME_LIMIT", 300)
         return value

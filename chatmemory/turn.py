@@ -22,11 +22,14 @@ stops early is saved as far as it got, with ``response_metadata["interrupted"]``
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
+import queue
 import secrets
+import threading
 import time
-from collections.abc import AsyncGenerator, Generator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from contextlib import aclosing, closing
 from typing import Any, NamedTuple, cast, get_type_hints
 
@@ -353,6 +356,80 @@ def _guess_tokens(entry: store.Record | store.UnreadableEntry) -> int:
 Costs = list[int | str | None]
 """Per message of a history: its tokens, why it cannot go to a model, or None
 (not measured yet)."""
+
+
+class _OutOfTime(Exception):
+    """No chunk came before the turn's time limit."""
+
+
+_CHUNK, _END, _ERROR = range(3)
+
+
+def _within[T](chunks: Iterator[T], deadline: float) -> Generator[T]:
+    """``chunks`` as they come, until ``deadline`` (``time.monotonic()``):
+    raises :class:`_OutOfTime` when none has come by then.
+
+    A blocked ``next()`` cannot be interrupted, so ``chunks`` is read in a
+    thread of its own (with the caller's context: callbacks and tracing see
+    the same context variables) and handed over through a queue, which a wait
+    can give up on. When this generator ends, however it ends, the thread
+    stops at the model's next chunk and closes ``chunks`` itself (a generator
+    cannot be closed from another thread while it runs), so it lives no
+    longer than the model's next chunk. Errors of the model are raised here.
+    """
+    feed: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            with closing(cast(Any, chunks)):
+                for chunk in chunks:
+                    if stop.is_set():
+                        return
+                    feed.put((_CHUNK, chunk))
+        # Any error of the model goes to the reader, which raises it.
+        except BaseException as exc:
+            feed.put((_ERROR, exc))
+        else:
+            feed.put((_END, None))
+
+    reader = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(read,),
+        name="chatmemory-model-stream",
+        daemon=True,
+    )
+    reader.start()
+    try:
+        while True:
+            try:
+                kind, item = feed.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise _OutOfTime from None
+            if kind == _CHUNK:
+                yield item
+            elif kind == _END:
+                return
+            else:
+                raise item
+    finally:
+        stop.set()
+
+
+async def _anext_within[T](chunks: AsyncIterator[T], deadline: float | None) -> T:
+    """The next of ``chunks``, waited for until ``deadline`` (the event loop's
+    clock, None: no limit); :class:`_OutOfTime` when it has not come by then
+    (the wait is cancelled, which ends ``chunks``)."""
+    if deadline is None:
+        return await chunks.__anext__()
+    timer = asyncio.timeout_at(deadline)
+    try:
+        async with timer:
+            return await chunks.__anext__()
+    except TimeoutError:
+        if timer.expired():  # not a TimeoutError of the model's own
+            raise _OutOfTime from None
+        raise
 
 
 class _Tail(NamedTuple):
@@ -690,7 +767,11 @@ class ChatTurn:
         else:
             history, costs, _ = self._rewrite()
         started = time.monotonic()
-        chunks = self.model.stream(self._start(history, costs))
+        chunks: Iterator[BaseMessage] = self.model.stream(self._start(history, costs))
+        limit = conf.TURN_TIME_LIMIT
+        if limit is not None:
+            # The limit holds while the model sends nothing, too.
+            chunks = _within(chunks, started + limit)
         try:
             with closing(cast(Any, chunks)):
                 for chunk in chunks:
@@ -700,6 +781,8 @@ class ChatTurn:
                     if self._over_time(started):
                         self.timed_out = True
                         break
+        except _OutOfTime:
+            self.timed_out = True
         except GeneratorExit:
             self._save_interrupted()
             raise
@@ -716,15 +799,25 @@ class ChatTurn:
             history, costs, _ = await self._arewrite()
         started = time.monotonic()
         chunks = self.model.astream(self._start(history, costs))
+        limit = conf.TURN_TIME_LIMIT
+        # The limit holds while the model sends nothing, too: each wait for a
+        # chunk ends at it.
+        deadline = None if limit is None else asyncio.get_running_loop().time() + limit
         try:
             async with aclosing(cast(Any, chunks)):
-                async for chunk in chunks:
+                while True:
+                    try:
+                        chunk = await _anext_within(chunks, deadline)
+                    except StopAsyncIteration:
+                        break
                     text = self._take(chunk)
                     if text:
                         yield text
                     if self._over_time(started):
                         self.timed_out = True
                         break
+        except _OutOfTime:
+            self.timed_out = True
         # The consumer closed the stream (GeneratorExit) or the server cancelled
         # the task because the client went away (CancelledError).
         except (GeneratorExit, asyncio.CancelledError):

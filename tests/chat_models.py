@@ -35,6 +35,9 @@ class HistoryModel(BaseChatModel):
 
     token_delay: float = 0.0
     fail_after: int | None = None
+    pauses: dict[int, float] = {}
+    """Seconds to wait before the token at a position (a slow first token,
+    a stall mid-stream)."""
     seen: list[list[BaseMessage]] = []
 
     @property
@@ -69,6 +72,8 @@ class HistoryModel(BaseChatModel):
                 raise RuntimeError("the test model broke mid-stream")
             if position and self.token_delay:
                 time.sleep(self.token_delay)
+            if position in self.pauses:
+                time.sleep(self.pauses[position])
             yield ChatGenerationChunk(message=AIMessageChunk(content=token))
 
     async def _astream(
@@ -83,6 +88,8 @@ class HistoryModel(BaseChatModel):
                 raise RuntimeError("the test model broke mid-stream")
             if position and self.token_delay:
                 await asyncio.sleep(self.token_delay)
+            if position in self.pauses:
+                await asyncio.sleep(self.pauses[position])
             yield ChatGenerationChunk(message=AIMessageChunk(content=token))
 
 
@@ -128,6 +135,8 @@ class ScriptedModel(BaseChatModel):
     reply: str = "scripted reply"
     chunk_size: int = 4
     token_delay: float = 0.0
+    pauses: dict[int, float] = {}
+    """Seconds to wait before the chunk at a position."""
     tool_calls: list[dict[str, Any]] = []
 
     @property
@@ -190,6 +199,8 @@ class ScriptedModel(BaseChatModel):
         for position, chunk in enumerate(self._chunks()):
             if position and self.token_delay:
                 time.sleep(self.token_delay)
+            if position in self.pauses:
+                time.sleep(self.pauses[position])
             yield ChatGenerationChunk(message=chunk)
 
     async def _astream(
@@ -202,4 +213,6 @@ class ScriptedModel(BaseChatModel):
         for position, chunk in enumerate(self._chunks()):
             if position and self.token_delay:
                 await asyncio.sleep(self.token_delay)
+            if position in self.pauses:
+                await asyncio.sleep(self.pauses[position])
             yield ChatGenerationChunk(message=chunk)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -867,6 +868,80 @@ async def test_an_async_reply_over_the_time_limit_is_stopped() -> None:
         tokens = [token async for token in turn.astream()]
     assert turn.timed_out and 1 <= len(tokens) < 6
     assert stored("tl2")[1]["data"]["response_metadata"][INTERRUPTED] is True
+
+
+def model_streams() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "chatmemory-model-stream"]
+
+
+@pytest.mark.parametrize(
+    ("pauses", "tokens_before"),
+    [({0: 0.6, 1: 5}, 0), ({2: 0.6, 3: 5}, 2)],
+    ids=["slow first token", "stall mid-stream"],
+)
+def test_the_time_limit_holds_while_the_model_sends_nothing(
+    pauses: dict[int, float], tokens_before: int
+) -> None:
+    session_id = f"tl-silent-{tokens_before}"
+    turn = ChatTurn(session_id, "tell me", model=HistoryModel(pauses=pauses))
+    started = time.monotonic()
+    with override_settings(CHATMEMORY_TURN_TIME_LIMIT=0.15):
+        tokens = list(turn.stream())
+    assert time.monotonic() - started < 0.45  # not after the model's pause
+    assert turn.timed_out and len(tokens) == tokens_before
+    # The question and the reply so far, marked stopped.
+    records = stored(session_id)
+    assert [r["type"] for r in records] == ["human", "ai"]
+    assert records[0]["data"]["content"] == "tell me"
+    assert records[1]["data"]["content"] == "".join(tokens)
+    assert records[1]["data"]["response_metadata"][INTERRUPTED] is True
+    # The thread reading the model stops at its next chunk (not after the
+    # next pause).
+    for thread in model_streams():
+        thread.join(timeout=2)
+    assert not model_streams()
+
+
+@pytest.mark.parametrize(
+    ("pauses", "tokens_before"),
+    [({0: 0.6, 1: 5}, 0), ({2: 0.6, 3: 5}, 2)],
+    ids=["slow first token", "stall mid-stream"],
+)
+async def test_the_async_time_limit_holds_while_the_model_sends_nothing(
+    pauses: dict[int, float], tokens_before: int
+) -> None:
+    session_id = f"atl-silent-{tokens_before}"
+    turn = ChatTurn(session_id, "tell me", model=HistoryModel(pauses=pauses))
+    started = time.monotonic()
+    with override_settings(CHATMEMORY_TURN_TIME_LIMIT=0.15):
+        tokens = [token async for token in turn.astream()]
+    assert time.monotonic() - started < 0.45
+    assert turn.timed_out and len(tokens) == tokens_before
+    records = stored(session_id)
+    assert [r["type"] for r in records] == ["human", "ai"]
+    assert records[1]["data"]["content"] == "".join(tokens)
+    assert records[1]["data"]["response_metadata"][INTERRUPTED] is True
+
+
+def test_a_model_error_under_the_time_limit_is_still_a_model_failure() -> None:
+    turn = ChatTurn("tl-fail", "tell me", model=HistoryModel(fail_after=2))
+    with override_settings(CHATMEMORY_TURN_TIME_LIMIT=5), pytest.raises(ModelFailed):
+        list(turn.stream())
+    assert stored("tl-fail") == []
+
+
+def test_a_reply_stopped_under_the_time_limit_is_saved_as_far_as_it_was_read() -> None:
+    turn = ChatTurn("tl-stop", "tell me", model=HistoryModel(pauses={3: 0.3}))
+    with override_settings(CHATMEMORY_TURN_TIME_LIMIT=5):
+        tokens = turn.stream()
+        shown = [next(tokens), next(tokens)]
+        tokens.close()
+    records = stored("tl-stop")
+    assert records[1]["data"]["content"] == "".join(shown)
+    assert records[1]["data"]["response_metadata"][INTERRUPTED] is True
+    for thread in model_streams():
+        thread.join(timeout=2)
+    assert not model_streams()
 
 
 def test_without_a_time_limit_a_slow_reply_completes() -> None:
