@@ -898,3 +898,34 @@ def test_a_failed_regenerate_keeps_the_old_reply(open_chat: Any, alice: Any) -> 
         "Question",
         "The old answer",
     ]
+
+
+def test_a_failed_edit_keeps_the_edited_text(open_chat: Any, alice: Any) -> None:
+    seed_chat(alice, "edit-fails", [("human", "Old question"), ("ai", "Old answer")])
+    page = open_chat("edit-fails")
+    question = page.locator(".cm-human").last
+    question.get_by_role("button", name="Edit this message").click()
+    editor = page.get_by_role("textbox", name="Edit this message")
+    editor.fill("A long edited question\nthat took a while to write")
+    failing = {"factory": "tests.chat_models.failing_model", "fail_after": 2}
+    with override_settings(CHATMEMORY_CHAT_MODEL=failing):
+        editor.press("Enter")
+        expect(page.locator("#cm-errors")).to_contain_text("nothing was saved")
+    wait_for_reply(page)
+    # The editor is open again with the edited text, focused, for another try.
+    expect(editor).to_have_value("A long edited question\nthat took a while to write")
+    expect(editor).to_be_focused()
+    expect(page.locator(".cm-ai:visible .cm-text")).to_have_text("Old answer")
+    assert [r["data"]["content"] for r in store.read_records("edit-fails")] == [  # type: ignore[index]
+        "Old question",
+        "Old answer",
+    ]
+    # Sending it again works; Cancel would have shown the old question.
+    with scripted("The new answer", delay=0.0):
+        editor.press("Enter")
+        wait_for_reply(page)
+    expect(page.locator(".cm-human .cm-text")).to_have_text(
+        ["A long edited question\nthat took a while to write"]
+    )
+    expect(page.locator(".cm-ai .cm-text")).to_have_text("The new answer")
+    assert page.script_errors == []  # type: ignore[attr-defined]

@@ -669,12 +669,14 @@
     });
   }
 
-  function editQuestion(turn) {
+  // Opens the editor on the last question, holding `draft` if given (an
+  // edit that failed comes back to the editor with its text).
+  function editQuestion(turn, draft) {
     var text = turn.question.querySelector(".cm-text");
     var editor = document.createElement("form");
     editor.className = "cm-editor";
     var area = document.createElement("textarea");
-    area.value = messageSource(turn.question);
+    area.value = draft === undefined ? messageSource(turn.question) : draft;
     area.setAttribute("aria-label", gettext("Edit this message"));
     area.rows = Math.min(8, area.value.split("\n").length + 1);
     var save = document.createElement("button");
@@ -783,6 +785,7 @@
     }
     var finished = null;
     var failed = null;
+    var redraft = null;
     stopped = false;
     controller = new AbortController();
     busy(true);
@@ -853,6 +856,8 @@
         reply.remove();
         options.old.hidden = false;
         question.querySelector(".cm-text").textContent = oldQuestionText;
+        // The edited text is not lost: the editor opens again with it.
+        if (action === "edit") redraft = text;
       }
       showError(failed);
     } else {
@@ -879,7 +884,9 @@
     controller = null;
     busy(false);
     refreshTurnTools();
-    box.focus();
+    var again = redraft !== null && lastTurn();
+    if (again) editQuestion(again, redraft);
+    else box.focus();
   }
 
   refreshTurnTools();
