@@ -929,3 +929,27 @@ def test_a_failed_edit_keeps_the_edited_text(open_chat: Any, alice: Any) -> None
     )
     expect(page.locator(".cm-ai .cm-text")).to_have_text("The new answer")
     assert page.script_errors == []  # type: ignore[attr-defined]
+
+
+def test_the_empty_chat_hint_never_comes_back_over_a_conversation(
+    open_chat: Any,
+) -> None:
+    page = open_chat()
+    hint = page.locator("#cm-empty-hint")
+    expect(hint).to_be_visible()
+    with scripted("Hello there", delay=0.0):
+        page.get_by_label("Your message").fill("Hi")
+        page.keyboard.press("Enter")
+        wait_for_reply(page)
+    expect(hint).to_be_hidden()
+    failing = {"factory": "tests.chat_models.failing_model", "fail_after": 1}
+    with override_settings(CHATMEMORY_CHAT_MODEL=failing):
+        page.get_by_label("Your message").fill("And then?")
+        page.keyboard.press("Enter")
+        expect(page.locator("#cm-errors")).to_contain_text("nothing was saved")
+    wait_for_reply(page)
+    # The conversation is still there, and no "say something" hint over it.
+    expect(page.locator(".cm-msg:visible")).to_have_count(2)
+    expect(hint).to_be_hidden()
+    expect(page.get_by_label("Your message")).to_have_value("And then?")
+    assert page.script_errors == []  # type: ignore[attr-defined]
