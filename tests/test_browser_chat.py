@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.test import override_settings
+from langchain_core.messages import RemoveMessage, SystemMessage, ToolMessage
 from playwright.sync_api import Browser, Page, expect
 
 from chatmemory import records, store, views
@@ -366,7 +367,7 @@ def test_hostile_markdown_runs_nothing_stored_or_live(
 # 5. Copy buttons and timestamps
 
 
-def test_every_message_has_a_copy_button_and_a_time(open_chat: Any) -> None:
+def test_every_message_has_a_copy_button_and_a_time(open_chat: Any, alice: Any) -> None:
     page = open_chat()
     with scripted(MARKDOWN, delay=0.0, size=50):
         page.get_by_label("Your message").fill("Copy *this*")
@@ -387,6 +388,25 @@ def test_every_message_has_a_copy_button_and_a_time(open_chat: Any) -> None:
     page.reload()
     page.locator(".cm-ai").last.get_by_role("button", name="Copy this reply").click()
     assert page.evaluate("navigator.clipboard.readText()") == MARKDOWN
+    # System and tool messages too; not an unreadable entry (no text of its own).
+    seed_chat(
+        alice,
+        "notes",
+        [
+            SystemMessage(content="Be brief."),
+            ("human", "Weather?"),
+            ToolMessage(content="42 degrees", tool_call_id="c1"),
+            RemoveMessage(id="gone"),
+            ("ai", "Hot."),
+        ],
+    )
+    page.goto("/chat/notes/")
+    for selector, text in ((".cm-system", "Be brief."), (".cm-other", "42 degrees")):
+        page.locator(selector).get_by_role("button", name="Copy this message").click()
+        assert page.evaluate("navigator.clipboard.readText()") == text
+    expect(page.locator(".cm-unreadable")).to_have_count(1)
+    expect(page.locator(".cm-unreadable .cm-copy")).to_have_count(0)
+    expect(page.locator(".cm-copy")).to_have_count(4)
 
 
 # ---------------------------------------------------------------------------

@@ -184,7 +184,7 @@
   }
 
   // ---------------------------------------------------------------------
-  // Per-message tools: copy on every message.
+  // Per-message tools: copy on every message (see below).
 
   function messageSource(item) {
     var text = item.querySelector(".cm-text");
@@ -200,8 +200,8 @@
     copy.type = "button";
     copy.className = "cm-tool cm-copy";
     copy.textContent = gettext("Copy");
-    copy.setAttribute("aria-label", item.classList.contains("cm-human")
-      ? gettext("Copy this message") : gettext("Copy this reply"));
+    copy.setAttribute("aria-label", item.classList.contains("cm-ai")
+      ? gettext("Copy this reply") : gettext("Copy this message"));
     copy.addEventListener("click", function () {
       // A reply made only of tool calls copies what it shows of them.
       var calls = [];
@@ -221,7 +221,11 @@
       var text = item.querySelector(".cm-text");
       if (text) renderMarkdown(text, text.textContent);
     }
-    if (item.classList.contains("cm-human") || item.classList.contains("cm-ai")) addTools(item);
+    // Every message (system, tool and other notes too), not an unreadable
+    // entry (its text only says it is one) nor the empty chat's hint.
+    if (!item.classList.contains("cm-unreadable") && !item.classList.contains("cm-hint")) {
+      addTools(item);
+    }
   });
 
   // ---------------------------------------------------------------------
