@@ -389,7 +389,7 @@ def test_the_agent_is_built_once_per_configuration() -> None:
 def test_my_chats_download_holds_my_threads(alice_client: Client, chat_id: str) -> None:
     stream(alice_client, chat_id, message="shout it")
     response = alice_client.get(reverse("chatmemory:download_all"))
-    [chat] = json.loads(response.content)
+    [chat] = json.loads(b"".join(response.streaming_content))
     assert chat["id"] == chat_id and chat["kind"] == "thread"
     assert chat["messages"] == thread_records(chat_id)
 
