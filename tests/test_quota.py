@@ -232,7 +232,7 @@ def test_the_turn_lock_gives_the_stream_slot_back_in_its_round_trip() -> None:
     assert not store.admit_turn("7", limits).admitted
     assert store.unlock_turn("s", "token", release=held)
     assert store.admit_turn("7", limits).admitted
-    op = store.locks.unlock_turn_op("s", "t", [quota.release_command("7", "x")])
+    op = store.locks.unlock_turn_op("s", "t", ("7", "x"))
     assert _requests(op) == 1
 
 

@@ -80,7 +80,6 @@ from .quota import (
     Limits,
     admit_turn_op,
     get_session_and_admit_op,
-    release_command,
     release_turn_op,
 )
 from .search import TitleMatches, search_titles_op, title_matches, title_words
@@ -293,10 +292,10 @@ async def alock_turn(session_id: str, token: str, *, seconds: float) -> bool:
     return await arun(_locks.lock_turn_op(session_id, token, seconds))
 
 
-def _releasing(admission: Admission | None) -> list[tuple[object, ...]]:
+def _releasing(admission: Admission | None) -> tuple[str, str] | None:
     if admission is None or not admission.holds_stream:
-        return []
-    return [release_command(admission.owner, admission.turn_id)]
+        return None
+    return admission.owner, admission.turn_id
 
 
 def unlock_turn(

@@ -9,11 +9,11 @@ next turn's. A process killed mid-turn leaves a lock that expires by itself.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
-from typing import Any
 
 from . import keys
+from .client import is_cluster
 from .operations import Command, Eval, Operation
+from .quota import release_command
 
 
 def new_token() -> str:
@@ -38,15 +38,26 @@ def lock_turn_op(session_id: str, token: str, seconds: float) -> Operation[bool]
 
 
 def unlock_turn_op(
-    session_id: str, token: str, then: Sequence[tuple[Any, ...]] = ()
+    session_id: str, token: str, release: tuple[str, str] | None = None
 ) -> Operation[bool]:
     """Release the lock if ``token`` still holds it; False if it had expired.
 
-    ``then``: commands sent in the same round trip (a turn's stream slot
-    given back, see :func:`chatmemory.store.quota.release_command`).
+    ``release=(owner, turn id)``: also give that turn's stream slot back, in
+    the same round trip (in the unlock script on one server; on Redis
+    Cluster, where the owner's keys are in another slot, as
+    :func:`chatmemory.store.quota.release_command` in the same pipeline).
     """
     keys.validate_session_id(session_id)
-    released = yield Eval(
-        "unlock", [keys.turn_lock_key(session_id)], [token], then=then
-    )
+    lock = keys.turn_lock_key(session_id)
+    if release is None:
+        released = yield Eval("unlock", [lock], [token])
+    elif is_cluster():
+        released = yield Eval(
+            "unlock", [lock], [token], then=[release_command(*release)]
+        )
+    else:
+        owner, turn_id = release
+        released = yield Eval(
+            "unlock", [lock, keys.quota_streams_key(owner)], [token, turn_id]
+        )
     return bool(released)

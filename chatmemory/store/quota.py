@@ -10,7 +10,7 @@ the turn that crosses it still completes.
 from __future__ import annotations
 
 import hashlib
-import uuid
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
@@ -126,7 +126,7 @@ def _admission(owner: str, limits: Limits, turn_id: str, reply: list[Any]) -> Ad
 
 def admit_turn_op(owner: str, limits: Limits) -> Operation[Admission]:
     """Check the limits and, when they allow it, count the turn (one script)."""
-    turn_id = uuid.uuid4().hex
+    turn_id = os.urandom(16).hex()  # uuid4().hex costs four times as much
     if not limits:
         return Admission(turn_id, owner=owner)
     script_keys, args = _quota_call(owner, limits, turn_id)
@@ -150,7 +150,7 @@ def get_session_and_admit_op(
     does not run it gives its stream slot back (:func:`release_turn_op`).
     """
     keys.validate_session_id(session_id)
-    turn_id = uuid.uuid4().hex
+    turn_id = os.urandom(16).hex()  # uuid4().hex costs four times as much
     meta_key = keys.meta_key(session_id)
     reads: list[tuple[Any, ...]] = [("HGETALL", meta_key), ("PTTL", meta_key)]
     if not limits:
