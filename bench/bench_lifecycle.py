@@ -18,7 +18,9 @@ Cases:
   the turn makes anyway (all three limits on), and with the check in round
   trips of its own; the ratio of each to the plain turn (target <= 1.05), as
   the median of per-round ratios with its spread. Blocks alternate, so drift in
-  machine load hits all three alike (``--quota-only``: this case alone).
+  machine load hits all three alike; then pairs of a plain and a folded turn,
+  one after the other: the median difference, which load drift cancels out of
+  (``--quota-only``: this case alone).
 
 Redis: a throwaway ``redis-server`` on a free loopback port, or ``BENCH_REDIS_URL``
 (only keys under the benchmark's random prefixes are touched).
@@ -216,6 +218,17 @@ def quota_cost(turns: int, block: int) -> None:
             for name in ratios:
                 ratios[name].append(medians[name] / medians["plain"])
             done += block
+        # Paired: each plain turn next to a folded one (which goes first
+        # alternates), so drift in machine load cancels out of each difference.
+        differences = []
+        for i in range(turns):
+            pair = (plain, folded) if i % 2 else (folded, plain)
+            taken = {}
+            for way in pair:
+                started = time.perf_counter()
+                way(i)
+                taken[way] = time.perf_counter() - started
+            differences.append(taken[folded] - taken[plain])
     plain_ms = statistics.median(times["plain"]) * 1000
     print(
         f"turn (the stream view's store work, demo model) without limits "
@@ -225,6 +238,14 @@ def quota_cost(turns: int, block: int) -> None:
     print(
         "  with the limit check folded into the session read and the unlock: "
         f"ratio {spread(ratios['folded'])} (target <= 1.05)"
+    )
+    low, _, high = statistics.quantiles(differences, n=4)
+    extra = statistics.median(differences)
+    print(
+        f"  paired ({turns} pairs of a plain and a folded turn, one after the "
+        f"other): the check adds {extra * 1e6:+.0f} us a turn (IQR "
+        f"{low * 1e6:+.0f} .. {high * 1e6:+.0f}), ratio "
+        f"{1 + extra / statistics.median(times['plain']):.3f} (target <= 1.05)"
     )
     print(
         "  with the limit check in round trips of its own: "
