@@ -188,21 +188,38 @@ def test_no_stored_entry_gives_a_500_or_a_cut_stream(
         failures[where] += 1
         examples.setdefault(where, f"{kind}: {raw[:200]!r}")
 
+    def seed(session_id: str, made: list[tuple[str, bytes]]) -> tuple[str, bytes]:
+        """A chat of one plain turn followed by the entries ``made``."""
+        store.append_records(
+            session_id,
+            [
+                {"type": "human", "data": {"content": "first"}},
+                {"type": "ai", "data": {"content": "reply"}},
+            ],
+            owner=owner_id(user),
+        )
+        redis_client.rpush(store.messages_key(session_id), *(r for _, r in made))
+        return " + ".join(k for k, _ in made), b" + ".join(r for _, r in made)
+
+    def check_stream(what: str, streamed: Any, kind: str, raw: bytes) -> None:
+        if streamed.status_code != 200:
+            failed(f"{what} {streamed.status_code}", kind, raw)
+            return
+        try:
+            body = b"".join(streamed.streaming_content)
+        except Exception:
+            failed(f"{what} cut (exception)", kind, raw)
+        else:
+            if last_event(body) not in ("done", "error"):
+                failed(f"{what} cut", kind, raw)
+
     with override_settings(CHATMEMORY_CHAT_MODEL=MODEL):
         for number in range(0, CASES, PER_SESSION):
-            made = [entry(rng) for _ in range(min(PER_SESSION, CASES - number))]
-            kind = " + ".join(k for k, _ in made)
-            raw = b" + ".join(r for _, r in made)
             session_id = f"fuzz-{number}"
-            store.append_records(
+            kind, raw = seed(
                 session_id,
-                [
-                    {"type": "human", "data": {"content": "first"}},
-                    {"type": "ai", "data": {"content": "reply"}},
-                ],
-                owner=owner_id(user),
+                [entry(rng) for _ in range(min(PER_SESSION, CASES - number))],
             )
-            redis_client.rpush(store.messages_key(session_id), *(r for _, r in made))
 
             page = client.get(reverse("chatmemory:chat", args=[session_id]))
             if page.status_code != 200:
@@ -215,16 +232,7 @@ def test_no_stored_entry_gives_a_500_or_a_cut_stream(
             streamed = client.post(
                 reverse("chatmemory:stream", args=[session_id]), {"message": "more"}
             )
-            if streamed.status_code != 200:
-                failed(f"stream {streamed.status_code}", kind, raw)
-            else:
-                try:
-                    body = b"".join(streamed.streaming_content)
-                except Exception:
-                    failed("stream cut (exception)", kind, raw)
-                else:
-                    if last_event(body) not in ("done", "error"):
-                        failed("stream cut", kind, raw)
+            check_stream("stream", streamed, kind, raw)
             transcript = client.get(
                 reverse("admin:chatmemory_chatsession_change", args=[quote(session_id)])
             )
@@ -232,34 +240,14 @@ def test_no_stored_entry_gives_a_500_or_a_cut_stream(
                 failed(f"admin transcript {transcript.status_code}", kind, raw)
         # Regenerate, edit and continue on a last turn that is odd.
         for number in range(REWRITES):
-            made = last_turn(rng)
-            kind = " + ".join(k for k, _ in made)
-            raw = b" + ".join(r for _, r in made)
             session_id = f"fuzz-turn-{number}"
-            store.append_records(
-                session_id,
-                [
-                    {"type": "human", "data": {"content": "first"}},
-                    {"type": "ai", "data": {"content": "reply"}},
-                ],
-                owner=owner_id(user),
-            )
-            redis_client.rpush(store.messages_key(session_id), *(r for _, r in made))
+            kind, raw = seed(session_id, last_turn(rng))
             action = REWRITE_ACTIONS[number % 3]
             streamed = client.post(
                 reverse("chatmemory:stream", args=[session_id]),
                 {"message": "edited", "action": action},
             )
-            if streamed.status_code != 200:
-                failed(f"{action} {streamed.status_code}", kind, raw)
-                continue
-            try:
-                body = b"".join(streamed.streaming_content)
-            except Exception:
-                failed(f"{action} cut (exception)", kind, raw)
-            else:
-                if last_event(body) not in ("done", "error"):
-                    failed(f"{action} cut", kind, raw)
+            check_stream(action, streamed, kind, raw)
     sessions = -(-CASES // PER_SESSION)
     report = ", ".join(
         f"{where}: {count}/"
