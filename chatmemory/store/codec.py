@@ -72,16 +72,12 @@ def encode_exact_record(kind: str, data: dict[str, Any], at: int) -> bytes | Non
     a ``kind`` that JSON writes as it is (a message type name): only ``data``
     goes through orjson, so the record itself may be any dict (an
     :class:`EncodedRecord` being built)."""
-    if not _ORJSON or type(at) is not int:
+    if type(at) is not int:
         return None
-    try:
-        body = orjson.dumps(data, option=_ORJSON_OPTION)
-    except TypeError:  # orjson.JSONEncodeError: a value it will not write
+    body = _orjson_exact(data, 1)
+    if body is None:
         return None
-    # orjson writes these exactly or refuses them (see _plain).
-    if _plain(data, 1) or orjson.loads(body) == data:
-        return b'{"type":"%s","data":%s,"at":%d}' % (kind.encode(), body, at)
-    return None
+    return b'{"type":"%s","data":%s,"at":%d}' % (kind.encode(), body, at)
 
 
 def encode_exact(record: Record) -> bytes | None:
@@ -96,17 +92,23 @@ def encode_exact(record: Record) -> bytes | None:
     :func:`_plain`): those it writes exactly or refuses. None too when orjson
     is not installed.
     """
+    return _orjson_exact(record, 0)
+
+
+def _orjson_exact(value: dict[str, Any], depth: int) -> bytes | None:
+    """orjson's bytes for ``value`` (a dict ``depth`` deep in its record), or
+    None unless they read back as ``value`` (see :func:`encode_exact`)."""
     if not _ORJSON:
         return None
     try:
-        data = orjson.dumps(record, option=_ORJSON_OPTION)
+        data = orjson.dumps(value, option=_ORJSON_OPTION)
     except TypeError:  # orjson.JSONEncodeError: a value it will not write
         return None
-    if _plain(record):
+    if _plain(value, depth):
         # orjson writes exactly these or refuses them (lone surrogates, ints
         # past 64 bits, non-str keys).
         return data
-    return data if orjson.loads(data) == record else None
+    return data if orjson.loads(data) == value else None
 
 
 _PLAIN_DEPTH = 4
