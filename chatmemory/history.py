@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from langchain_core.chat_history import BaseChatMessageHistory
@@ -75,6 +75,7 @@ class _Kind:
 
     __slots__ = (
         "cls",
+        "compact_fields",
         "defaults",
         "extra",
         "fast_read",
@@ -122,6 +123,42 @@ class _Kind:
             )
         )
         self.extra = cls.model_config.get("extra") == "allow"
+        self.compact_fields = self._unrolled_compact(fields.keys())
+
+    def _unrolled_compact(
+        self, names: Iterable[str]
+    ) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """:meth:`compact` of a message's ``__dict__``, one test per field
+        written out (a third of the generic loop's cost; every write compacts
+        every message), for a ``__dict__`` that holds every field."""
+        # The generic rule, spelt per default: a mutable default ({} or []) is
+        # held by an empty value of exactly its type, None by None alone, any
+        # other default by itself or an equal value of its exact type.
+        lines = ["def compact(data):", "    out = {}"]
+        for position, name in enumerate(names):
+            lines.append(f"    value = data[{name!r}]")
+            default = self.defaults.get(name, _NO_DEFAULT)
+            if default is _NO_DEFAULT:
+                test = ""
+            elif type(default) in _MUTABLE:
+                test = f"if type(value) is not {type(default).__name__} or value: "
+            elif default is None:
+                test = "if value is not None: "
+            else:
+                test = (
+                    f"if value is not d{position} and (type(value) is not "
+                    f"t{position} or value != d{position}): "
+                )
+            lines.append(f"    {test}out[{name!r}] = value")
+        lines.append("    return out")
+        namespace: dict[str, Any] = {}
+        for position, name in enumerate(names):
+            default = self.defaults.get(name, _NO_DEFAULT)
+            namespace[f"d{position}"] = default
+            namespace[f"t{position}"] = type(default)
+        exec("\n".join(lines), namespace)  # noqa: S102 - our own field names
+        compact: Callable[[dict[str, Any]], dict[str, Any]] = namespace["compact"]
+        return compact
 
     def compact(self, data: dict[str, Any]) -> dict[str, Any]:
         """``data`` without the fields that hold their default value."""
@@ -195,7 +232,14 @@ def _fields_record(message: BaseMessage, kind: str, how: _Kind) -> store.Record:
 
 
 def _fields_data(message: BaseMessage, how: _Kind) -> dict[str, Any]:
-    data = how.compact(message.__dict__)
+    fields = message.__dict__
+    # Every field there, as pydantic builds __dict__ (model_construct may
+    # leave a required one out): the unrolled tests, which write the fields
+    # in field order, as model_dump does.
+    if fields.keys() == how.fields:
+        data = how.compact_fields(fields)
+    else:
+        data = how.compact(fields)
     extra = message.__pydantic_extra__
     if extra:
         data.update(extra)

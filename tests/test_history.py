@@ -195,6 +195,37 @@ def test_a_record_is_message_to_dict_without_its_defaults() -> None:
         assert message_to_record(message) == {"type": full["type"], "data": expected}
 
 
+def test_the_unrolled_compaction_leaves_out_what_the_generic_rule_does() -> None:
+    from chatmemory.history import _KINDS
+
+    class Text(str):
+        pass
+
+    # Each field's default, equal values of other types (0 == False, 0 ==
+    # 0.0), a str subclass equal to a default, empty and full containers.
+    values = [None, False, True, 0, 1, 0.0, "", "ai", "success", Text("ai")]
+    values += [Text("success"), {}, [], {"k": 1}, [1], (), "human", "tool"]
+    for kind, how in _KINDS.items():
+        for name in how.fields:
+            for value in values:
+                data = {**how.template, **how.fresh(), name: value}
+
+                unrolled = how.compact_fields(data)
+
+                assert unrolled == how.compact(data), (kind, name, value)
+                assert list(unrolled) == list(how.compact(data))
+                assert {type(v) for v in unrolled.values()} == {
+                    type(v) for v in how.compact(data).values()
+                }
+
+
+def test_a_message_missing_a_required_field_is_compacted_too() -> None:
+    # model_construct leaves a required field out of __dict__.
+    message = AIMessage.model_construct(id="run-1", response_metadata={})
+
+    assert message_to_record(message) == {"type": "ai", "data": {"id": "run-1"}}
+
+
 def test_full_records_of_earlier_versions_and_other_tools_still_read(
     redis_client: redis.Redis,
 ) -> None:
