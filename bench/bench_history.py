@@ -50,12 +50,16 @@ are taken round by round, between blocks run side by side, and printed as
 the median over rounds with their spread [p10 .. p90] (min .. max with fewer
 than 10 rounds).
 
-Each case with a target is then measured a second way, call by call (see
+Cases (a) and (b20) are then measured a second way, call by call (see
 :func:`paired`): chatmemory and the floor one right after the other, a
 thousand times, and the ratio is one plus the mean difference over the
 floor's mean call. Load that drifts between blocks cancels out of it, so it
 settles a few percent that the block ratios, spread over tens of percent on
-a shared machine, cannot. Both verdicts are printed.
+a shared machine, cannot; the floor measured against itself shows the
+measure's own bias. Their calls leave little for the collector (the same
+ratios with it off), so neither's collections land in the other's call; a
+10,000-message read (c) does, and has block ratios only. Both verdicts are
+printed.
 
 Redis: a throwaway ``redis-server`` on a free loopback port (persistence off),
 or the server of ``BENCH_REDIS_URL`` (e.g. ``redis://127.0.0.1:6379/15``); the
@@ -972,9 +976,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             speedup=("anchor", "chatmemory", 2.0),
         )
         targets_met &= met
-        result = paired(cases_c["chatmemory"], cases_c["floor"], pairs=pairs // 10)
-        summary["c"]["chatmemory paired"] = result[3]
-        paired_met &= report_paired(result, pairs // 10, 1.5)
+        # No paired measure here: a 10,000-message read leaves collections
+        # due that the next allocations run, which in a pair would be the
+        # other implementation's call (the blocks keep each one's own).
         if args.profile:
             profile("(c)", cases_c["chatmemory"], 10)
 
