@@ -163,8 +163,10 @@ def encode_records(records: Sequence[Record]) -> list[bytes]:
 _DIGITS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
 _LONG_RUN = b"0" * 19
 # Any 19 consecutive bytes hold 6 consecutive multiples of 3: every third byte
-# of a run of 19 digits is a run of 6 digits. A run of 6 among every third
-# byte needs 16 consecutive digits, which a stored time (13) never has.
+# of a run of 19 digits is a run of 6 digits, so no such run goes unseen. The
+# converse does not hold: 6 digits every third byte (16 bytes) may have other
+# bytes between them (hex ids often do), and the input is then scanned whole. A
+# stored time (13 digits between non-digits) gives at most 5.
 _SAMPLED_RUN = b"0" * 6
 # Past this size the first look is skipped: a long history almost surely has
 # 16 digits in a row somewhere (in hex ids), so it would only add a third.
