@@ -23,6 +23,10 @@ floor
 anchor
     ``langchain_community``'s ``RedisChatMessageHistory``: one round trip per
     message (two with a TTL: LPUSH then EXPIRE), a new connection per object.
+cm, no messages (b20 only, no target)
+    chatmemory's turn reading the session as records (decoded, checked dicts,
+    ``store.read_records``) instead of messages: what building the message
+    objects costs.
 raw, raw orjson (peers, no target)
     What a hand-written redis-py history does: one RPUSH+EXPIRE pipeline per
     write, one LRANGE per read; ``message_to_dict`` + ``json.dumps`` (or
@@ -907,10 +911,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipe.execute()
         for i in range(sessions):
             DjangoRedisChatMessageHistory(f"b20-{i}").add_messages(session)
+        # What the message objects cost: chatmemory's turn reading the
+        # records (decoded, checked dicts) instead of messages, on sessions of
+        # its own (diagnostic, no target).
+        for i in range((rounds + 1) * args.block):
+            DjangoRedisChatMessageHistory(f"b20r-{i}").add_messages(session)
+
+        def records_turn(session_id: str) -> Any:
+            records = store.read_records(session_id)
+            DjangoRedisChatMessageHistory(session_id).add_messages(pair)
+            return records
+
         cases_b20: dict[str, Callable[[int], Any]] = {
             name: (lambda i, fn=fn: fn(f"b20-{i}")) for name, fn in turns.items()
         }
         cases_b20["raw orjson"] = lambda i: raw_orjson_turn(f"b20-{i}-orjson")
+        cases_b20["cm, no messages"] = lambda i: records_turn(f"b20r-{i}")
         assert len(cases_b20["chatmemory"](sessions)) == 0  # a spare, empty one
         assert len(DjangoRedisChatMessageHistory("b20-0").messages) == 20
         assert len(floor.read("b20-0")) == 20
