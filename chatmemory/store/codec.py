@@ -169,7 +169,8 @@ _LONG_RUN = b"0" * 19
 # stored time (13 digits between non-digits) gives at most 5.
 _SAMPLED_RUN = b"0" * 6
 # Past this size the first look is skipped: a long history almost surely has
-# 16 digits in a row somewhere (in hex ids), so it would only add a third.
+# 6 digits every third byte somewhere (in hex ids), so it would only add a
+# third.
 _SAMPLE_BELOW = 65_536
 
 
