@@ -671,6 +671,9 @@ def test_the_admin_lists_shows_exports_and_deletes_a_thread(admin_client: Any) -
 
     agent = create_agent(ToolCallingModel(), [weather], checkpointer=DjangoRedisSaver())
     agent.invoke({"messages": [("user", "use: weather")]}, config_for("t14", owner="1"))
+    # Activity is kept in milliseconds, and a tie lists the greater id first
+    # ("t14"): the plain session is written a millisecond later at least.
+    time.sleep(0.002)
     chat("s14", HumanMessage("a plain session"))
 
     listing = admin_client.get(LIST_URL)
